@@ -1,0 +1,86 @@
+# kronos: Lua module in C over libpq. Every variable below may be overridden: make LUA=luajit CC=clang
+LUA      ?= lua5.4
+PREFIX   ?= /usr/local
+CC       ?= cc
+PG_CONFIG ?= pg_config
+
+ifeq ($(LUA),luajit)
+  LUA_INC  ?= /usr/include/luajit-2.1
+  LUA_VER  ?= 5.1
+else
+  LUA_INC  ?= /usr/include/$(LUA)
+  LUA_VER  ?= $(patsubst lua%,%,$(LUA))
+endif
+
+BUILD    ?= build/$(LUA)$(VARIANT)
+PQ_INC   := $(shell $(PG_CONFIG) --includedir 2>/dev/null)
+PQ_LIB   := $(shell $(PG_CONFIG) --libdir 2>/dev/null)
+CFLAGS   ?= -O2 -g
+CFLAGS_ALL := -std=c11 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror -I$(LUA_INC) -I$(PQ_INC) $(CFLAGS) $(XCFLAGS)
+LDFLAGS_ALL := -shared -L$(PQ_LIB) $(LDFLAGS) $(XLDFLAGS)
+LIBS     := -lpq -luuid
+
+SRCS     := $(sort $(wildcard src/*.c))
+OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
+MODULE   := $(BUILD)/kronos/core.so
+BUSTED   ?= /usr/bin/busted
+BUSTED_ARGS ?= -o utfTerminal
+SPECS    ?= spec
+
+.PHONY: all deps env test test-all lint check-memory fuzz bench dev dev-stop clean install
+
+all: $(MODULE)
+
+$(BUILD)/obj/%.o: src/%.c src/*.h | deps-build
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(MODULE): $(OBJS)
+	@mkdir -p $(@D)
+	$(CC) -o $@ $(OBJS) $(LDFLAGS_ALL) $(LIBS)
+
+# Installs the Debian packages that are missing; a no-op on a ready machine.
+deps:
+	@sh tools/deps.sh base
+
+deps-build:
+	@sh tools/deps.sh base
+
+# eval "$(make -s env)" puts the in-tree build first on Lua's paths.
+env:
+	@echo "export LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;'"
+	@echo "export LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;'"
+
+# Runs the busted suite against a private PostgreSQL cluster (or $$DATABASE_URL).
+test: deps all
+	@LUA=$(LUA) BUILD=$(BUILD) sh tools/run-tests.sh $(LUA) $(BUSTED) $(BUSTED_ARGS) $(SPECS)
+
+lint: deps
+	luacheck --no-color -q lua bin spec migrations examples bench tools
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
+	  --suppress=missingIncludeSystem --inline-suppr -I src src
+
+# The suite against the module built with ASan+UBSan (runtime preloaded into the interpreter).
+check-memory:
+	@sh tools/check-memory.sh $(LUA)
+
+fuzz:
+	@sh tools/fuzz.sh $(FUZZ_SECONDS)
+
+bench:
+	@sh bench/run.sh
+
+# The main job: a development cluster in ./.pgdata (unless DATABASE_URL is set), migrated to head.
+dev: all
+	@sh tools/dev.sh start
+
+dev-stop:
+	@sh tools/dev.sh stop
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/kronos $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/kronos
+	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/kronos/core.so
+	install -m 644 lua/kronos/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/kronos/
+
+clean:
+	rm -rf build

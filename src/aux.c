@@ -1,0 +1,156 @@
+/* Class checking and error objects shared by every part of the module. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kronos.h"
+#include "errcodes.h"
+
+kr_conn *kr_checkconn(lua_State *L, int idx)
+{
+    kr_conn *c = (kr_conn *)luaL_testudata(L, idx, KR_CONN_CLASS);
+    if (c == NULL) {
+        const char *got = luaL_typename(L, idx);
+        luaL_argerror(L, idx, lua_pushfstring(L, "kronos connection expected, got %s", got));
+    }
+    if (c->pg == NULL) luaL_argerror(L, idx, "connection is closed");
+    return c;
+}
+
+static int cmp_errcode(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, ((const struct kr_errcode *)elem)->state);
+}
+
+const char *kr_condition_name(const char *sqlstate)
+{
+    if (sqlstate == NULL || strlen(sqlstate) != 5) return NULL;
+    const struct kr_errcode *e = bsearch(sqlstate, kr_errcodes, sizeof kr_errcodes / sizeof kr_errcodes[0],
+                                         sizeof kr_errcodes[0], cmp_errcode);
+    return e ? e->name : NULL;
+}
+
+void kr_seterrorfield(lua_State *L, const char *key, const char *value)
+{
+    if (value == NULL) return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+void kr_newerror(lua_State *L, const char *code, const char *message)
+{
+    lua_createtable(L, 0, 4);
+    kr_seterrorfield(L, "code", code);
+    kr_seterrorfield(L, "message", message);
+    luaL_setmetatable(L, KR_ERROR_CLASS);
+}
+
+int kr_fail(lua_State *L, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushnil(L);
+    const char *msg = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    kr_newerror(L, code, msg);
+    lua_remove(L, -2);
+    return 2;
+}
+
+/* libpq messages end in a newline and may span lines; an error reads as one line. */
+void kr_pushoneline(lua_State *L, const char *msg)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t len = strlen(msg);
+    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' ')) len--;
+    for (size_t i = 0; i < len; i++) {
+        if (msg[i] == '\t') continue;
+        luaL_addchar(&b, msg[i] == '\n' ? ' ' : msg[i]);
+    }
+    luaL_pushresult(&b);
+}
+
+int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int lost = c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    lua_pushnil(L);
+    if (msg == NULL) msg = res ? PQresultErrorMessage(res) : NULL;
+    if ((msg == NULL || *msg == '\0') && c->pg) msg = PQerrorMessage(c->pg);
+    kr_pushoneline(L, msg && *msg ? msg : "unknown error");
+    kr_newerror(L, (lost || state == NULL || strncmp(state, "08", 2) == 0) ? "connection"
+                   : (kr_condition_name(state) ? kr_condition_name(state) : state),
+                lua_tostring(L, -1));
+    lua_remove(L, -2);
+    if (res) {
+        static const struct { int field; const char *key; } fields[] = {
+            {PG_DIAG_SQLSTATE, "sqlstate"},       {PG_DIAG_MESSAGE_DETAIL, "detail"},
+            {PG_DIAG_MESSAGE_HINT, "hint"},       {PG_DIAG_CONSTRAINT_NAME, "constraint"},
+            {PG_DIAG_TABLE_NAME, "table"},        {PG_DIAG_COLUMN_NAME, "column"},
+            {PG_DIAG_SCHEMA_NAME, "schema"},      {PG_DIAG_SEVERITY_NONLOCALIZED, "severity"},
+            {PG_DIAG_STATEMENT_POSITION, "position"},
+        };
+        for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+            kr_seterrorfield(L, fields[i].key, PQresultErrorField(res, fields[i].field));
+    }
+    return 2;
+}
+
+/* tostring(err): "message [code sqlstate]" on one line. */
+static int error_tostring(lua_State *L)
+{
+    lua_getfield(L, 1, "message");
+    lua_getfield(L, 1, "code");
+    lua_getfield(L, 1, "sqlstate");
+    const char *msg = lua_tostring(L, 2), *code = lua_tostring(L, 3), *state = lua_tostring(L, 4);
+    if (state && code && strcmp(state, code) != 0)
+        lua_pushfstring(L, "%s [%s %s]", msg ? msg : "error", code, state);
+    else
+        lua_pushfstring(L, "%s [%s]", msg ? msg : "error", code ? code : "error");
+    return 1;
+}
+
+/* kronos.error(code, message [, fields]) builds an error object from Lua (the thin layers use it). */
+static int error_new(lua_State *L)
+{
+    const char *code = luaL_checkstring(L, 1);
+    const char *msg = luaL_checkstring(L, 2);
+    kr_newerror(L, code, msg);
+    if (lua_type(L, 3) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, -4);
+        }
+    }
+    return 1;
+}
+
+static int error_is(lua_State *L)
+{
+    int is = 0;
+    if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
+        luaL_getmetatable(L, KR_ERROR_CLASS);
+        is = lua_rawequal(L, -1, -2);
+    }
+    lua_pushboolean(L, is);
+    return 1;
+}
+
+void kr_open_aux(lua_State *L)
+{
+    luaL_newmetatable(L, KR_ERROR_CLASS);
+    lua_pushcfunction(L, error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "kronos.error");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, error_new);
+    lua_setfield(L, -2, "error");
+    lua_pushcfunction(L, error_is);
+    lua_setfield(L, -2, "is_error");
+}

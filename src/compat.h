@@ -1,0 +1,29 @@
+/* One C source for Lua 5.4 and LuaJIT 2.1 (5.1 C API).
+ * LuaJIT 2.1 already exports luaL_setfuncs, luaL_setmetatable and luaL_testudata,
+ * so only what neither provides is bridged here. */
+#ifndef KRONOS_COMPAT_H
+#define KRONOS_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#if LUA_VERSION_NUM < 502
+#define lua_rawlen(L, i) lua_objlen((L), (i))
+#define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
+#define lua_absindex(L, i) (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
+/* Exact integers: 5.1 has only doubles, exact up to 2^53. */
+#define KR_NO_INTEGERS 1
+static inline int kr_isinteger(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+    lua_Number n = lua_tonumber(L, idx);
+    /* range first: converting NaN or a huge double to long long is undefined */
+    return n >= -9007199254740992.0 && n <= 9007199254740992.0 && n == (lua_Number)(long long)n;
+}
+#define kr_tointeger(L, i) ((long long)lua_tonumber((L), (i)))
+#else
+#define kr_isinteger(L, i) lua_isinteger((L), (i))
+#define kr_tointeger(L, i) ((long long)lua_tointeger((L), (i)))
+#endif
+
+#endif

@@ -1,0 +1,529 @@
+/* The connection: connect, exec, script, rows, transaction, close. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kronos.h"
+
+/* ---- connecting ------------------------------------------------------------------------ */
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message; /* NOTICEs (DROP ... IF EXISTS) are not errors; libpq would print them to stderr */
+}
+
+/* Replaces every occurrence of secret in the string at -1 with "********". */
+static void redact(lua_State *L, const char *secret)
+{
+    if (secret == NULL || *secret == '\0') return;
+    const char *msg = lua_tostring(L, -1);
+    if (strstr(msg, secret) == NULL) return;
+    luaL_Buffer b;
+    size_t slen = strlen(secret);
+    luaL_buffinit(L, &b);
+    for (const char *hit; (hit = strstr(msg, secret)) != NULL; msg = hit + slen) {
+        luaL_addlstring(&b, msg, (size_t)(hit - msg));
+        luaL_addstring(&b, "********");
+    }
+    luaL_addstring(&b, msg);
+    luaL_pushresult(&b);
+    lua_remove(L, -2);
+}
+
+/* The password of a URI or keyword string is whatever libpq would parse out of it; when the
+ * string does not parse, its whole text after "password=" or "user:" is treated as secret. */
+static void redact_conninfo(lua_State *L, const char *conninfo)
+{
+    redact(L, getenv("PGPASSWORD"));
+    if (conninfo == NULL) return;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    if (opts) {
+        for (PQconninfoOption *o = opts; o->keyword; o++)
+            if (strcmp(o->keyword, "password") == 0) redact(L, o->val);
+        PQconninfoFree(opts);
+    }
+    if (err) PQfreemem(err);
+    /* Unparseable input: hide the rest of the string wherever libpq quoted it. */
+    const char *pw = strstr(conninfo, "password=");
+    if (pw) redact(L, pw + 9);
+    const char *scheme = strstr(conninfo, "://");
+    if (scheme) {
+        const char *at = strchr(scheme, '@'), *colon = strchr(scheme + 3, ':');
+        if (at && colon && colon < at) {
+            lua_pushlstring(L, colon + 1, (size_t)(at - colon - 1));
+            const char *secret = lua_tostring(L, -1);
+            lua_insert(L, -2);
+            redact(L, secret);
+            lua_remove(L, -2);
+        }
+    }
+}
+
+/* Keyword/value arrays for PQconnectdbParams, built on the Lua stack (strings stay referenced). */
+#define KR_MAXKW 64
+typedef struct {
+    const char *kw[KR_MAXKW + 1];
+    const char *val[KR_MAXKW + 1];
+    int n;
+} kwlist;
+
+static void kw_add(lua_State *L, kwlist *k, const char *kw, const char *val)
+{
+    if (k->n >= KR_MAXKW) luaL_error(L, "too many connection parameters");
+    k->kw[k->n] = kw;
+    k->val[k->n] = val;
+    k->n++;
+}
+
+static const char *conn_string(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
+    const char *url = getenv("DATABASE_URL");
+    return url && *url ? url : "";
+}
+
+/* Session settings kronos relies on: UTC and ISO dates. A SET runs only when the server's
+ * defaults differ; PgBouncer tracks both parameters, so this survives transaction pooling. */
+static int session_setup(kr_conn *c)
+{
+    const char *tz = PQparameterStatus(c->pg, "TimeZone");
+    const char *ds = PQparameterStatus(c->pg, "DateStyle");
+    int utc = tz && (strcmp(tz, "UTC") == 0 || strcmp(tz, "Etc/UTC") == 0);
+    int iso = ds && strncmp(ds, "ISO", 3) == 0;
+    if (utc && iso) return 1;
+    PGresult *r = PQexec(c->pg, "SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok;
+}
+
+static kr_conn *newconn(lua_State *L)
+{
+    kr_conn *c = (kr_conn *)lua_newuserdata(L, sizeof(kr_conn));
+    memset(c, 0, sizeof *c);
+    luaL_setmetatable(L, KR_CONN_CLASS);
+    return c;
+}
+
+static int finish_connect(lua_State *L, kr_conn *c, const char *conninfo)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        kr_pushoneline(L, PQerrorMessage(c->pg));
+        redact_conninfo(L, conninfo);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        const char *msg = lua_tostring(L, -1);
+        return kr_fail(L, "connection", "%s", msg);
+    }
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    if (!session_setup(c)) {
+        int n = kr_fail_result(L, c, NULL);
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return n;
+    }
+    lua_pushvalue(L, -1);
+    return 1;
+}
+
+/* kronos.connect([conninfo | {keyword = value, ...}]) */
+static int l_connect(lua_State *L)
+{
+    int t = lua_type(L, 1);
+    if (t != LUA_TNONE && t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TTABLE)
+        luaL_argerror(L, 1, lua_pushfstring(L, "conninfo string or table expected, got %s", luaL_typename(L, 1)));
+    lua_settop(L, 1);
+    kwlist k;
+    k.n = 0;
+    /* Defaults first: a later keyword, including those inside the expanded string, wins. */
+    if (getenv("PGCONNECT_TIMEOUT") == NULL) kw_add(L, &k, "connect_timeout", "10");
+    kw_add(L, &k, "fallback_application_name", "kronos");
+    kw_add(L, &k, "client_encoding", "UTF8");
+    const char *conninfo = NULL;
+    if (t == LUA_TTABLE) {
+        /* {url = "postgresql://...", dbname = "other", ...}: the url first, keywords over it */
+        lua_getfield(L, 1, "url");
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 1, "field 'url' must be a string");
+            conninfo = lua_tostring(L, -1);
+            kw_add(L, &k, "dbname", conninfo);
+        }
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_argerror(L, 1, "connection parameter names must be strings");
+            const char *key = lua_tostring(L, -2);
+            if (strcmp(key, "url") != 0) {
+                if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+                    luaL_argerror(L, 1, lua_pushfstring(L, "connection parameter '%s' must be a string or number", key));
+                lua_pushvalue(L, -1);
+                const char *val = lua_tostring(L, -1); /* the copy stays on the stack: val lives on */
+                lua_insert(L, -3);
+                kw_add(L, &k, key, val);
+            }
+            lua_pop(L, 1);
+        }
+        if (conninfo == NULL && getenv("DATABASE_URL") && *getenv("DATABASE_URL")) {
+            /* no url given: the keywords refine DATABASE_URL, as they refine PG* variables */
+            memmove(k.kw + 4, k.kw + 3, (size_t)(k.n - 3) * sizeof k.kw[0]);
+            memmove(k.val + 4, k.val + 3, (size_t)(k.n - 3) * sizeof k.val[0]);
+            if (k.n >= KR_MAXKW) luaL_error(L, "too many connection parameters");
+            k.kw[3] = "dbname";
+            k.val[3] = conninfo = getenv("DATABASE_URL");
+            k.n++;
+        }
+    } else {
+        conninfo = conn_string(L, 1);
+        if (*conninfo) kw_add(L, &k, "dbname", conninfo);
+    }
+    k.kw[k.n] = NULL;
+    k.val[k.n] = NULL;
+    kr_conn *c = newconn(L);
+    c->pg = PQconnectdbParams(k.kw, k.val, 1);
+    if (c->pg == NULL) return kr_fail(L, "connection", "out of memory");
+    return finish_connect(L, c, conninfo);
+}
+
+/* ---- running statements ---------------------------------------------------------------- */
+
+int kr_connlost(kr_conn *c)
+{
+    return c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD;
+}
+
+void kr_endstream(kr_conn *c)
+{
+    if (!c->streaming) return;
+    c->streaming = 0;
+    c->stream_gen++;
+    PGcancel *cancel = c->stream_drain ? NULL : PQgetCancel(c->pg);
+    if (cancel) {
+        char errbuf[256];
+        PQcancel(cancel, errbuf, sizeof errbuf);
+        PQfreeCancel(cancel);
+    }
+    PGresult *r;
+    while ((r = PQgetResult(c->pg)) != NULL) PQclear(r);
+}
+
+/* Leaves the boxed result on the stack when it returns it. */
+static PGresult *finish(lua_State *L, kr_conn *c, PGresult *res)
+{
+    PGresult **box = kr_boxresult(L, res);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return res;
+    kr_fail_result(L, c, res);
+    lua_remove(L, -3); /* the box: the error has copied what it needs */
+    kr_clearbox(box);
+    return NULL;
+}
+
+PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p)
+{
+    kr_endstream(c);
+    PGresult *res = PQexecParams(c->pg, sql, p->n, p->types, p->values, p->lengths, p->formats, 0);
+    return finish(L, c, res);
+}
+
+PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql)
+{
+    kr_endstream(c);
+    return finish(L, c, PQexec(c->pg, sql));
+}
+
+static const char *checksql(lua_State *L, int idx)
+{
+    size_t len;
+    const char *sql = luaL_checklstring(L, idx, &len);
+    if (strlen(sql) != len) luaL_argerror(L, idx, "SQL contains a NUL byte");
+    return sql;
+}
+
+/* conn:exec(sql, ...) -> rows | nil, err */
+static int l_exec(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    const char *sql = checksql(L, 2);
+    kr_params p;
+    kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
+    PGresult *res = kr_execparams(L, c, sql, &p);
+    if (res == NULL) return 2;
+    kr_pushrows(L, res);
+    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    return 1;
+}
+
+/* conn:script(sql) -> rows of the last statement | nil, err: several statements, no parameters. */
+static int l_script(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    const char *sql = checksql(L, 2);
+    PGresult *res = kr_execscript(L, c, sql);
+    if (res == NULL) return 2;
+    kr_pushrows(L, res);
+    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    return 1;
+}
+
+/* ---- streaming ------------------------------------------------------------------------- */
+
+/* Upvalues: 1 connection, 2 column names (false until the first row), 3 the stream's generation. */
+static int rows_iter(lua_State *L)
+{
+    kr_conn *c = (kr_conn *)lua_touserdata(L, lua_upvalueindex(1));
+    if (c->pg == NULL) luaL_error(L, "rows(): the connection was closed during the loop");
+    if ((unsigned)lua_tointeger(L, lua_upvalueindex(3)) != c->stream_gen)
+        luaL_error(L, "rows(): the connection ran another statement; this iterator has ended");
+    if (!c->streaming) return 0;
+    PGresult *res = PQgetResult(c->pg);
+    PGresult **box = kr_boxresult(L, res);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_SINGLE_TUPLE) {
+        if (!lua_istable(L, lua_upvalueindex(2))) {
+            kr_pushcolnames(L, res);
+            lua_replace(L, lua_upvalueindex(2));
+        }
+        kr_pushrow(L, res, 0, PQnfields(res), lua_upvalueindex(2));
+        kr_clearbox(box);
+        return 1;
+    }
+    /* The end of the stream, or an error: read what is left so the connection is usable. */
+    c->streaming = 0;
+    int ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+    if (!ok) kr_fail_result(L, c, res);
+    kr_clearbox(box);
+    PGresult *r;
+    while (c->pg && (r = PQgetResult(c->pg)) != NULL) PQclear(r);
+    return ok ? 0 : lua_error(L);
+}
+
+/* The closing value of the for loop: Lua 5.4 calls it when the loop ends by break or error. */
+static int stream_close(lua_State *L)
+{
+    lua_rawgeti(L, 1, 1);
+    lua_rawgeti(L, 1, 2);
+    kr_conn *c = (kr_conn *)lua_touserdata(L, -2);
+    if (c && c->pg && (unsigned)lua_tointeger(L, -1) == c->stream_gen) kr_endstream(c);
+    return 0;
+}
+
+/* for row in conn:rows(sql, ...) do ... end: one row in memory at a time (single-row mode). */
+static int l_rows(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    const char *sql = checksql(L, 2);
+    kr_params p;
+    kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
+    kr_endstream(c);
+    /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
+    c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+    if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0))
+        return luaL_error(L, "rows(): %s", PQerrorMessage(c->pg));
+    PQsetSingleRowMode(c->pg);
+    c->streaming = 1;
+    c->stream_gen++;
+    lua_pushvalue(L, 1);
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, (lua_Integer)c->stream_gen);
+    lua_pushcclosure(L, rows_iter, 3);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_createtable(L, 2, 0); /* {conn, generation} with __close */
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, (lua_Integer)c->stream_gen);
+    lua_rawseti(L, -2, 2);
+    luaL_setmetatable(L, "kronos.stream");
+    return 4;
+}
+
+/* ---- transactions ---------------------------------------------------------------------- */
+
+static int simple(lua_State *L, kr_conn *c, const char *sql)
+{
+    PGresult *res = kr_execscript(L, c, sql);
+    if (res == NULL) return 0;
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* conn:transaction(fn, ...): BEGIN (or SAVEPOINT when nested), fn(conn, ...), COMMIT.
+ * If fn raises, ROLLBACK (TO SAVEPOINT) and re-raise the same value. */
+static int l_transaction(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    int nargs = lua_gettop(L) - 2;
+    int depth = c->txdepth;
+    char sql[64];
+    if (depth == 0)
+        strcpy(sql, "BEGIN");
+    else
+        snprintf(sql, sizeof sql, "SAVEPOINT kronos_%d", depth);
+    if (!simple(L, c, sql)) return 2;
+    c->txdepth = depth + 1;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    for (int i = 0; i < nargs; i++) lua_pushvalue(L, 3 + i);
+    int base = lua_gettop(L) - nargs - 2;
+    int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
+    if (c->pg == NULL) { /* fn closed the connection: nothing to finish */
+        c->txdepth = 0;
+        if (status != 0) return lua_error(L);
+        return lua_gettop(L) - base;
+    }
+    c->txdepth = depth;
+    if (status != 0) {
+        if (depth == 0)
+            strcpy(sql, "ROLLBACK");
+        else
+            snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT kronos_%d; RELEASE SAVEPOINT kronos_%d", depth, depth);
+        kr_endstream(c);
+        PGresult *r = PQexec(c->pg, sql); /* a lost connection has rolled back already */
+        PQclear(r);
+        return lua_error(L);
+    }
+    if (depth == 0)
+        strcpy(sql, "COMMIT");
+    else
+        snprintf(sql, sizeof sql, "RELEASE SAVEPOINT kronos_%d", depth);
+    int nres = lua_gettop(L) - base;
+    PGresult *res = kr_execscript(L, c, sql);
+    if (res == NULL) return 2;
+    /* COMMIT of an aborted transaction succeeds as "ROLLBACK": the work is lost, so say so. */
+    int rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+    if (rolled_back)
+        return kr_fail(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
+    return nres;
+}
+
+/* ---- the rest -------------------------------------------------------------------------- */
+
+static int l_close(lua_State *L)
+{
+    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    if (c->pg) PQfinish(c->pg);
+    c->pg = NULL;
+    c->streaming = 0;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_gc(lua_State *L)
+{
+    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    if (c->pg) PQfinish(c->pg);
+    c->pg = NULL;
+    return 0;
+}
+
+static int l_tostring(lua_State *L)
+{
+    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    if (c->pg == NULL)
+        lua_pushliteral(L, "kronos.connection (closed)");
+    else
+        lua_pushfstring(L, "kronos.connection (host=%s port=%s dbname=%s user=%s)", PQhost(c->pg),
+                        PQport(c->pg), PQdb(c->pg), PQuser(c->pg));
+    return 1;
+}
+
+static int l_escape(lua_State *L, int identifier)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    size_t len;
+    const char *s = luaL_checklstring(L, 2, &len);
+    char *out = identifier ? PQescapeIdentifier(c->pg, s, len) : PQescapeLiteral(c->pg, s, len);
+    if (out == NULL) return kr_fail(L, "invalid_input", "%s", PQerrorMessage(c->pg));
+    lua_pushstring(L, out);
+    PQfreemem(out);
+    return 1;
+}
+
+static int l_escape_identifier(lua_State *L) { return l_escape(L, 1); }
+static int l_escape_literal(lua_State *L) { return l_escape(L, 0); }
+
+/* conn:reset(): reconnects with the same parameters after a lost connection. */
+static int l_reset(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    c->streaming = 0;
+    c->stream_gen++;
+    c->txdepth = 0;
+    PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        kr_pushoneline(L, PQerrorMessage(c->pg));
+        return kr_fail(L, "connection", "%s", lua_tostring(L, -1));
+    }
+    if (!session_setup(c)) return kr_fail_result(L, c, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_status(lua_State *L)
+{
+    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    lua_pushstring(L, c->pg == NULL ? "closed" : PQstatus(c->pg) == CONNECTION_OK ? "ok" : "bad");
+    return 1;
+}
+
+static int l_backend_pid(lua_State *L)
+{
+    lua_pushinteger(L, PQbackendPID(kr_checkconn(L, 1)->pg));
+    return 1;
+}
+
+static int l_server_version(lua_State *L)
+{
+    lua_pushinteger(L, PQserverVersion(kr_checkconn(L, 1)->pg));
+    return 1;
+}
+
+static int l_in_transaction(lua_State *L)
+{
+    PGTransactionStatusType st = PQtransactionStatus(kr_checkconn(L, 1)->pg);
+    lua_pushboolean(L, st == PQTRANS_INTRANS || st == PQTRANS_INERROR || st == PQTRANS_ACTIVE);
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"exec", l_exec},
+    {"script", l_script},
+    {"rows", l_rows},
+    {"transaction", l_transaction},
+    {"close", l_close},
+    {"reset", l_reset},
+    {"status", l_status},
+    {"backend_pid", l_backend_pid},
+    {"server_version", l_server_version},
+    {"in_transaction", l_in_transaction},
+    {"escape_identifier", l_escape_identifier},
+    {"escape_literal", l_escape_literal},
+    {NULL, NULL},
+};
+
+void kr_open_conn(lua_State *L)
+{
+    luaL_newmetatable(L, KR_CONN_CLASS);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, "kronos.stream");
+    lua_pushcfunction(L, stream_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_connect);
+    lua_setfield(L, -2, "connect");
+}

@@ -1,0 +1,143 @@
+/* Server text -> exact values (see convert.h). */
+#include <string.h>
+
+#include "convert.h"
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (civil calendar arithmetic). */
+static long long days_from_civil(long long y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(long long z, long long *y, int *m, int *d)
+{
+    z += 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* Reads exactly n digits (n > 0), or at least one up to max when n == 0. */
+static int digits(const char **p, const char *end, int n, int max, long long *v)
+{
+    int k = 0;
+    *v = 0;
+    while (*p < end && **p >= '0' && **p <= '9' && k < (n ? n : max)) {
+        *v = *v * 10 + (**p - '0');
+        (*p)++;
+        k++;
+    }
+    return n ? k == n : k > 0;
+}
+
+static int expect(const char **p, const char *end, char c)
+{
+    if (*p < end && **p == c) { (*p)++; return 1; }
+    return 0;
+}
+
+size_t kr_iso_timestamptz(const char *in, size_t len, char *out)
+{
+    const char *p = in, *end = in + len, *frac = NULL;
+    long long y, mo, d, h, mi, s, oh, om = 0, os = 0;
+    size_t fraclen = 0;
+    if (!digits(&p, end, 0, 9, &y) || p - in < 4 || !expect(&p, end, '-') || !digits(&p, end, 2, 0, &mo) ||
+        !expect(&p, end, '-') || !digits(&p, end, 2, 0, &d) || !expect(&p, end, ' ') ||
+        !digits(&p, end, 2, 0, &h) || !expect(&p, end, ':') || !digits(&p, end, 2, 0, &mi) ||
+        !expect(&p, end, ':') || !digits(&p, end, 2, 0, &s))
+        return 0;
+    if (expect(&p, end, '.')) {
+        frac = p;
+        while (p < end && *p >= '0' && *p <= '9' && fraclen < 6) p++, fraclen++;
+        if (fraclen == 0) return 0;
+    }
+    int sign = p < end && *p == '-' ? -1 : 1;
+    if (!(expect(&p, end, '+') || expect(&p, end, '-')) || !digits(&p, end, 2, 0, &oh)) return 0;
+    if (expect(&p, end, ':') && !digits(&p, end, 2, 0, &om)) return 0;
+    if (expect(&p, end, ':') && !digits(&p, end, 2, 0, &os)) return 0;
+    int bc = 0;
+    if (p + 3 == end && memcmp(p, " BC", 3) == 0) bc = 1, p = end;
+    if (p != end || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return 0;
+    if (bc) y = 1 - y; /* ISO 8601 counts 1 BC as year 0 */
+    long long t = days_from_civil(y, (int)mo, (int)d) * 86400 + h * 3600 + mi * 60 + s;
+    t -= sign * (oh * 3600 + om * 60 + os);
+    long long days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    long long secs = t - days * 86400;
+    int m2, d2;
+    civil_from_days(days, &y, &m2, &d2);
+    char *o = out;
+    long long ay = y < 0 ? -y : y;
+    if (y < 0) *o++ = '-';
+    char yb[20];
+    int yn = 0;
+    do { yb[yn++] = (char)('0' + ay % 10); ay /= 10; } while (ay > 0);
+    while (yn < 4) yb[yn++] = '0';
+    while (yn > 0) *o++ = yb[--yn];
+    int f[5] = {m2, d2, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60)};
+    const char sep[5] = {'-', '-', 'T', ':', ':'};
+    for (int i = 0; i < 5; i++) {
+        *o++ = sep[i];
+        *o++ = (char)('0' + f[i] / 10);
+        *o++ = (char)('0' + f[i] % 10);
+    }
+    if (frac) {
+        *o++ = '.';
+        memcpy(o, frac, fraclen);
+        o += fraclen;
+    }
+    *o++ = 'Z';
+    return (size_t)(o - out);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int kr_unhex_digits(const char *hex, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return 0;
+        out[i] = (char)(hi << 4 | lo);
+    }
+    return 1;
+}
+
+size_t kr_unhex_bytea(const char *in, size_t len, char *out)
+{
+    if (len < 2 || in[0] != '\\' || in[1] != 'x' || (len - 2) % 2 != 0) return (size_t)-1;
+    return kr_unhex_digits(in + 2, (len - 2) / 2, out) ? (len - 2) / 2 : (size_t)-1;
+}
+
+int kr_parse_int8(const char *in, size_t len, long long *out)
+{
+    size_t i = 0;
+    int neg = 0;
+    unsigned long long v = 0, limit;
+    if (len > 0 && (in[0] == '-' || in[0] == '+')) neg = in[0] == '-', i = 1;
+    if (i == len) return 0;
+    limit = neg ? 9223372036854775808ULL : 9223372036854775807ULL;
+    for (; i < len; i++) {
+        if (in[i] < '0' || in[i] > '9') return 0;
+        unsigned dgt = (unsigned)(in[i] - '0');
+        if (v > (limit - dgt) / 10) return 0;
+        v = v * 10 + dgt;
+    }
+    /* -2^63 has no positive twin: negate in unsigned arithmetic, then convert */
+    *out = neg ? (long long)(0 - v) : (long long)v;
+    return 1;
+}

@@ -1,0 +1,22 @@
+/* Pure text conversions of server output, free of Lua so that fuzz targets can call them. */
+#ifndef KRONOS_CONVERT_H
+#define KRONOS_CONVERT_H
+
+#include <stddef.h>
+
+/* timestamptz text (DateStyle ISO, any offset) -> "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" in UTC.
+ * Returns the length written to out (out needs KR_ISO_MAX bytes), or 0 when the text is not
+ * in that form (infinity, other DateStyles): the caller then keeps the server's text. */
+#define KR_ISO_MAX 48
+size_t kr_iso_timestamptz(const char *in, size_t len, char *out);
+
+/* bytea hex text "\x0a1b..." -> bytes; out needs (len - 2) / 2 bytes. Returns the byte count,
+ * or (size_t)-1 when the text is not valid hex output. */
+size_t kr_unhex_bytea(const char *in, size_t len, char *out);
+/* 2n hex digits -> n bytes; 0 when a digit is not hex. */
+int kr_unhex_digits(const char *hex, size_t n, char *out);
+
+/* Decimal integer text -> value. Returns 1 when the whole text is an integer in range. */
+int kr_parse_int8(const char *in, size_t len, long long *out);
+
+#endif

@@ -1,0 +1,22 @@
+/* kronos.core: assembles the parts of the module. */
+#include "kronos.h"
+
+int luaopen_kronos_core(lua_State *L);
+
+int luaopen_kronos_core(lua_State *L)
+{
+    lua_newtable(L);
+    kr_open_aux(L);
+    kr_open_params(L);
+    kr_open_uuid(L);
+    kr_open_conn(L);
+    kr_open_ddl(L);
+    kr_open_migrate(L);
+    kr_open_users(L);
+    /* kronos.null is a NULL light userdata, the same value as cjson.null and ngx.null. */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    lua_pushliteral(L, "kronos 0.1.0");
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
+}

@@ -1,0 +1,72 @@
+/* Internal API shared by the C files of kronos.core. */
+#ifndef KRONOS_H
+#define KRONOS_H
+
+#include <stddef.h>
+#include <libpq-fe.h>
+#include "compat.h"
+
+#define KR_CONN_CLASS "kronos.connection"
+#define KR_ERROR_CLASS "kronos.error"
+
+typedef struct kr_conn {
+    PGconn *pg;        /* NULL once closed */
+    int txdepth;       /* nesting of conn:transaction(): 0 = none, 1 = BEGIN, >1 = savepoints */
+    int streaming;     /* a conn:rows() iterator has results pending */
+    int stream_drain;  /* an abandoned stream is read to its end instead of cancelled */
+    unsigned stream_gen; /* bumped by each stream and each interruption, so stale iterators can tell */
+} kr_conn;
+
+#define KR_BYTEA_CLASS "kronos.bytea"
+
+/* uuid.c */
+int kr_uuid_valid(const char *s, size_t len);
+void kr_pushuuid(lua_State *L);              /* pushes a new random (v4) UUID string */
+
+/* aux.c: class checking, errors */
+kr_conn *kr_checkconn(lua_State *L, int idx);            /* raises on a non-connection or a closed one */
+void kr_newerror(lua_State *L, const char *code, const char *message);   /* pushes an error table */
+int kr_fail(lua_State *L, const char *code, const char *fmt, ...);        /* pushes nil, err; returns 2 */
+int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res);       /* nil, err from a failed result */
+const char *kr_condition_name(const char *sqlstate);                   /* "23505" -> "unique_violation" */
+void kr_seterrorfield(lua_State *L, const char *key, const char *value);  /* err table at -1 */
+void kr_pushoneline(lua_State *L, const char *msg);                      /* newlines folded */
+
+/* result.c: PGresult lifetime and conversion to Lua */
+PGresult **kr_boxresult(lua_State *L, PGresult *res);  /* pushes a userdata that PQclears on __gc */
+void kr_clearbox(PGresult **box);
+void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col);
+void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx);
+void kr_pushcolnames(lua_State *L, const PGresult *res);   /* array of names */
+void kr_pushrows(lua_State *L, const PGresult *res);       /* rows table with .affected, .columns */
+
+/* params.c: Lua values -> libpq parameters */
+typedef struct kr_params {
+    int n;
+    const char **values;
+    int *lengths;
+    int *formats;
+    Oid *types;
+} kr_params;
+/* Converts stack values [first, first+n) into params; the strings stay owned by Lua values
+ * pushed onto the stack above, and the arrays live in a userdata also left on the stack. */
+void kr_checkparams(lua_State *L, int first, int n, kr_params *p);
+
+/* conn.c: run one statement with parameters; on success returns a boxed result left on the stack
+ * (pop it or leave it), on failure pushes nil, err and returns NULL. */
+PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p);
+/* Same but for a simple script (no parameters, may hold several statements). */
+PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
+int kr_connlost(kr_conn *c);
+void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
+
+/* Module parts: each adds its functions to the module table at -1. */
+void kr_open_aux(lua_State *L);
+void kr_open_params(lua_State *L);
+void kr_open_conn(lua_State *L);
+void kr_open_uuid(lua_State *L);
+void kr_open_ddl(lua_State *L);
+void kr_open_migrate(lua_State *L);
+void kr_open_users(lua_State *L);
+
+#endif

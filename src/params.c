@@ -1,0 +1,120 @@
+/* Lua values -> libpq parameters. Values always travel as parameters, never as SQL text. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kronos.h"
+
+#define BOOLOID 16
+#define BYTEAOID 17
+
+/* Shortest text that reads back as the same double (as PostgreSQL's float8out does). */
+static const char *push_double(lua_State *L, double d)
+{
+    char buf[40];
+    if (isnan(d)) return lua_pushliteral(L, "NaN"), lua_tostring(L, -1);
+    if (isinf(d)) return lua_pushstring(L, d > 0 ? "Infinity" : "-Infinity"), lua_tostring(L, -1);
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, d);
+        if (strtod(buf, NULL) == d) break;
+    }
+    return lua_pushstring(L, buf), lua_tostring(L, -1);
+}
+
+static const char *push_integer(lua_State *L, long long v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", v);
+    lua_pushstring(L, buf);
+    return lua_tostring(L, -1);
+}
+
+/* The raw bytes of kronos.bytea(s), or NULL when the value is not one. */
+static const char *tobytea(lua_State *L, int idx, size_t *len)
+{
+    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return NULL;
+    luaL_getmetatable(L, KR_BYTEA_CLASS);
+    int is = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!is) return NULL;
+    lua_rawgeti(L, idx, 1);
+    const char *s = lua_tolstring(L, -1, len);
+    lua_pop(L, 1); /* still referenced by the bytea table, which stays on the stack */
+    return s;
+}
+
+void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
+{
+    if (n > 65535) luaL_error(L, "too many parameters (%d, at most 65535)", n);
+    luaL_checkstack(L, n + 4, "too many parameters");
+    size_t each = sizeof(char *) + 2 * sizeof(int) + sizeof(Oid);
+    char *mem = lua_newuserdata(L, n > 0 ? (size_t)n * each : 1);
+    p->n = n;
+    p->values = (const char **)mem;
+    p->lengths = (int *)(mem + (size_t)n * sizeof(char *));
+    p->formats = p->lengths + n;
+    p->types = (Oid *)(p->formats + n);
+    for (int i = 0; i < n; i++) {
+        int idx = first + i;
+        size_t len = 0;
+        const char *s = NULL;
+        p->formats[i] = 0;
+        p->types[i] = 0;
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL:
+            break;
+        case LUA_TLIGHTUSERDATA:
+            if (lua_touserdata(L, idx) != NULL)
+                luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d: unsupported type userdata", i + 1));
+            break; /* kronos.null, cjson.null, ngx.null */
+        case LUA_TBOOLEAN:
+            s = lua_toboolean(L, idx) ? "true" : "false";
+            p->types[i] = BOOLOID;
+            break;
+        case LUA_TNUMBER:
+            s = kr_isinteger(L, idx) ? push_integer(L, kr_tointeger(L, idx))
+                                     : push_double(L, (double)lua_tonumber(L, idx));
+            len = strlen(s);
+            break;
+        case LUA_TSTRING:
+            s = lua_tolstring(L, idx, &len);
+            if (strlen(s) != len)
+                luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d contains a NUL byte (send binary data with kronos.bytea)", i + 1));
+            break;
+        case LUA_TTABLE:
+            s = tobytea(L, idx, &len);
+            if (s != NULL) {
+                if (len > 0x7fffffff) luaL_argerror(L, idx, "bytea parameter too large");
+                p->formats[i] = 1;
+                p->types[i] = BYTEAOID;
+                break;
+            }
+            /* fall through */
+        default:
+            luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d: unsupported type %s", i + 1, luaL_typename(L, idx)));
+        }
+        if (len > 0x7fffffff) luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d too large", i + 1));
+        p->values[i] = s;
+        p->lengths[i] = (int)len;
+    }
+}
+
+/* kronos.bytea(s): marks a string to be sent as raw bytes. */
+static int l_bytea(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TSTRING);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    luaL_setmetatable(L, KR_BYTEA_CLASS);
+    return 1;
+}
+
+void kr_open_params(lua_State *L)
+{
+    luaL_newmetatable(L, KR_BYTEA_CLASS);
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_bytea);
+    lua_setfield(L, -2, "bytea");
+}

@@ -1,0 +1,63 @@
+#!/bin/sh
+# A private PostgreSQL cluster for tests, benchmarks and development.
+#   pg.sh start DIR   initdb (once) into DIR, start postgres on a socket in DIR and a free
+#                     loopback port, print the conninfo URL on stdout
+#   pg.sh stop DIR    stop it (the directory stays; remove it yourself if temporary)
+# As root the server runs as the unprivileged `postgres` user, which Debian's package creates.
+set -eu
+cmd=$1; dir=$2
+bindir=$(pg_config --bindir 2>/dev/null || true)
+[ -x "$bindir/initdb" ] || bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$bindir/initdb" ] || { echo "pg.sh: no PostgreSQL server binaries (pg_config --bindir)" >&2; exit 1; }
+
+PGOPTS="-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c password_encryption=scram-sha-256"
+
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "$cmd" in
+start)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        as_owner "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
+            { cat "$dir/initdb.log" >&2; exit 1; }
+        # One password-protected role, reachable over TCP only with its password (for secret specs).
+        cat > "$dir/hba" <<HBA
+local all all trust
+host all kronos_pw 127.0.0.1/32 scram-sha-256
+host all kronos_pw ::1/128 scram-sha-256
+host all all 127.0.0.1/32 trust
+host all all ::1/128 trust
+HBA
+        as_owner sh -c "cat '$dir/hba' > '$dir/data/pg_hba.conf'"
+    fi
+    if as_owner "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        cat "$dir/url"; exit 0
+    fi
+    tries=0
+    while :; do
+        port=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 ))
+        if as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+             -o "-p $port -k $dir $PGOPTS" >/dev/null 2>&1; then
+            break
+        fi
+        tries=$((tries + 1))
+        [ $tries -lt 5 ] || { tail -n 20 "$dir/server.log" >&2; exit 1; }
+    done
+    echo "postgresql://postgres@127.0.0.1:$port/postgres" > "$dir/url"
+    echo "$port" > "$dir/port"
+    cat "$dir/url"
+    ;;
+stop)
+    [ -f "$dir/data/PG_VERSION" ] || exit 0
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    ;;
+restart-immediate)
+    port=$(cat "$dir/port")
+    as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m immediate -w -t 60 restart \
+        -o "-p $port -k $dir $PGOPTS" >/dev/null 2>&1
+    ;;
+*) echo "usage: pg.sh start|stop|restart-immediate DIR" >&2; exit 2 ;;
+esac
