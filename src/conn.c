@@ -31,34 +31,27 @@ static void redact(lua_State *L, const char *secret)
     lua_remove(L, -2);
 }
 
-/* The password of a URI or keyword string is whatever libpq would parse out of it; when the
- * string does not parse, its whole text after "password=" or "user:" is treated as secret. */
+/* The password of a URI or keyword string is whatever libpq parses out of it. A string that
+ * does not parse may still hold one, and libpq's message may quote any part of it: then the
+ * message is replaced, since no redaction can know where such a password starts and ends. */
 static void redact_conninfo(lua_State *L, const char *conninfo)
 {
-    redact(L, getenv("PGPASSWORD"));
-    if (conninfo == NULL) return;
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
-    if (opts) {
-        for (PQconninfoOption *o = opts; o->keyword; o++)
-            if (strcmp(o->keyword, "password") == 0) redact(L, o->val);
-        PQconninfoFree(opts);
-    }
     if (err) PQfreemem(err);
-    /* Unparseable input: hide the rest of the string wherever libpq quoted it. */
-    const char *pw = strstr(conninfo, "password=");
-    if (pw) redact(L, pw + 9);
-    const char *scheme = strstr(conninfo, "://");
-    if (scheme) {
-        const char *at = strchr(scheme, '@'), *colon = strchr(scheme + 3, ':');
-        if (at && colon && colon < at) {
-            lua_pushlstring(L, colon + 1, (size_t)(at - colon - 1));
-            const char *secret = lua_tostring(L, -1);
-            lua_insert(L, -2);
-            redact(L, secret);
-            lua_remove(L, -2);
+    if (opts == NULL) {
+        const char *scheme = strstr(conninfo, "://");
+        const char *at = scheme ? strchr(scheme, '@') : NULL;
+        const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+        if (strstr(conninfo, "password") || (at && colon && colon < at)) {
+            lua_pop(L, 1);
+            lua_pushliteral(L, "invalid connection string (libpq's message is not shown: the string holds a password)");
         }
+        return;
     }
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0) redact(L, o->val);
+    PQconninfoFree(opts);
 }
 
 /* Keyword/value arrays for PQconnectdbParams, built on the Lua stack (strings stay referenced). */
@@ -77,11 +70,22 @@ static void kw_add(lua_State *L, kwlist *k, const char *kw, const char *val)
     k->n++;
 }
 
-static const char *conn_string(lua_State *L, int idx)
+static const char *database_url(void)
 {
-    if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
     const char *url = getenv("DATABASE_URL");
-    return url && *url ? url : "";
+    return url && *url ? url : NULL;
+}
+
+/* The message at -1 without any password of the keywords, their expanded strings, the
+ * connection itself (libpq's .pgpass lookup) or PGPASSWORD. */
+static void redact_all(lua_State *L, const kwlist *k, PGconn *pg)
+{
+    for (int i = 0; i < k->n; i++) {
+        if (strcmp(k->kw[i], "password") == 0) redact(L, k->val[i]);
+        else if (strcmp(k->kw[i], "dbname") == 0) redact_conninfo(L, k->val[i]);
+    }
+    if (pg) redact(L, PQpass(pg));
+    redact(L, getenv("PGPASSWORD"));
 }
 
 /* Session settings kronos relies on: UTC and ISO dates. A SET runs only when the server's
@@ -107,11 +111,11 @@ static kr_conn *newconn(lua_State *L)
     return c;
 }
 
-static int finish_connect(lua_State *L, kr_conn *c, const char *conninfo)
+static int finish_connect(lua_State *L, kr_conn *c, const kwlist *k)
 {
     if (PQstatus(c->pg) != CONNECTION_OK) {
         kr_pushoneline(L, PQerrorMessage(c->pg));
-        redact_conninfo(L, conninfo);
+        redact_all(L, k, c->pg);
         PQfinish(c->pg);
         c->pg = NULL;
         const char *msg = lua_tostring(L, -1);
@@ -128,7 +132,27 @@ static int finish_connect(lua_State *L, kr_conn *c, const char *conninfo)
     return 1;
 }
 
-/* kronos.connect([conninfo | {keyword = value, ...}]) */
+/* Adds the table's keywords (except url) to k; their string copies stay on the stack. */
+static void table_keywords(lua_State *L, int t, kwlist *k)
+{
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_argerror(L, t, "connection parameter names must be strings");
+        const char *key = lua_tostring(L, -2);
+        if (strcmp(key, "url") != 0) {
+            if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+                luaL_argerror(L, t, lua_pushfstring(L, "connection parameter '%s' must be a string or number", key));
+            luaL_checkstack(L, 3, "too many connection parameters");
+            lua_pushvalue(L, -1);
+            const char *val = lua_tostring(L, -1); /* the copy stays on the stack: val lives on */
+            lua_insert(L, -3);
+            kw_add(L, k, key, val);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* kronos.connect([conninfo | {url = ..., keyword = value, ...}]) */
 static int l_connect(lua_State *L)
 {
     int t = lua_type(L, 1);
@@ -137,53 +161,30 @@ static int l_connect(lua_State *L)
     lua_settop(L, 1);
     kwlist k;
     k.n = 0;
-    /* Defaults first: a later keyword, including those inside the expanded string, wins. */
+    /* Order matters: libpq lets later entries override earlier ones, and the expanded string
+     * (URL or key=value) sits between the defaults and the table's own keywords. */
     if (getenv("PGCONNECT_TIMEOUT") == NULL) kw_add(L, &k, "connect_timeout", "10");
     kw_add(L, &k, "fallback_application_name", "kronos");
     kw_add(L, &k, "client_encoding", "UTF8");
     const char *conninfo = NULL;
     if (t == LUA_TTABLE) {
-        /* {url = "postgresql://...", dbname = "other", ...}: the url first, keywords over it */
         lua_getfield(L, 1, "url");
-        if (!lua_isnil(L, -1)) {
-            if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 1, "field 'url' must be a string");
-            conninfo = lua_tostring(L, -1);
-            kw_add(L, &k, "dbname", conninfo);
-        }
-        lua_pushnil(L);
-        while (lua_next(L, 1)) {
-            if (lua_type(L, -2) != LUA_TSTRING)
-                luaL_argerror(L, 1, "connection parameter names must be strings");
-            const char *key = lua_tostring(L, -2);
-            if (strcmp(key, "url") != 0) {
-                if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-                    luaL_argerror(L, 1, lua_pushfstring(L, "connection parameter '%s' must be a string or number", key));
-                lua_pushvalue(L, -1);
-                const char *val = lua_tostring(L, -1); /* the copy stays on the stack: val lives on */
-                lua_insert(L, -3);
-                kw_add(L, &k, key, val);
-            }
-            lua_pop(L, 1);
-        }
-        if (conninfo == NULL && getenv("DATABASE_URL") && *getenv("DATABASE_URL")) {
-            /* no url given: the keywords refine DATABASE_URL, as they refine PG* variables */
-            memmove(k.kw + 4, k.kw + 3, (size_t)(k.n - 3) * sizeof k.kw[0]);
-            memmove(k.val + 4, k.val + 3, (size_t)(k.n - 3) * sizeof k.val[0]);
-            if (k.n >= KR_MAXKW) luaL_error(L, "too many connection parameters");
-            k.kw[3] = "dbname";
-            k.val[3] = conninfo = getenv("DATABASE_URL");
-            k.n++;
-        }
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 1, "field 'url' must be a string");
+        /* no url: the keywords refine DATABASE_URL, as they would refine the PG* variables */
+        conninfo = lua_isstring(L, -1) ? lua_tostring(L, -1) : database_url();
+    } else if (t == LUA_TSTRING) {
+        conninfo = lua_tostring(L, 1);
     } else {
-        conninfo = conn_string(L, 1);
-        if (*conninfo) kw_add(L, &k, "dbname", conninfo);
+        conninfo = database_url();
     }
+    if (conninfo && *conninfo) kw_add(L, &k, "dbname", conninfo);
+    if (t == LUA_TTABLE) table_keywords(L, 1, &k);
     k.kw[k.n] = NULL;
     k.val[k.n] = NULL;
     kr_conn *c = newconn(L);
     c->pg = PQconnectdbParams(k.kw, k.val, 1);
     if (c->pg == NULL) return kr_fail(L, "connection", "out of memory");
-    return finish_connect(L, c, conninfo);
+    return finish_connect(L, c, &k);
 }
 
 /* ---- running statements ---------------------------------------------------------------- */
@@ -191,6 +192,31 @@ static int l_connect(lua_State *L)
 int kr_connlost(kr_conn *c)
 {
     return c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD;
+}
+
+/* Reads and frees every pending result. A COPY would never end by itself (libpq hands out a
+ * new COPY result on each call), so one that kronos cannot serve is ended here. */
+static void drain(PGconn *pg)
+{
+    PGresult *r;
+    while (pg && (r = PQgetResult(pg)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        PQclear(r);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_BOTH) {
+            if (PQputCopyEnd(pg, "COPY FROM STDIN is not supported by kronos") < 0) return;
+        } else if (st == PGRES_COPY_OUT) {
+            char *buf;
+            int n;
+            while ((n = PQgetCopyData(pg, &buf, 0)) > 0) PQfreemem(buf);
+            if (n == -2) return;
+        }
+        if (PQstatus(pg) == CONNECTION_BAD) return;
+    }
+}
+
+static int is_copy(ExecStatusType st)
+{
+    return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
 }
 
 void kr_endstream(kr_conn *c)
@@ -204,8 +230,7 @@ void kr_endstream(kr_conn *c)
         PQcancel(cancel, errbuf, sizeof errbuf);
         PQfreeCancel(cancel);
     }
-    PGresult *r;
-    while ((r = PQgetResult(c->pg)) != NULL) PQclear(r);
+    drain(c->pg);
 }
 
 /* Leaves the boxed result on the stack when it returns it. */
@@ -214,9 +239,15 @@ static PGresult *finish(lua_State *L, kr_conn *c, PGresult *res)
     PGresult **box = kr_boxresult(L, res);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return res;
-    kr_fail_result(L, c, res);
-    lua_remove(L, -3); /* the box: the error has copied what it needs */
-    kr_clearbox(box);
+    if (is_copy(st)) {
+        kr_clearbox(box);
+        drain(c->pg);
+        kr_fail(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
+    } else {
+        kr_fail_result(L, c, res);
+        kr_clearbox(box); /* the error has copied what it needs */
+    }
+    lua_remove(L, -3);
     return NULL;
 }
 
@@ -275,7 +306,7 @@ static int rows_iter(lua_State *L)
     kr_conn *c = (kr_conn *)lua_touserdata(L, lua_upvalueindex(1));
     if (c->pg == NULL) luaL_error(L, "rows(): the connection was closed during the loop");
     if ((unsigned)lua_tointeger(L, lua_upvalueindex(3)) != c->stream_gen)
-        luaL_error(L, "rows(): the connection ran another statement; this iterator has ended");
+        luaL_error(L, "rows(): this iterator has ended (its loop was closed, or the connection ran another statement)");
     if (!c->streaming) return 0;
     PGresult *res = PQgetResult(c->pg);
     PGresult **box = kr_boxresult(L, res);
@@ -292,11 +323,13 @@ static int rows_iter(lua_State *L)
     /* The end of the stream, or an error: read what is left so the connection is usable. */
     c->streaming = 0;
     int ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
-    if (!ok) kr_fail_result(L, c, res);
+    if (is_copy(st))
+        kr_fail(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
+    else if (!ok)
+        kr_fail_result(L, c, res);
     kr_clearbox(box);
-    PGresult *r;
-    while (c->pg && (r = PQgetResult(c->pg)) != NULL) PQclear(r);
-    return ok ? 0 : lua_error(L);
+    drain(c->pg); /* for a COPY, this result was only its announcement: drain() ends it */
+    return ok ? 0 : lua_error(L); /* raises the error object: a for loop cannot take nil, err */
 }
 
 /* The closing value of the for loop: Lua 5.4 calls it when the loop ends by break or error. */
@@ -319,8 +352,10 @@ static int l_rows(lua_State *L)
     kr_endstream(c);
     /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
     c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
-    if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0))
-        return luaL_error(L, "rows(): %s", PQerrorMessage(c->pg));
+    if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0)) {
+        kr_fail_result(L, c, NULL);
+        return lua_error(L); /* the error object, as the iterator raises it */
+    }
     PQsetSingleRowMode(c->pg);
     c->streaming = 1;
     c->stream_gen++;
@@ -350,21 +385,38 @@ static int simple(lua_State *L, kr_conn *c, const char *sql)
     return 1;
 }
 
+/* Ends the transaction (or savepoint) fn ran in, after an error: nothing else is sent first. */
+static void rollback(kr_conn *c, int nested, int depth)
+{
+    char sql[96];
+    if (nested)
+        snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT kronos_%d; RELEASE SAVEPOINT kronos_%d", depth, depth);
+    else
+        strcpy(sql, "ROLLBACK");
+    c->stream_drain = 0; /* the work is rolled back anyway: cancel an abandoned stream */
+    kr_endstream(c);
+    PQclear(PQexec(c->pg, sql)); /* a lost connection has rolled back already */
+}
+
 /* conn:transaction(fn, ...): BEGIN (or SAVEPOINT when nested), fn(conn, ...), COMMIT.
- * If fn raises, ROLLBACK (TO SAVEPOINT) and re-raise the same value. */
+ * If fn raises, ROLLBACK (TO SAVEPOINT) and re-raise the same value. A transaction the caller
+ * opened with its own BEGIN counts as an outer one, so it is never committed from here. */
 static int l_transaction(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     int nargs = lua_gettop(L) - 2;
     int depth = c->txdepth;
+    kr_endstream(c);
+    int nested = depth > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
     char sql[64];
-    if (depth == 0)
-        strcpy(sql, "BEGIN");
-    else
+    if (nested)
         snprintf(sql, sizeof sql, "SAVEPOINT kronos_%d", depth);
+    else
+        strcpy(sql, "BEGIN");
     if (!simple(L, c, sql)) return 2;
     c->txdepth = depth + 1;
+    luaL_checkstack(L, nargs + 2, "too many arguments");
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
     for (int i = 0; i < nargs; i++) lua_pushvalue(L, 3 + i);
@@ -377,19 +429,19 @@ static int l_transaction(lua_State *L)
     }
     c->txdepth = depth;
     if (status != 0) {
-        if (depth == 0)
-            strcpy(sql, "ROLLBACK");
-        else
-            snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT kronos_%d; RELEASE SAVEPOINT kronos_%d", depth, depth);
-        kr_endstream(c);
-        PGresult *r = PQexec(c->pg, sql); /* a lost connection has rolled back already */
-        PQclear(r);
+        rollback(c, nested, depth);
         return lua_error(L);
     }
-    if (depth == 0)
-        strcpy(sql, "COMMIT");
-    else
+    kr_endstream(c);
+    if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
+        /* fn caught an SQL error itself: committing would silently lose the work */
+        rollback(c, nested, depth);
+        return kr_fail(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
+    }
+    if (nested)
         snprintf(sql, sizeof sql, "RELEASE SAVEPOINT kronos_%d", depth);
+    else
+        strcpy(sql, "COMMIT");
     int nres = lua_gettop(L) - base;
     PGresult *res = kr_execscript(L, c, sql);
     if (res == NULL) return 2;
@@ -422,14 +474,16 @@ static int l_gc(lua_State *L)
     return 0;
 }
 
+static const char *orempty(const char *s) { return s ? s : ""; }
+
 static int l_tostring(lua_State *L)
 {
     kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
     if (c->pg == NULL)
         lua_pushliteral(L, "kronos.connection (closed)");
     else
-        lua_pushfstring(L, "kronos.connection (host=%s port=%s dbname=%s user=%s)", PQhost(c->pg),
-                        PQport(c->pg), PQdb(c->pg), PQuser(c->pg));
+        lua_pushfstring(L, "kronos.connection (host=%s port=%s dbname=%s user=%s)", orempty(PQhost(c->pg)),
+                        orempty(PQport(c->pg)), orempty(PQdb(c->pg)), orempty(PQuser(c->pg)));
     return 1;
 }
 
@@ -438,6 +492,7 @@ static int l_escape(lua_State *L, int identifier)
     kr_conn *c = kr_checkconn(L, 1);
     size_t len;
     const char *s = luaL_checklstring(L, 2, &len);
+    if (strlen(s) != len) luaL_argerror(L, 2, "string contains a NUL byte"); /* libpq would cut it there */
     char *out = identifier ? PQescapeIdentifier(c->pg, s, len) : PQescapeLiteral(c->pg, s, len);
     if (out == NULL) return kr_fail(L, "invalid_input", "%s", PQerrorMessage(c->pg));
     lua_pushstring(L, out);
@@ -458,6 +513,7 @@ static int l_reset(lua_State *L)
     PQreset(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK) {
         kr_pushoneline(L, PQerrorMessage(c->pg));
+        redact(L, PQpass(c->pg));
         return kr_fail(L, "connection", "%s", lua_tostring(L, -1));
     }
     if (!session_setup(c)) return kr_fail_result(L, c, NULL);

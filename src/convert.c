@@ -1,4 +1,8 @@
 /* Server text -> exact values (see convert.h). */
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "convert.h"
@@ -140,4 +144,41 @@ int kr_parse_int8(const char *in, size_t len, long long *out)
     /* -2^63 has no positive twin: negate in unsigned arithmetic, then convert */
     *out = neg ? (long long)(0 - v) : (long long)v;
     return 1;
+}
+
+/* Swaps the first occurrence of from for to in buf (both short: decimal points). */
+static void swap_point(char *buf, size_t size, const char *from, const char *to)
+{
+    char *hit = strstr(buf, from);
+    size_t fl = strlen(from), tl = strlen(to), rest;
+    if (hit == NULL) return;
+    rest = strlen(hit + fl);
+    if ((size_t)(hit - buf) + tl + rest + 1 > size) return;
+    memmove(hit + tl, hit + fl, rest + 1);
+    memcpy(hit, to, tl);
+}
+
+size_t kr_format_double(double d, char *out)
+{
+    if (isnan(d)) return (size_t)snprintf(out, KR_DOUBLE_MAX, "NaN");
+    if (isinf(d)) return (size_t)snprintf(out, KR_DOUBLE_MAX, d > 0 ? "Infinity" : "-Infinity");
+    if (d == floor(d) && fabs(d) < 9223372036854775808.0)
+        return (size_t)snprintf(out, KR_DOUBLE_MAX, "%.0f", d);
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, KR_DOUBLE_MAX, "%.*g", prec, d);
+        if (strtod(out, NULL) == d) break; /* same locale both ways */
+    }
+    const char *dp = localeconv()->decimal_point;
+    if (strcmp(dp, ".") != 0) swap_point(out, KR_DOUBLE_MAX, dp, ".");
+    return strlen(out);
+}
+
+double kr_parse_double(const char *in)
+{
+    const char *dp = localeconv()->decimal_point;
+    if (strcmp(dp, ".") == 0 || strlen(in) >= KR_DOUBLE_MAX) return strtod(in, NULL);
+    char buf[KR_DOUBLE_MAX + 8];
+    snprintf(buf, sizeof buf, "%s", in);
+    swap_point(buf, sizeof buf, ".", dp);
+    return strtod(buf, NULL);
 }

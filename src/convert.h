@@ -19,4 +19,15 @@ int kr_unhex_digits(const char *hex, size_t n, char *out);
 /* Decimal integer text -> value. Returns 1 when the whole text is an integer in range. */
 int kr_parse_int8(const char *in, size_t len, long long *out);
 
+/* double -> the shortest text that reads back as the same double, always with '.' whatever the
+ * C locale says; NaN, Infinity and -Infinity as PostgreSQL spells them. Integral values below
+ * 2^63 print as integers, so that they also read as int8 (LuaJIT has no 64-bit integers).
+ * out needs KR_DOUBLE_MAX bytes; returns the length. */
+#define KR_DOUBLE_MAX 48
+size_t kr_format_double(double d, char *out);
+
+/* PostgreSQL float text (NUL-terminated, '.' as decimal point, NaN, Infinity) -> double,
+ * whatever the C locale says. */
+double kr_parse_double(const char *in);
+
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kronos.h"
+#include "convert.h"
 
 #define BOOLOID 16
 #define BYTEAOID 17
@@ -12,14 +13,9 @@
 /* Shortest text that reads back as the same double (as PostgreSQL's float8out does). */
 static const char *push_double(lua_State *L, double d)
 {
-    char buf[40];
-    if (isnan(d)) return lua_pushliteral(L, "NaN"), lua_tostring(L, -1);
-    if (isinf(d)) return lua_pushstring(L, d > 0 ? "Infinity" : "-Infinity"), lua_tostring(L, -1);
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d) break;
-    }
-    return lua_pushstring(L, buf), lua_tostring(L, -1);
+    char buf[KR_DOUBLE_MAX];
+    lua_pushlstring(L, buf, kr_format_double(d, buf));
+    return lua_tostring(L, -1);
 }
 
 static const char *push_integer(lua_State *L, long long v)

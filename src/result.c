@@ -113,7 +113,7 @@ void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col)
         break;
     case FLOAT4OID:
     case FLOAT8OID:
-        lua_pushnumber(L, (lua_Number)strtod(s, NULL)); /* strtod reads NaN, Infinity, -Infinity */
+        lua_pushnumber(L, (lua_Number)kr_parse_double(s)); /* NaN, Infinity, -Infinity too */
         break;
     case BYTEAOID:
         push_bytea(L, s, len);
