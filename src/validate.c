@@ -1,0 +1,280 @@
+/* User-model validation (see validate.h): plain C over byte strings. */
+#include <string.h>
+
+#include "validate.h"
+
+/* Decodes one code point at s[i..len), strictly; returns its byte length or 0 when invalid. */
+static size_t utf8_next(const unsigned char *s, size_t i, size_t len, unsigned long *cp)
+{
+    unsigned char c = s[i];
+    size_t n;
+    unsigned long v, min;
+    if (c < 0x80) {
+        *cp = c;
+        return c == 0 ? 0 : 1;
+    }
+    if (c >= 0xC2 && c <= 0xDF) { n = 2; v = c & 0x1F; min = 0x80; }
+    else if (c >= 0xE0 && c <= 0xEF) { n = 3; v = c & 0x0F; min = 0x800; }
+    else if (c >= 0xF0 && c <= 0xF4) { n = 4; v = c & 0x07; min = 0x10000; }
+    else return 0;
+    if (len - i < n) return 0;
+    for (size_t k = 1; k < n; k++) {
+        if ((s[i + k] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[i + k] & 0x3F);
+    }
+    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return n;
+}
+
+size_t kr_utf8_chars(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t count = 0, i = 0;
+    unsigned long cp;
+    while (i < len) {
+        size_t n = utf8_next(u, i, len, &cp);
+        if (n == 0) return KR_UTF8_INVALID;
+        i += n;
+        count++;
+    }
+    return count;
+}
+
+kr_verdict kr_check_text(const char *s, size_t len, size_t max)
+{
+    size_t n = kr_utf8_chars(s, len);
+    if (n == KR_UTF8_INVALID) return KR_BAD_UTF8;
+    return n > max ? KR_TOO_LONG : KR_VALID;
+}
+
+/* Whitespace or a control character, in ASCII or beyond: never part of an email or a URL. */
+static int is_space_or_control(unsigned long cp)
+{
+    if (cp <= 0x20 || (cp >= 0x7F && cp <= 0xA0)) return 1;
+    if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200B) || cp == 0x2028 || cp == 0x2029) return 1;
+    return cp == 0x202F || cp == 0x205F || cp == 0x3000 || cp == 0xFEFF;
+}
+
+static int ascii_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Walks valid UTF-8 text; returns the character count, or KR_UTF8_INVALID, and flags spaces. */
+static size_t scan(const char *s, size_t len, int *has_space)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t count = 0, i = 0;
+    unsigned long cp;
+    *has_space = 0;
+    while (i < len) {
+        size_t n = utf8_next(u, i, len, &cp);
+        if (n == 0) return KR_UTF8_INVALID;
+        if (is_space_or_control(cp)) *has_space = 1;
+        i += n;
+        count++;
+    }
+    return count;
+}
+
+static kr_verdict malformed(const char **why, const char *reason)
+{
+    if (why) *why = reason;
+    return KR_MALFORMED;
+}
+
+kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *outlen, const char **why)
+{
+    while (len > 0 && ascii_space((unsigned char)in[0])) in++, len--;
+    while (len > 0 && ascii_space((unsigned char)in[len - 1])) len--;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    *outlen = len;
+    int space;
+    size_t chars = scan(out, len, &space);
+    if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
+    if (chars > KR_EMAIL_MAX) return KR_TOO_LONG;
+    if (chars < KR_EMAIL_MIN) return malformed(why, "must be at least 5 characters");
+    if (space) return malformed(why, "must not contain whitespace or control characters");
+    const char *at = memchr(out, '@', len);
+    if (at == NULL) return malformed(why, "must contain an @");
+    if (memchr(at + 1, '@', len - (size_t)(at - out) - 1) != NULL) return malformed(why, "must contain exactly one @");
+    if (at == out) return malformed(why, "must have a local part before the @");
+    if (at == out + len - 1) return malformed(why, "must have a domain after the @");
+    return KR_VALID;
+}
+
+static int ascii_ieq(const char *s, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        if (c != lower[i]) return 0;
+    }
+    return 1;
+}
+
+/* The authority [userinfo@]host[:port] must name a host; a port is 1 to 5 digits. */
+static int valid_authority(const char *a, size_t n)
+{
+    for (size_t i = n; i > 0; i--) {
+        if (a[i - 1] == '@') {
+            a += i;
+            n -= i;
+            break;
+        }
+    }
+    size_t hostlen = n;
+    if (n > 0 && a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        if (close == NULL || close == a + 1) return 0;
+        hostlen = (size_t)(close - a) + 1;
+    } else {
+        const char *colon = memchr(a, ':', n);
+        if (colon) hostlen = (size_t)(colon - a);
+    }
+    if (hostlen == 0) return 0;
+    if (hostlen == n) return 1;
+    if (a[hostlen] != ':') return 0;
+    size_t digits = n - hostlen - 1;
+    if (digits == 0 || digits > 5) return 0;
+    for (size_t i = hostlen + 1; i < n; i++)
+        if (a[i] < '0' || a[i] > '9') return 0;
+    return 1;
+}
+
+kr_verdict kr_check_url(const char *s, size_t len, const char **why)
+{
+    int space;
+    size_t chars = scan(s, len, &space);
+    if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
+    if (chars > KR_URL_MAX) return KR_TOO_LONG;
+    if (space) return malformed(why, "must not contain whitespace or control characters");
+    size_t skip;
+    if (len >= 7 && ascii_ieq(s, "http://", 7))
+        skip = 7;
+    else if (len >= 8 && ascii_ieq(s, "https://", 8))
+        skip = 8;
+    else
+        return malformed(why, "must be an http:// or https:// URL");
+    size_t end = skip;
+    while (end < len && s[end] != '/' && s[end] != '?' && s[end] != '#') end++;
+    if (!valid_authority(s + skip, end - skip)) return malformed(why, "must name a host (and a numeric port, if any)");
+    return KR_VALID;
+}
+
+/* ---- cursors --------------------------------------------------------------------------- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '-') return 62;
+    if (c == '_') return 63;
+    return -1;
+}
+
+static size_t b64_encode(const unsigned char *in, size_t n, char *out)
+{
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned long v = ((unsigned long)in[i] << 16) | ((unsigned long)in[i + 1] << 8) | in[i + 2];
+        out[o++] = b64[(v >> 18) & 63];
+        out[o++] = b64[(v >> 12) & 63];
+        out[o++] = b64[(v >> 6) & 63];
+        out[o++] = b64[v & 63];
+    }
+    if (n - i == 1) {
+        unsigned long v = (unsigned long)in[i] << 16;
+        out[o++] = b64[(v >> 18) & 63];
+        out[o++] = b64[(v >> 12) & 63];
+    } else if (n - i == 2) {
+        unsigned long v = ((unsigned long)in[i] << 16) | ((unsigned long)in[i + 1] << 8);
+        out[o++] = b64[(v >> 18) & 63];
+        out[o++] = b64[(v >> 12) & 63];
+        out[o++] = b64[(v >> 6) & 63];
+    }
+    return o;
+}
+
+/* Returns the decoded length, or (size_t)-1 when the text is not unpadded base64url whose
+ * unused trailing bits are zero (so each payload has exactly one spelling). */
+static size_t b64_decode(const char *in, size_t n, unsigned char *out)
+{
+    if (n % 4 == 1) return (size_t)-1;
+    size_t o = 0;
+    unsigned long v = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = b64val((unsigned char)in[i]);
+        if (d < 0) return (size_t)-1;
+        v = ((v << 6) | (unsigned long)d) & 0xFFFFFF;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)((v >> bits) & 0xFF);
+        }
+    }
+    if (bits > 0 && (v & ((1UL << bits) - 1)) != 0) return (size_t)-1;
+    return o;
+}
+
+static int uuid_text(const char *s, size_t len)
+{
+    if (len != 36) return 0;
+    for (size_t i = 0; i < 36; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-') return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The characters of a timestamptz as PostgreSQL prints it in ISO DateStyle. */
+static int timestamp_text(const char *s, size_t len)
+{
+    if (len < 19 || len >= KR_CURSOR_TS_MAX) return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || c == '-' || c == ':' || c == '.' || c == ' ' || c == '+'))
+            return 0;
+    }
+    return 1;
+}
+
+size_t kr_cursor_encode(const char *ts, size_t tslen, const char *id, size_t idlen, char *out)
+{
+    unsigned char raw[2 + KR_CURSOR_TS_MAX + 1 + 36];
+    if (!timestamp_text(ts, tslen) || !uuid_text(id, idlen)) return 0;
+    raw[0] = '1';
+    raw[1] = '|';
+    memcpy(raw + 2, ts, tslen);
+    raw[2 + tslen] = '|';
+    memcpy(raw + 3 + tslen, id, 36);
+    return b64_encode(raw, 3 + tslen + 36, out);
+}
+
+int kr_cursor_decode(const char *in, size_t len, char *ts, char *id)
+{
+    unsigned char raw[KR_CURSOR_MAX];
+    if (len > KR_CURSOR_MAX) return 0;
+    size_t n = b64_decode(in, len, raw);
+    if (n == (size_t)-1 || n < 3 + 19 + 36 || raw[0] != '1' || raw[1] != '|' || raw[n - 37] != '|') return 0;
+    const char *t = (const char *)raw + 2, *u = (const char *)raw + n - 36;
+    size_t tslen = n - 39;
+    if (!timestamp_text(t, tslen) || !uuid_text(u, 36)) return 0;
+    memcpy(ts, t, tslen);
+    ts[tslen] = '\0';
+    memcpy(id, u, 36);
+    id[36] = '\0';
+    return 1;
+}
