@@ -1,0 +1,116 @@
+-- Error objects (src/aux.c): real violations from the server, and kronos.error from Lua.
+local kronos = require "kronos"
+local H = require "spec.helper"
+
+describe("kronos errors", function()
+    local dbname, conn
+
+    setup(function()
+        local url
+        url, dbname = H.fresh_db("errors")
+        conn = assert(kronos.connect(url))
+        assert(conn:script([[
+            CREATE TABLE account (
+                id int PRIMARY KEY,
+                email text NOT NULL CONSTRAINT account_email_key UNIQUE,
+                age int CONSTRAINT account_age_check CHECK (age >= 0)
+            );
+            INSERT INTO account VALUES (1, 'a@example.org', 30);
+        ]]))
+    end)
+
+    teardown(function()
+        conn:close()
+        H.drop_db(dbname)
+    end)
+
+    local function fails(sql, ...)
+        local r, err = conn:exec(sql, ...)
+        assert.is_nil(r)
+        assert.is_true(kronos.is_error(err))
+        local line = tostring(err)
+        assert.is_nil(line:find("\n"), line)
+        return err, line
+    end
+
+    it("unique violation", function()
+        local err, line = fails("INSERT INTO account (id, email) VALUES ($1, $2)", 2, "a@example.org")
+        assert.are.equal("unique_violation", err.code)
+        assert.are.equal("23505", err.sqlstate)
+        assert.are.equal("account_email_key", err.constraint)
+        assert.are.equal("account", err.table)
+        assert.are.equal("public", err.schema)
+        assert.are.equal("ERROR", err.severity)
+        assert.are.equal("Key (email)=(a@example.org) already exists.", err.detail)
+        assert.are.equal('duplicate key value violates unique constraint "account_email_key"', err.message)
+        assert.are.equal('duplicate key value violates unique constraint "account_email_key" [unique_violation 23505]', line)
+    end)
+
+    it("check violation", function()
+        local err = fails("INSERT INTO account VALUES ($1, $2, $3)", 3, "b@example.org", -1)
+        assert.are.equal("check_violation", err.code)
+        assert.are.equal("23514", err.sqlstate)
+        assert.are.equal("account_age_check", err.constraint)
+        assert.are.equal("account", err.table)
+        assert.matches("^Failing row contains", err.detail)
+    end)
+
+    it("not-null violation names the column", function()
+        local err = fails("INSERT INTO account (id) VALUES ($1)", 4)
+        assert.are.equal("not_null_violation", err.code)
+        assert.are.equal("23502", err.sqlstate)
+        assert.are.equal("email", err.column)
+        assert.are.equal("account", err.table)
+    end)
+
+    it("syntax error, with its position", function()
+        local err, line = fails("SELEC 1")
+        assert.are.equal("syntax_error", err.code)
+        assert.are.equal("42601", err.sqlstate)
+        assert.are.equal("1", err.position)
+        assert.are.equal('syntax error at or near "SELEC" [syntax_error 42601]', line)
+    end)
+
+    it("undefined table", function()
+        local err = fails("SELECT * FROM no_such_table")
+        assert.are.equal("undefined_table", err.code)
+        assert.are.equal("42P01", err.sqlstate)
+        assert.are.equal('relation "no_such_table" does not exist', err.message)
+    end)
+
+    it("a hint when the server gives one", function()
+        local err = fails("SELECT nosuchfunc(1)")
+        assert.are.equal("undefined_function", err.code)
+        assert.is_string(err.hint)
+    end)
+
+    it("an error raised by SQL code keeps its own sqlstate and a one-line message", function()
+        local err, line = fails([[DO $$ BEGIN RAISE EXCEPTION E'two\nlines' USING ERRCODE = 'P0001',
+            DETAIL = 'the detail', HINT = 'the hint'; END $$]])
+        assert.are.equal("raise_exception", err.code)
+        assert.are.equal("P0001", err.sqlstate)
+        assert.are.equal("the detail", err.detail)
+        assert.are.equal("the hint", err.hint)
+        assert.are.equal("two lines [raise_exception P0001]", line)
+        err = fails("DO $$ BEGIN RAISE EXCEPTION 'custom' USING ERRCODE = 'KR001'; END $$")
+        assert.are.equal("KR001", err.code)
+        assert.are.equal("custom [KR001]", tostring(err))
+    end)
+
+    it("the connection stays usable after each error", function()
+        fails("SELECT 1/0")
+        assert.are.equal(1, conn:exec("SELECT count(*) AS n FROM account")[1].n)
+    end)
+
+    it("kronos.error builds the same kind of object from Lua", function()
+        local e = kronos.error("invalid_input", "email is not valid", { column = "email" })
+        assert.is_true(kronos.is_error(e))
+        assert.are.same({ code = "invalid_input", message = "email is not valid", column = "email" },
+            { code = e.code, message = e.message, column = e.column })
+        assert.are.equal("email is not valid [invalid_input]", tostring(e))
+        assert.is_false(kronos.is_error({ code = "x", message = "y" }))
+        assert.is_false(kronos.is_error("x"))
+        assert.is_false(kronos.is_error(nil))
+        assert.has_error(function() kronos.error(nil, "m") end)
+    end)
+end)
