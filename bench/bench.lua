@@ -1,0 +1,509 @@
+-- The benchmark driver (bench/run.sh starts it with DATABASE_URL set to a private server).
+-- Each case runs kronos, its peer and the C limit interleaved, RUNS times each, checks that
+-- they did the same work, and reports medians and the ratios between them.
+local kronos = require "kronos"
+local benchlib = require "benchlib"
+local C = require "bench.common"
+
+local ROOT = assert(os.getenv("KRONOS_ROOT"), "run through bench/run.sh")
+local WORK = ROOT .. "/bench/work"
+local BASE_URL = assert(os.getenv("DATABASE_URL"), "run through bench/run.sh")
+local RUNS = math.max(5, tonumber(os.getenv("BENCH_RUNS") or "5"))
+local ONLY = os.getenv("BENCH_CASES")
+local LUA = "lua5.4"
+local ALEMBIC = "/usr/bin/alembic" -- Debian's, with Debian's python3 (not a pyenv one on PATH)
+local PQBENCH = WORK .. "/pqbench"
+local MIGRATIONS = ROOT .. "/migrations"
+local VERSION_TABLES = "{alembic_version,kronos_version}"
+
+local N_CREATE, N_BULK, N_READ, N_STREAM, N_SELECT1 = 20000, 100000, 100000, 1000000, 20000
+
+local admin = assert(kronos.connect(BASE_URL))
+
+-- The argv of a kronos or LuaSQL worker process.
+local function kw(url, mode, n) return { LUA, ROOT .. "/bench/kronos_worker.lua", url, mode, n } end
+local function lw(url, mode, n) return { LUA, ROOT .. "/bench/luasql_worker.lua", url, mode, n } end
+
+---------------------------------------------------------------------------------------------
+-- helpers
+
+local function url_for(dbname)
+    local head, query = BASE_URL:match("^(postgres%a*://[^/?]*)/?[^?]*(.*)$")
+    return head .. "/" .. dbname .. query
+end
+
+local function drop_db(name)
+    assert(admin:exec("DROP DATABASE IF EXISTS " .. admin:escape_identifier(name) .. " WITH (FORCE)"))
+end
+
+local function fresh_db(name)
+    drop_db(name)
+    assert(admin:exec("CREATE DATABASE " .. admin:escape_identifier(name)))
+    return url_for(name)
+end
+
+local function query(url, sql, ...)
+    local conn = assert(kronos.connect(url))
+    local rows, err = conn:exec(sql, ...)
+    conn:close()
+    return assert(rows, err)
+end
+
+local function readfile(path)
+    local f = assert(io.open(path, "rb"))
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+-- Runs a program (no shell), returns its key=value output fields plus wall, maxrss_kb, output.
+local function run(argv)
+    local out = WORK .. "/last.out"
+    local code, secs, rss = benchlib.spawn(argv, out)
+    local text = readfile(out)
+    if code ~= 0 then
+        error(("%s exited %d:\n%s"):format(table.concat(argv, " "), code, text:sub(1, 2000)), 0)
+    end
+    local r = { wall = secs, maxrss_kb = rss, output = text }
+    for k, v in text:gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) or v end
+    return r
+end
+
+local function median(xs)
+    local s = {}
+    for i, x in ipairs(xs) do s[i] = x end
+    table.sort(s)
+    local n = #s
+    return n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function same(what, a, b)
+    if a ~= b then error(("check failed: %s: %s ~= %s"):format(what, tostring(a), tostring(b)), 0) end
+end
+
+local function fmt_time(s)
+    if s < 1e-3 then return ("%.1f µs"):format(s * 1e6) end
+    if s < 1 then return ("%.1f ms"):format(s * 1e3) end
+    return ("%.2f s"):format(s)
+end
+
+local function fmt_rate(r)
+    if r >= 1e6 then return ("%.2fM/s"):format(r / 1e6) end
+    if r >= 1e3 then return ("%.1fk/s"):format(r / 1e3) end
+    return ("%.0f/s"):format(r)
+end
+
+local function ratio(x) return x and ("%.2fx"):format(x) or "" end
+
+-- The schema of a database's public tables (the version tables aside), one line per item.
+local SCHEMA_SQL = [[
+SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+       || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '') AS item
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+   AND c.relname <> ALL($1::text[])
+UNION ALL
+SELECT 'constraint ' || c.relname || ' ' || k.conname || ' ' || pg_get_constraintdef(k.oid)
+  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND c.relname <> ALL($1::text[])
+UNION ALL
+SELECT 'index ' || indexdef FROM pg_indexes
+ WHERE schemaname = 'public' AND tablename <> ALL($1::text[])
+ORDER BY 1]]
+
+local function schema_of(url)
+    local lines = {}
+    for i, r in ipairs(query(url, SCHEMA_SQL, VERSION_TABLES)) do lines[i] = r.item end
+    return lines
+end
+
+local function same_schema(what, url_a, url_b)
+    local a, b = schema_of(url_a), schema_of(url_b)
+    if #a == 0 then error("check failed: " .. what .. ": empty schema", 0) end
+    for i = 1, math.max(#a, #b) do
+        if a[i] ~= b[i] then
+            error(("check failed: %s: schemas differ at item %d: %s | %s"):format(what, i,
+                tostring(a[i]), tostring(b[i])), 0)
+        end
+    end
+    return #a
+end
+
+---------------------------------------------------------------------------------------------
+-- the results table
+
+local results, notes = {}, {}
+
+-- row: case, unit ("time" | "rate" | "text"), kronos, peer, limit (numbers or nil),
+-- peer_name, limit_name, target (text), met (boolean or nil)
+local function add(row)
+    local function show(v, name)
+        if v == nil then return "" end
+        local s = type(v) == "string" and v
+            or row.unit == "rate" and fmt_rate(v)
+            or row.unit == "mb" and ("%.1f MB"):format(v)
+            or row.unit == "ir" and ("%.0f Ir"):format(v)
+            or fmt_time(v)
+        return name and (s .. " (" .. name .. ")") or s
+    end
+    -- speed of kronos relative to the other: time ratio other/kronos, rate ratio kronos/other
+    local function rel(other)
+        if type(other) ~= "number" or type(row.kronos) ~= "number" then return nil end
+        if row.unit == "rate" then return row.kronos / other end
+        return other / row.kronos
+    end
+    results[#results + 1] = {
+        case = row.case,
+        kronos = show(row.kronos),
+        peer = show(row.peer, row.peer_name),
+        limit = show(row.limit, row.limit_name),
+        vs_peer = row.vs_peer or ratio(rel(row.peer)),
+        vs_limit = row.vs_limit or ratio(rel(row.limit)),
+        target = row.target or "",
+        met = row.met == nil and "" or row.met and "met" or "**missed**",
+    }
+    local r = results[#results]
+    io.write(("%-34s %-14s %-26s %-26s %-8s %-8s %s\n"):format(r.case, r.kronos, r.peer, r.limit,
+        r.vs_peer, r.vs_limit, r.met))
+    io.flush()
+end
+
+local function fail_row(case, err)
+    results[#results + 1] = { case = case, kronos = "error", peer = "", limit = "", vs_peer = "",
+        vs_limit = "", target = "", met = "**error**" }
+    notes[#notes + 1] = ("- %s did not report: %s"):format(case, tostring(err):gsub("\n", " "):sub(1, 400))
+    io.write(("%-34s ERROR %s\n"):format(case, err))
+end
+
+---------------------------------------------------------------------------------------------
+-- the cases
+
+local cases = {}
+
+-- A new lua5.4 process: require kronos, connect, upgrade() at head.
+function cases.startup()
+    local kurl = fresh_db("bench_startup_kronos")
+    local aurl = fresh_db("bench_startup_alembic")
+    run { LUA, ROOT .. "/bench/startup.lua", kurl, MIGRATIONS, "init" }
+    run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
+    same_schema("startup: kronos users migration vs Alembic's", kurl, aurl)
+    local k, a, p = {}, {}, {}
+    local runs = RUNS * 2
+    for i = 1, runs do
+        local r = run { LUA, ROOT .. "/bench/startup.lua", kurl, MIGRATIONS }
+        same("startup: migrations applied at head", r.applied, 0)
+        k[i] = r.wall
+        a[i] = run({ ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl,
+            "upgrade", "head" }).wall
+        p[i] = run({ "psql", "-X", "-Atq", "-d", kurl, "-c", "select 1" }).wall
+    end
+    same_schema("startup: after the runs", kurl, aurl)
+    local km, am, pm = median(k), median(a), median(p)
+    add { case = "no-op startup (new process)", unit = "time", kronos = km, peer = am,
+        peer_name = "Alembic", limit = pm, limit_name = "psql",
+        target = ">= 20x Alembic, >= 1x psql", met = am / km >= 20 and pm / km >= 1 }
+    drop_db("bench_startup_kronos")
+    drop_db("bench_startup_alembic")
+end
+
+-- upgrade base -> head over 500 generated migrations.
+function cases.migrate500()
+    local dir = WORK .. "/m500"
+    run { LUA, ROOT .. "/bench/gen500.lua", dir, "500" }
+    local sqlfile = dir .. "/kronos-offline.sql"
+    run { LUA, ROOT .. "/bench/startup.lua", "-", dir .. "/kronos", "sql", sqlfile }
+    local ini = dir .. "/alembic/alembic.ini"
+    local k, a, p = {}, {}, {}
+    for i = 1, RUNS do
+        local kurl, aurl, purl = fresh_db("bench_m500_k"), fresh_db("bench_m500_a"), fresh_db("bench_m500_p")
+        local r = run { LUA, ROOT .. "/bench/startup.lua", kurl, dir .. "/kronos" }
+        same("500 migrations: kronos applied", r.applied, 500)
+        k[i] = r.wall
+        a[i] = run({ ALEMBIC, "-c", ini, "-x", "url=" .. aurl, "upgrade", "head" }).wall
+        p[i] = run({ "psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", purl, "-f", sqlfile }).wall
+        if i == 1 then
+            local items = same_schema("500 migrations: kronos vs Alembic", kurl, aurl)
+            same_schema("500 migrations: kronos vs psql -f of its offline SQL", kurl, purl)
+            notes[#notes + 1] = ("- 500 migrations: the three databases have the same schema (%d columns, "
+                .. "constraints and indexes compared from pg_catalog)."):format(items)
+        end
+        for _, url in ipairs { kurl, aurl, purl } do
+            same("500 migrations: tables created", query(url,
+                "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public' AND tablename LIKE 't%'")[1].n, 500)
+        end
+        drop_db("bench_m500_k"); drop_db("bench_m500_a"); drop_db("bench_m500_p")
+    end
+    local km, am, pm = median(k), median(a), median(p)
+    add { case = "500 migrations, base -> head", unit = "time", kronos = km, peer = am, peer_name = "Alembic",
+        limit = pm, limit_name = "psql -1 -f", target = "faster than Alembic, <= 1.05 x psql",
+        met = km < am and km <= pm * 1.05 }
+end
+
+-- The bench users database, at head with kronos's own users migration.
+local users_url
+local function users_db()
+    if not users_url then
+        users_url = fresh_db("bench_users")
+        run { LUA, ROOT .. "/bench/startup.lua", users_url, MIGRATIONS, "init" }
+    end
+    return users_url
+end
+
+-- What a create run wrote: the count, the rows' content, and how many ids are v4 UUIDs.
+local FINGERPRINT_SQL = [[
+SELECT count(*) AS n, count(*) FILTER (WHERE substr(id::text, 15, 1) = '4') AS v4,
+       count(*) FILTER (WHERE is_active) AS active,
+       md5(string_agg(email || '|' || first_name || '|' || last_name, ',' ORDER BY email)) AS digest
+  FROM users]]
+
+local function truncate(url) query(url, "TRUNCATE users") end
+
+local function created(url, what, n)
+    local f = query(url, FINGERPRINT_SQL)[1]
+    same(what .. ": rows", f.n, n)
+    same(what .. ": v4 ids", f.v4, n)
+    same(what .. ": active", f.active, n)
+    return f.digest
+end
+
+-- One implementation's create run on an empty table; returns its time and checks the rows.
+local function create_run(url, what, argv, n, digest)
+    truncate(url)
+    local r = run(argv)
+    same(what .. ": rows reported", r.rows, n)
+    local d = created(url, what, n)
+    if digest then same(what .. ": same rows as kronos", d, digest) end
+    return r.elapsed, d
+end
+
+function cases.create()
+    local url, n = users_db(), N_CREATE
+    local k, l, c, digest = {}, {}, {}, nil
+    for i = 1, RUNS do
+        k[i], digest = create_run(url, "create kronos", kw(url, "create", n), n, digest)
+        l[i] = create_run(url, "create LuaSQL", lw(url, "create", n), n, digest)
+        c[i] = create_run(url, "create C", { PQBENCH, url, "create", n }, n, digest)
+    end
+    local kr, lr, cr = n / median(k), n / median(l), n / median(c)
+    add { case = ("create one by one (%dk, autocommit)"):format(n // 1000), unit = "rate", kronos = kr,
+        peer = lr, peer_name = "LuaSQL", limit = cr, limit_name = "C PQexecParams",
+        target = ">= 1.0x LuaSQL, >= 0.9x C", met = kr >= lr and kr >= 0.9 * cr }
+    return lr
+end
+
+function cases.bulk()
+    local url, n = users_db(), N_BULK
+    local k, l, c, digest = {}, {}, {}, nil
+    for i = 1, RUNS do
+        k[i], digest = create_run(url, "bulk kronos", kw(url, "create_many", n), n, digest)
+        l[i] = create_run(url, "bulk LuaSQL", lw(url, "create", n), n, digest)
+        c[i] = create_run(url, "bulk C COPY", { PQBENCH, url, "copy", n }, n, digest)
+    end
+    local kr, lr, cr = n / median(k), n / median(l), n / median(c)
+    add { case = ("bulk create (%dk)"):format(n // 1000), unit = "rate", kronos = kr, peer = lr,
+        peer_name = "LuaSQL loop", limit = cr, limit_name = "C COPY", target = ">= 10x LuaSQL",
+        met = kr >= 10 * lr }
+end
+
+function cases.read()
+    local url, n = users_db(), N_READ
+    truncate(url)
+    run { PQBENCH, url, "copy", n }
+    query(url, "ANALYZE users")
+    local ke, kl, l, c = {}, {}, {}, {}
+    local check
+    local function one(argv, what)
+        local r = run(argv)
+        same(what .. ": rows", r.rows, n)
+        check = check or r.check
+        same(what .. ": sum of email lengths", r.check, check)
+        return r.elapsed
+    end
+    for i = 1, RUNS do
+        ke[i] = one(kw(url, "read_exec"), "read kronos exec")
+        kl[i] = one(kw(url, "read_list"), "read kronos users:list")
+        l[i] = one(lw(url, "read"), "read LuaSQL")
+        c[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "read C")
+    end
+    local lr, cr = n / median(l), n / median(c)
+    local er, pr = n / median(ke), n / median(kl)
+    add { case = ("read into Lua, conn:exec (%dk users)"):format(n // 1000), unit = "rate", kronos = er,
+        peer = lr, peer_name = "LuaSQL fetch", limit = cr, limit_name = "C PQgetvalue",
+        target = ">= 1.5x LuaSQL", met = er >= 1.5 * lr }
+    add { case = ("read into Lua, users:list pages of 1000"):format(n // 1000), unit = "rate", kronos = pr,
+        peer = lr, peer_name = "LuaSQL fetch", limit = cr, limit_name = "C PQgetvalue",
+        target = ">= 1.5x LuaSQL", met = pr >= 1.5 * lr }
+end
+
+function cases.select1()
+    local url, n = BASE_URL, N_SELECT1
+    local k, l, c = {}, {}, {}
+    for i = 1, RUNS do
+        for _, x in ipairs {
+            { k, kw(url, "select1", n) },
+            { l, lw(url, "select1", n) },
+            { c, { PQBENCH, url, "select1", n } } } do
+            local r = run(x[2])
+            same("select 1: round trips", r.rows, n)
+            same("select 1: sum of results", r.check, n)
+            x[1][i] = r.elapsed
+        end
+    end
+    add { case = "conn:exec(\"select 1\") round trips", unit = "rate", kronos = n / median(k),
+        peer = n / median(l), peer_name = "LuaSQL", limit = n / median(c), limit_name = "C PQexec" }
+end
+
+function cases.stream()
+    local url, n = BASE_URL, N_STREAM
+    local k, kt, l, check = {}, {}, {}, nil
+    for i = 1, RUNS do
+        local r = run(kw(url, "stream", n))
+        same("stream kronos: rows", r.rows, n)
+        check = check or r.check
+        same("stream kronos: sum of text lengths", r.check, check)
+        k[i] = math.max(r.rss_kb, r.maxrss_kb) / 1024
+        kt[i] = r.elapsed
+        local p = run(lw(url, "stream", n))
+        same("stream LuaSQL: rows", p.rows, n)
+        same("stream LuaSQL: sum of text lengths", p.check, check)
+        l[i] = math.max(p.rss_kb, p.maxrss_kb) / 1024
+    end
+    local km, lm = median(k), median(l)
+    add { case = ("stream conn:rows, %dM typed rows: peak RSS"):format(n // 1000000), unit = "mb",
+        kronos = km, peer = lm, peer_name = "LuaSQL cursor", vs_peer = ("%.2fx less"):format(lm / km),
+        target = "< 64 MB", met = km < 64 }
+    add { case = "stream conn:rows: rate", unit = "rate", kronos = n / median(kt) }
+end
+
+-- Instruction counts (callgrind) per typed row: the marginal cost between two result sizes, so
+-- process start, connect and the query's fixed cost cancel out.
+function cases.callgrind()
+    local url = BASE_URL
+    local small, big = 1000, 11000
+    local function ir(argv, toggle)
+        local out = WORK .. "/callgrind.out"
+        local vg = { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. out }
+        if toggle then vg[#vg + 1] = "--toggle-collect=" .. toggle end
+        for _, a in ipairs(argv) do vg[#vg + 1] = a end
+        local r = run(vg)
+        os.remove(out)
+        return assert(tonumber(r.output:match("Collected : (%d+)")), "no callgrind summary"), r
+    end
+    local function marginal(make)
+        local a = ir(make(small))
+        local b, r = ir(make(big))
+        same("callgrind: rows", r.rows, big)
+        return (b - a) / (big - small)
+    end
+    local k = marginal(function(n) return kw(url, "typed", n) end)
+    local l = marginal(function(n) return lw(url, "typed", n) end)
+    local c = marginal(function(n) return { PQBENCH, url, "read", "0", C.typed_sql(n) } end)
+    local conv = ir(kw(url, "typed", big), "kr_pushrows") / big
+    add { case = "CPU per typed row, whole client (callgrind)", unit = "ir", kronos = k, peer = l,
+        peer_name = "LuaSQL", limit = c, limit_name = "C PQgetvalue",
+        vs_peer = ("%.2fx fewer"):format(l / k), vs_limit = ("%.2fx more"):format(k / c) }
+    add { case = "CPU per typed row, kr_pushrows only", unit = "ir", kronos = conv }
+    notes[#notes + 1] = "- A typed row is int4, text, int8, float8, bool, timestamptz, uuid, numeric "
+        .. "(bench/common.lua typed_sql). Whole client = the marginal instruction count per row between "
+        .. ("%d and %d rows: libpq reading the result, conversion, Lua tables, the worker's loop."):format(small, big)
+end
+
+---------------------------------------------------------------------------------------------
+-- the run
+
+local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind" }
+local wanted = {}
+if ONLY then for name in ONLY:gmatch("[^,%s]+") do wanted[name] = true end end
+
+io.write(("%-34s %-14s %-26s %-26s %-8s %-8s %s\n"):format("case", "kronos", "peer", "limit",
+    "vs peer", "vs limit", "target"))
+local started = C.now()
+for _, name in ipairs(order) do
+    if not ONLY or wanted[name] then
+        local ok, err = pcall(cases[name])
+        if not ok then fail_row(name, err) end
+    end
+end
+local elapsed = C.now() - started
+if users_url then drop_db("bench_users") end
+
+---------------------------------------------------------------------------------------------
+-- bench/results.md
+
+local function sh(cmd)
+    local p = io.popen(cmd .. " 2>/dev/null")
+    local s = p:read("a"):gsub("%s+$", "")
+    p:close()
+    return s
+end
+
+local function machine()
+    local cpu = sh("lscpu | sed -n 's/^Model name: *//p' | head -n 1")
+    local mem = sh("free -g | awk '/^Mem:/ {print $2}'")
+    return {
+        ("- CPU: %s, %s cores (%s)"):format(cpu, sh("nproc"), sh("uname -srm")),
+        ("- Memory: %s GiB; %s"):format(mem, sh("lscpu | sed -n 's/^Hypervisor vendor: *//p'") ~= ""
+            and "a virtual machine shared with other work (noisy)" or "bare metal"),
+        ("- OS: %s"):format(sh(". /etc/os-release && echo \"$PRETTY_NAME\"")),
+        ("- PostgreSQL: %s, private cluster on 127.0.0.1 (fsync=off, as tools/pg.sh starts it), same machine")
+            :format(query(BASE_URL, "SHOW server_version")[1].server_version),
+        ("- Lua: %s; LuaSQL: lua-sql-postgres %s; Alembic: %s with SQLAlchemy %s, psycopg2 %s"):format(
+            sh("lua5.4 -v"), sh("dpkg-query -W -f='${Version}' lua-sql-postgres"),
+            sh("dpkg-query -W -f='${Version}' alembic"), sh("dpkg-query -W -f='${Version}' python3-sqlalchemy"),
+            sh("dpkg-query -W -f='${Version}' python3-psycopg2")),
+        ("- C: %s -O2, libpq %s"):format(sh("cc --version | head -n 1"), sh("pg_config --version")),
+        ("- kronos: commit %s; run on %s; %d runs per median; the whole run took %.0f s"):format(
+            sh("git -C " .. ROOT .. " rev-parse --short HEAD"), os.date("!%Y-%m-%d %H:%M UTC"), RUNS, elapsed),
+    }
+end
+
+local md = {
+    "# Benchmarks",
+    "",
+    "Written by `make bench` (bench/run.sh, bench/bench.lua). Medians of the runs; every ratio compares",
+    "medians measured in the same run, interleaved (kronos, peer, limit, kronos, ...). A ratio above 1",
+    "means kronos is faster (for rates: kronos's rate over the other's; for times: the other's time over",
+    "kronos's). Each case first checks that the implementations did the same work (row counts, row",
+    "contents, the same schema from pg_catalog) and reports an error instead of a number otherwise.",
+    "",
+    "## Machine",
+    "",
+}
+for _, l in ipairs(machine()) do md[#md + 1] = l end
+md[#md + 1] = ""
+md[#md + 1] = "## Results"
+md[#md + 1] = ""
+md[#md + 1] = "| case | kronos | peer | limit | kronos vs peer | kronos vs limit | target | |"
+md[#md + 1] = "|---|---|---|---|---|---|---|---|"
+for _, r in ipairs(results) do
+    md[#md + 1] = ("| %s | %s | %s | %s | %s | %s | %s | %s |"):format(r.case, r.kronos, r.peer, r.limit,
+        r.vs_peer, r.vs_limit, r.target, r.met)
+end
+md[#md + 1] = ""
+md[#md + 1] = "## Notes"
+md[#md + 1] = ""
+for _, n in ipairs(notes) do md[#md + 1] = n end
+local analysis = io.open(ROOT .. "/bench/analysis.md")
+if analysis then
+    md[#md + 1] = ""
+    md[#md + 1] = analysis:read("a")
+    analysis:close()
+end
+
+local text = table.concat(md, "\n") .. "\n"
+if ONLY then
+    local f = assert(io.open(WORK .. "/results.md", "w"))
+    f:write(text)
+    f:close()
+    io.write("\n(subset run: written to bench/work/results.md, bench/results.md left alone)\n")
+else
+    local f = assert(io.open(ROOT .. "/bench/results.md", "w"))
+    f:write(text)
+    f:close()
+    io.write(("\nwritten to bench/results.md (%.0f s)\n"):format(elapsed))
+end
+admin:close()

@@ -1,0 +1,66 @@
+-- The kronos side of the benchmark cases, one case per process:
+--   lua5.4 bench/kronos_worker.lua URL MODE [N]
+-- MODE: select1 | create | create_many | read_exec | read_list | stream | typed
+local kronos = require "kronos"
+local C = require "bench.common"
+
+local url, mode, n = arg[1], arg[2], tonumber(arg[3] or 0)
+local conn = assert(kronos.connect(url))
+local rows, check = 0, 0
+local t0 = C.now()
+
+if mode == "select1" then
+    for _ = 1, n do
+        local r = assert(conn:exec("select 1"))
+        check = check + r[1]["?column?"]
+    end
+    rows = n
+elseif mode == "create" then
+    local users = kronos.users(conn)
+    for i = 1, n do
+        local email, first, last = C.user(i)
+        assert(users:create{ email = email, first_name = first, last_name = last })
+        check = check + #email
+    end
+    rows = n
+elseif mode == "create_many" then
+    local users = kronos.users(conn)
+    local list = {}
+    for i = 1, n do
+        local email, first, last = C.user(i)
+        list[i] = { email = email, first_name = first, last_name = last }
+        check = check + #email
+    end
+    rows = assert(users:create_many(list))
+elseif mode == "read_exec" then
+    local all = assert(conn:exec(C.READ_SQL))
+    for i = 1, #all do check = check + #all[i].email end
+    rows = #all
+elseif mode == "read_list" then
+    local users = kronos.users(conn)
+    local all, cursor = {}, nil
+    repeat
+        local page
+        page, cursor = users:list{ limit = 1000, after = cursor }
+        assert(page, cursor)
+        for i = 1, #page do
+            all[#all + 1] = page[i]
+            check = check + #page[i].email
+        end
+    until cursor == nil
+    rows = #all
+elseif mode == "stream" then
+    for row in conn:rows(C.typed_sql(n)) do
+        rows = rows + 1
+        check = check + #row.t
+    end
+elseif mode == "typed" then
+    local all = assert(conn:exec(C.typed_sql(n)))
+    for i = 1, #all do check = check + #all[i].t end
+    rows = #all
+else
+    error("unknown mode " .. tostring(mode))
+end
+
+C.report(C.now() - t0, rows, check, { rss_kb = C.vmhwm() })
+conn:close()

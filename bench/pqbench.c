@@ -1,0 +1,146 @@
+/* pqbench: the limit of each benchmark case, libpq driven from C with nothing in between.
+ *   pqbench URL select1 N     N round trips of "select 1"
+ *   pqbench URL create N      N INSERTs of the bench users, one PQexecParams each, autocommit
+ *   pqbench URL copy N        the same N users with one COPY FROM STDIN
+ *   pqbench URL read 0 SQL    PQexec of SQL, PQgetvalue over every field of every row
+ * Prints one line: elapsed=<seconds> rows=<n> check=<number>, the check being what the Lua
+ * workers compute too (the sum of the lengths of the second column, or of the emails written),
+ * so the driver can compare the work. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+#include <uuid/uuid.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(PGconn *pg, const char *what)
+{
+    fprintf(stderr, "pqbench: %s: %s", what, PQerrorMessage(pg));
+    exit(1);
+}
+
+static void check(PGconn *pg, PGresult *r, ExecStatusType want, const char *what)
+{
+    if (PQresultStatus(r) != want) die(pg, what);
+}
+
+/* The same rows as bench/common.lua's user(i). */
+static void user_fields(long i, char *email, char *first, char *last)
+{
+    snprintf(email, 64, "user%07ld@bench.example", i);
+    snprintf(first, 32, "First%ld", i);
+    snprintf(last, 32, "Last%ld", i);
+}
+
+static long run_select1(PGconn *pg, long n, long *sum)
+{
+    for (long i = 0; i < n; i++) {
+        PGresult *r = PQexec(pg, "select 1");
+        check(pg, r, PGRES_TUPLES_OK, "select 1");
+        *sum += atoi(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    return n;
+}
+
+static long run_create(PGconn *pg, long n, long *sum)
+{
+    const char *sql = "INSERT INTO users (id, email, first_name, last_name) VALUES ($1, $2, $3, $4)";
+    for (long i = 1; i <= n; i++) {
+        char id[37], email[64], first[32], last[32];
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, id);
+        user_fields(i, email, first, last);
+        const char *values[4] = {id, email, first, last};
+        PGresult *r = PQexecParams(pg, sql, 4, NULL, values, NULL, NULL, 0);
+        check(pg, r, PGRES_COMMAND_OK, "insert");
+        PQclear(r);
+        *sum += (long)strlen(email);
+    }
+    return n;
+}
+
+static long run_copy(PGconn *pg, long n, long *sum)
+{
+    PGresult *r = PQexec(pg, "COPY users (id, email, first_name, last_name) FROM STDIN");
+    check(pg, r, PGRES_COPY_IN, "copy");
+    PQclear(r);
+    char line[256];
+    for (long i = 1; i <= n; i++) {
+        char id[37], email[64], first[32], last[32];
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, id);
+        user_fields(i, email, first, last);
+        int len = snprintf(line, sizeof line, "%s\t%s\t%s\t%s\n", id, email, first, last);
+        if (PQputCopyData(pg, line, len) != 1) die(pg, "copy data");
+        *sum += (long)strlen(email);
+    }
+    if (PQputCopyEnd(pg, NULL) != 1) die(pg, "copy end");
+    r = PQgetResult(pg);
+    check(pg, r, PGRES_COMMAND_OK, "copy result");
+    PQclear(r);
+    while ((r = PQgetResult(pg)) != NULL) PQclear(r);
+    return n;
+}
+
+/* Every field of every row is read; the check sums the lengths of column `col`. */
+static long read_all(PGconn *pg, const char *sql, int col, long *sum)
+{
+    PGresult *r = PQexec(pg, sql);
+    check(pg, r, PGRES_TUPLES_OK, "select");
+    long rows = PQntuples(r);
+    int cols = PQnfields(r);
+    size_t touched = 0;
+    for (long i = 0; i < rows; i++) {
+        for (int j = 0; j < cols; j++) {
+            if (PQgetisnull(r, (int)i, j)) continue;
+            const char *v = PQgetvalue(r, (int)i, j);
+            touched += (size_t)(unsigned char)v[0];
+        }
+        *sum += PQgetlength(r, (int)i, col);
+    }
+    PQclear(r);
+    if (touched == 0 && rows > 0) fprintf(stderr, "pqbench: no data\n");
+    return rows;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: pqbench URL select1|create|copy N | read 0 SQL\n");
+        return 2;
+    }
+    const char *mode = argv[2];
+    long n = argc > 3 ? atol(argv[3]) : 0;
+    PGconn *pg = PQconnectdb(argv[1]);
+    if (PQstatus(pg) != CONNECTION_OK) die(pg, "connect");
+    long sum = 0, rows;
+    double t0 = now();
+    if (strcmp(mode, "select1") == 0)
+        rows = run_select1(pg, n, &sum);
+    else if (strcmp(mode, "create") == 0)
+        rows = run_create(pg, n, &sum);
+    else if (strcmp(mode, "copy") == 0)
+        rows = run_copy(pg, n, &sum);
+    else if (strcmp(mode, "read") == 0 && argc > 4)
+        rows = read_all(pg, argv[4], 1, &sum);
+    else {
+        fprintf(stderr, "pqbench: unknown mode %s\n", mode);
+        return 2;
+    }
+    double t1 = now();
+    printf("elapsed=%.6f rows=%ld check=%ld\n", t1 - t0, rows, sum);
+    PQfinish(pg);
+    return 0;
+}

@@ -1,0 +1,28 @@
+#!/bin/sh
+# make bench: kronos against Alembic, LuaSQL and libpq from C, on a private PostgreSQL server
+# (started here in a temporary directory, stopped and removed on exit). Prints the table and
+# writes bench/results.md. BENCH_RUNS (default 5, at least 5) sets the runs per median;
+# BENCH_CASES=startup,migrate500,... runs a subset (results.md is then left alone).
+set -eu
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+sh tools/deps.sh base bench
+# A private build: the shared build/ may be rebuilt by a concurrent `make` mid-run.
+make -s BUILD=bench/work/build/lua5.4
+work=bench/work
+mkdir -p "$work"
+luainc=/usr/include/lua5.4
+pqinc=$(pg_config --includedir)
+pqlib=$(pg_config --libdir)
+cc -O2 -std=c11 -Wall -Wextra -Werror -fPIC -shared -I"$luainc" bench/benchlib.c -o "$work/benchlib.so"
+cc -O2 -std=c11 -Wall -Wextra -Werror -I"$pqinc" bench/pqbench.c -o "$work/pqbench" -L"$pqlib" -lpq -luuid
+
+pgdir=$(mktemp -d /tmp/kronos-bench.XXXXXX)
+trap 'sh "$root/tools/pg.sh" stop "$pgdir"; rm -rf "$pgdir"' EXIT
+trap 'exit 130' INT TERM
+DATABASE_URL=$(sh tools/pg.sh start "$pgdir")
+export DATABASE_URL
+export KRONOS_ROOT="$root"
+export LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;$root/?.lua;;"
+export LUA_CPATH="$root/$work/build/lua5.4/?.so;$root/$work/?.so;;"
+lua5.4 bench/bench.lua
