@@ -1,0 +1,499 @@
+/* Table and column builders: create_table, drop_table, rename_table, add_column,
+ * drop_column, alter_column. */
+#include <stdio.h>
+#include <string.h>
+
+#include "ddl_lua.h"
+
+static const char *const column_keys[] = {
+    "name", "type", "primary_key", "nullable", "unique", "index", "server_default", "check", NULL
+};
+
+/* What a column spec asks for beyond its definition; names point into the spec table. */
+struct column {
+    const char *name;
+    size_t len;
+    int primary_key, unique, index;
+    int check;   /* has a check condition (re-read from the spec when rendered) */
+};
+
+static int column_check(lua_State *L, int col_idx)
+{
+    lua_getfield(L, col_idx, "check");
+    int has = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return has;
+}
+
+/* Appends '"name" type [DEFAULT v] [NOT NULL]' for the column spec at col_idx. */
+static void add_column_def(kr_sql *b, int col_idx, int arg, const char *path, struct column *c)
+{
+    lua_State *L = b->L;
+    char sub[128];
+    kr_ddl_checkfields(L, col_idx, arg, path, column_keys);
+    c->name = kr_ddl_optname(L, col_idx, arg, path, "name", &c->len);
+    if (c->name == NULL) kr_ddl_error(L, arg, "%s.name: required", path);
+    c->primary_key = kr_ddl_optbool(L, col_idx, arg, path, "primary_key", 0);
+    c->unique = kr_ddl_optbool(L, col_idx, arg, path, "unique", 0);
+    c->index = kr_ddl_optbool(L, col_idx, arg, path, "index", 0);
+    int nullable = kr_ddl_optbool(L, col_idx, arg, path, "nullable", -1);
+    if (c->primary_key && nullable == 1)
+        kr_ddl_error(L, arg, "%s.nullable: a primary key column cannot be nullable", path);
+
+    kr_sql_ident(b, c->name, c->len);
+    kr_sql_add(b, " ", 1);
+    lua_getfield(L, col_idx, "type");
+    if (lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s.type: required", path);
+    snprintf(sub, sizeof sub, "%s.type", path);
+    kr_ddl_addtype(b, -1, arg, sub);
+    lua_pop(L, 1);
+
+    lua_getfield(L, col_idx, "server_default");
+    if (!lua_isnil(L, -1)) {
+        snprintf(sub, sizeof sub, "%s.server_default", path);
+        kr_sql_adds(b, " DEFAULT ");
+        kr_ddl_addvalue(b, -1, arg, sub);
+    }
+    lua_pop(L, 1);
+    if (c->primary_key || nullable == 0) kr_sql_adds(b, " NOT NULL");
+
+    c->check = column_check(L, col_idx);
+    if (c->check) {
+        size_t len;
+        lua_getfield(L, col_idx, "check");
+        snprintf(sub, sizeof sub, "%s.check", path);
+        kr_ddl_checksqltext(L, -1, arg, sub, &len);
+        lua_pop(L, 1);
+    }
+}
+
+/* A unique column that is also indexed gets a unique index instead of a constraint,
+ * as SQLAlchemy does for Column(unique=True, index=True). */
+static int wants_unique_constraint(const struct column *c)
+{
+    return c->unique && !c->index;
+}
+
+static void add_named(kr_sql *b, const char *prefix, const char *table, size_t tlen, const char *column)
+{
+    kr_sql_adds(b, "CONSTRAINT ");
+    const char *name = kr_ddl_pushname(b->L, prefix, table, tlen, 0, 0, column);
+    kr_sql_ident(b, name, strlen(name));
+    lua_pop(b->L, 1);
+}
+
+static void add_check_body(kr_sql *b, int col_idx)
+{
+    size_t len;
+    lua_getfield(b->L, col_idx, "check");
+    const char *cond = kr_ddl_tosql(b->L, -1, &len);
+    if (cond == NULL) cond = lua_tolstring(b->L, -1, &len);
+    kr_sql_adds(b, " CHECK (");
+    kr_sql_add(b, cond, len);
+    kr_sql_add(b, ")", 1);
+    lua_pop(b->L, 1);
+}
+
+void kr_ddl_addcolumnindex(kr_sql *b, const char *schema, const char *table, size_t tlen,
+                           const char *column, int unique, int if_not_exists)
+{
+    kr_sql_adds(b, unique ? "CREATE UNIQUE INDEX " : "CREATE INDEX ");
+    if (if_not_exists) kr_sql_adds(b, "IF NOT EXISTS ");
+    const char *name = kr_ddl_pushname(b->L, "ix", table, tlen, 0, 0, column);
+    kr_sql_ident(b, name, strlen(name));
+    lua_pop(b->L, 1);
+    kr_sql_adds(b, " ON ");
+    kr_sql_qualified(b, schema, table, tlen);
+    kr_sql_adds(b, " (");
+    kr_sql_ident(b, column, strlen(column));
+    kr_sql_add(b, ")", 1);
+}
+
+/* ---- create_table ---- */
+
+static const char *const create_table_keys[] = {"schema", "if_not_exists", "constraints", NULL};
+static const char *const constraint_keys[] = {
+    "kind", "name", "columns", "condition", "references", "referent_schema", "remote_columns",
+    "ondelete", "onupdate", "deferrable", "initially", NULL
+};
+
+static void forbid(lua_State *L, int idx, int arg, const char *path, const char *kind, const char *const *keys)
+{
+    for (; *keys; keys++) {
+        lua_getfield(L, idx, *keys);
+        if (!lua_isnil(L, -1))
+            kr_ddl_error(L, arg, "%s.%s: not allowed for a %s constraint", path, *keys, kind);
+        lua_pop(L, 1);
+    }
+}
+
+static const char *const fk_only[] = {
+    "references", "referent_schema", "remote_columns", "ondelete", "onupdate", "deferrable", "initially", NULL
+};
+static const char *const not_check[] = {"condition", NULL};
+
+static int field(lua_State *L, int idx, const char *key, int arg, const char *path, int required)
+{
+    lua_getfield(L, idx, key);
+    if (required && lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s.%s: required", path, key);
+    return lua_gettop(L);
+}
+
+/* One entry of opts.constraints, as ', CONSTRAINT "name" <body>' */
+static void add_table_constraint(kr_sql *b, int idx, const char *path, const char *table, size_t tlen,
+                                 int has_column_pk)
+{
+    lua_State *L = b->L;
+    const int arg = 3;
+    char sub[160];
+    size_t len, nlen;
+    int top = lua_gettop(L);
+    kr_ddl_checkfields(L, idx, arg, path, constraint_keys);
+    const char *kind = kr_ddl_optstring(L, idx, arg, path, "kind", &len);
+    if (kind == NULL) kr_ddl_error(L, arg, "%s.kind: required", path);
+    const char *name = kr_ddl_optname(L, idx, arg, path, "name", &nlen);
+    kr_sql_adds(b, ",\n    CONSTRAINT ");
+    if (strcmp(kind, "primary_key") == 0) {
+        if (has_column_pk)
+            kr_ddl_error(L, arg, "%s: the columns already declare a primary key", path);
+        forbid(L, idx, arg, path, kind, fk_only);
+        forbid(L, idx, arg, path, kind, not_check);
+        int cols = field(L, idx, "columns", arg, path, 1);
+        if (name == NULL) name = kr_ddl_pushname(L, "pk", table, tlen, 0, 0, NULL);
+        kr_sql_ident(b, name, strlen(name));
+        kr_sql_adds(b, " PRIMARY KEY ");
+        snprintf(sub, sizeof sub, "%s.columns", path);
+        kr_ddl_addnames(b, cols, arg, sub);
+    } else if (strcmp(kind, "unique") == 0) {
+        forbid(L, idx, arg, path, kind, fk_only);
+        forbid(L, idx, arg, path, kind, not_check);
+        int cols = field(L, idx, "columns", arg, path, 1);
+        snprintf(sub, sizeof sub, "%s.columns", path);
+        kr_ddl_checkarray(L, cols, arg, sub);
+        if (name == NULL) name = kr_ddl_pushname(L, "uq", table, tlen, cols, 0, NULL);
+        kr_sql_ident(b, name, strlen(name));
+        kr_sql_adds(b, " UNIQUE ");
+        kr_ddl_addnames(b, cols, arg, sub);
+    } else if (strcmp(kind, "check") == 0) {
+        forbid(L, idx, arg, path, kind, fk_only);
+        int cond = field(L, idx, "condition", arg, path, 1);
+        int cols = field(L, idx, "columns", arg, path, 0);
+        if (name == NULL) {
+            if (lua_isnil(L, cols))
+                kr_ddl_error(L, arg, "%s.name: required for a check constraint (or columns, to name it ck_<table>_<columns>)", path);
+            snprintf(sub, sizeof sub, "%s.columns", path);
+            kr_sql b2;   /* validates the names without emitting them */
+            kr_sql_init(L, &b2);
+            kr_ddl_addnames(&b2, cols, arg, sub);
+            lua_pop(L, 1);
+            name = kr_ddl_pushname(L, "ck", table, tlen, cols, 0, NULL);
+        }
+        kr_sql_ident(b, name, strlen(name));
+        snprintf(sub, sizeof sub, "%s.condition", path);
+        const char *text = kr_ddl_checksqltext(L, cond, arg, sub, &len);
+        kr_sql_adds(b, " CHECK (");
+        kr_sql_add(b, text, len);
+        kr_sql_add(b, ")", 1);
+    } else if (strcmp(kind, "foreign_key") == 0) {
+        forbid(L, idx, arg, path, kind, not_check);
+        int cols = field(L, idx, "columns", arg, path, 1);
+        int remote = field(L, idx, "remote_columns", arg, path, 1);
+        size_t rlen;
+        const char *ref = kr_ddl_optname(L, idx, arg, path, "references", &rlen);
+        if (ref == NULL) kr_ddl_error(L, arg, "%s.references: required", path);
+        size_t rslen;
+        const char *ref_schema = kr_ddl_optname(L, idx, arg, path, "referent_schema", &rslen);
+        char lpath[160], rpath[160];
+        snprintf(lpath, sizeof lpath, "%s.columns", path);
+        snprintf(rpath, sizeof rpath, "%s.remote_columns", path);
+        kr_ddl_checkarray(L, cols, arg, lpath);
+        if (name == NULL) name = kr_ddl_pushname(L, "fk", table, tlen, cols, 1, ref);
+        kr_sql_ident(b, name, strlen(name));
+        kr_sql_add(b, " ", 1);
+        kr_ddl_arg local = {cols, arg, lpath}, rem = {remote, arg, rpath}, acts = {idx, arg, path};
+        kr_ddl_addfk(b, local, rem, ref_schema, ref, rlen, acts);
+    } else {
+        kr_ddl_error(L, arg, "%s.kind: expected primary_key, unique, check or foreign_key, got \"%s\"", path, kind);
+    }
+    lua_settop(L, top);
+}
+
+int kr_ddl_create_table(lua_State *L)
+{
+    size_t tlen, slen;
+    luaL_checkstack(L, 40, "kronos.ddl");
+    const char *table = kr_ddl_checkname(L, 1, 1, "name", &tlen);
+    int ncols = kr_ddl_checkarray(L, 2, 2, "columns");
+    int opts = kr_ddl_checkopts(L, 3, create_table_keys);
+    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
+    int if_not_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_not_exists", 0);
+    int constraints = 0, ncons = 0;
+    if (opts) {
+        lua_getfield(L, opts, "constraints");
+        constraints = lua_gettop(L);
+        if (lua_isnil(L, constraints)) constraints = 0;
+        else ncons = kr_ddl_checkarray(L, constraints, 3, "opts.constraints");
+    }
+
+    lua_newtable(L);
+    int list = lua_gettop(L);
+    struct column *cols = (struct column *)lua_newuserdata(L, (size_t)ncols * sizeof *cols);
+    kr_sql b;
+    kr_sql_init(L, &b);
+    kr_sql_adds(&b, if_not_exists ? "CREATE TABLE IF NOT EXISTS " : "CREATE TABLE ");
+    kr_sql_qualified(&b, schema, table, tlen);
+    kr_sql_adds(&b, " (");
+    int npk = 0;
+    for (int i = 1; i <= ncols; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "columns[%d]", i);
+        lua_rawgeti(L, 2, i);
+        kr_sql_adds(&b, i > 1 ? ",\n    " : "\n    ");
+        add_column_def(&b, lua_gettop(L), 2, path, &cols[i - 1]);
+        lua_pop(L, 1);
+        npk += cols[i - 1].primary_key;
+    }
+    if (npk > 0) {
+        kr_sql_adds(&b, ",\n    ");
+        add_named(&b, "pk", table, tlen, NULL);
+        kr_sql_adds(&b, " PRIMARY KEY (");
+        for (int i = 0, k = 0; i < ncols; i++) {
+            if (!cols[i].primary_key) continue;
+            if (k++ > 0) kr_sql_add(&b, ", ", 2);
+            kr_sql_ident(&b, cols[i].name, cols[i].len);
+        }
+        kr_sql_add(&b, ")", 1);
+    }
+    for (int i = 0; i < ncols; i++) {
+        if (!wants_unique_constraint(&cols[i])) continue;
+        kr_sql_adds(&b, ",\n    ");
+        add_named(&b, "uq", table, tlen, cols[i].name);
+        kr_sql_adds(&b, " UNIQUE (");
+        kr_sql_ident(&b, cols[i].name, cols[i].len);
+        kr_sql_add(&b, ")", 1);
+    }
+    for (int i = 0; i < ncols; i++) {
+        if (!cols[i].check) continue;
+        kr_sql_adds(&b, ",\n    ");
+        add_named(&b, "ck", table, tlen, cols[i].name);
+        lua_rawgeti(L, 2, i + 1);
+        add_check_body(&b, lua_gettop(L));
+        lua_pop(L, 1);
+    }
+    for (int i = 1; i <= ncons; i++) {
+        char path[48];
+        snprintf(path, sizeof path, "opts.constraints[%d]", i);
+        lua_rawgeti(L, constraints, i);
+        add_table_constraint(&b, lua_gettop(L), path, table, tlen, npk > 0);
+        lua_pop(L, 1);
+    }
+    kr_sql_adds(&b, "\n)");
+    kr_ddl_emit(&b, list);
+    for (int i = 0; i < ncols; i++) {
+        if (!cols[i].index) continue;
+        kr_ddl_addcolumnindex(&b, schema, table, tlen, cols[i].name, cols[i].unique, if_not_exists);
+        kr_ddl_emit(&b, list);
+    }
+    lua_settop(L, list);
+    return 1;
+}
+
+/* ---- drop_table, rename_table ---- */
+
+static const char *const drop_table_keys[] = {"schema", "if_exists", "cascade", NULL};
+
+int kr_ddl_drop_table(lua_State *L)
+{
+    size_t tlen, slen;
+    const char *table = kr_ddl_checkname(L, 1, 1, "name", &tlen);
+    int opts = kr_ddl_checkopts(L, 2, drop_table_keys);
+    const char *schema = kr_ddl_optname(L, opts, 2, "opts", "schema", &slen);
+    int if_exists = kr_ddl_optbool(L, opts, 2, "opts", "if_exists", 0);
+    int cascade = kr_ddl_optbool(L, opts, 2, "opts", "cascade", 0);
+    lua_newtable(L);
+    kr_sql b;
+    kr_sql_init(L, &b);
+    kr_sql_adds(&b, if_exists ? "DROP TABLE IF EXISTS " : "DROP TABLE ");
+    kr_sql_qualified(&b, schema, table, tlen);
+    if (cascade) kr_sql_adds(&b, " CASCADE");
+    kr_ddl_emit(&b, -2);
+    lua_pop(L, 1);
+    return 1;
+}
+
+static const char *const schema_keys[] = {"schema", NULL};
+
+int kr_ddl_rename_table(lua_State *L)
+{
+    size_t olen, nlen, slen;
+    const char *old = kr_ddl_checkname(L, 1, 1, "old", &olen);
+    const char *to = kr_ddl_checkname(L, 2, 2, "new", &nlen);
+    int opts = kr_ddl_checkopts(L, 3, schema_keys);
+    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
+    lua_newtable(L);
+    kr_sql b;
+    kr_sql_init(L, &b);
+    kr_sql_adds(&b, "ALTER TABLE ");
+    kr_sql_qualified(&b, schema, old, olen);
+    kr_sql_adds(&b, " RENAME TO ");
+    kr_sql_ident(&b, to, nlen);
+    kr_ddl_emit(&b, -2);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* ---- add_column, drop_column, alter_column ---- */
+
+static const char *const add_column_keys[] = {"schema", "if_not_exists", NULL};
+
+static void alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen)
+{
+    kr_sql_adds(b, "ALTER TABLE ");
+    kr_sql_qualified(b, schema, table, tlen);
+}
+
+/* The column's constraints go inline in ADD COLUMN, so the statement stays atomic. */
+int kr_ddl_add_column(lua_State *L)
+{
+    size_t tlen, slen;
+    luaL_checkstack(L, 20, "kronos.ddl");
+    const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
+    if (lua_type(L, 2) != LUA_TTABLE)
+        kr_ddl_error(L, 2, "column: column spec (table) expected, got %s", luaL_typename(L, 2));
+    int opts = kr_ddl_checkopts(L, 3, add_column_keys);
+    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
+    int if_not_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_not_exists", 0);
+    lua_newtable(L);
+    int list = lua_gettop(L);
+    kr_sql b;
+    kr_sql_init(L, &b);
+    struct column c;
+    alter_table(&b, schema, table, tlen);
+    kr_sql_adds(&b, if_not_exists ? " ADD COLUMN IF NOT EXISTS " : " ADD COLUMN ");
+    add_column_def(&b, 2, 2, "column", &c);
+    if (c.primary_key) {
+        kr_sql_add(&b, " ", 1);
+        add_named(&b, "pk", table, tlen, NULL);
+        kr_sql_adds(&b, " PRIMARY KEY");
+    }
+    if (wants_unique_constraint(&c)) {
+        kr_sql_add(&b, " ", 1);
+        add_named(&b, "uq", table, tlen, c.name);
+        kr_sql_adds(&b, " UNIQUE");
+    }
+    if (c.check) {
+        kr_sql_add(&b, " ", 1);
+        add_named(&b, "ck", table, tlen, c.name);
+        add_check_body(&b, 2);
+    }
+    kr_ddl_emit(&b, list);
+    if (c.index) {
+        kr_ddl_addcolumnindex(&b, schema, table, tlen, c.name, c.unique, if_not_exists);
+        kr_ddl_emit(&b, list);
+    }
+    lua_settop(L, list);
+    return 1;
+}
+
+static const char *const drop_column_keys[] = {"schema", "if_exists", "cascade", NULL};
+
+int kr_ddl_drop_column(lua_State *L)
+{
+    size_t tlen, clen, slen;
+    const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
+    const char *column = kr_ddl_checkname(L, 2, 2, "column", &clen);
+    int opts = kr_ddl_checkopts(L, 3, drop_column_keys);
+    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
+    int if_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_exists", 0);
+    int cascade = kr_ddl_optbool(L, opts, 3, "opts", "cascade", 0);
+    lua_newtable(L);
+    kr_sql b;
+    kr_sql_init(L, &b);
+    alter_table(&b, schema, table, tlen);
+    kr_sql_adds(&b, if_exists ? " DROP COLUMN IF EXISTS " : " DROP COLUMN ");
+    kr_sql_ident(&b, column, clen);
+    if (cascade) kr_sql_adds(&b, " CASCADE");
+    kr_ddl_emit(&b, -2);
+    lua_pop(L, 1);
+    return 1;
+}
+
+static const char *const alter_column_keys[] = {
+    "schema", "type", "using", "nullable", "server_default", "new_name", NULL
+};
+
+/* One ALTER TABLE with every change (the server orders them), then RENAME COLUMN last, since
+ * the changes name the column by its old name. */
+int kr_ddl_alter_column(lua_State *L)
+{
+    size_t tlen, clen, slen, nlen, ulen;
+    const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
+    const char *column = kr_ddl_checkname(L, 2, 2, "column", &clen);
+    int opts = kr_ddl_checkopts(L, 3, alter_column_keys);
+    if (opts == 0) kr_ddl_error(L, 3, "opts: required (type, using, nullable, server_default or new_name)");
+    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
+    const char *new_name = kr_ddl_optname(L, opts, 3, "opts", "new_name", &nlen);
+    int nullable = kr_ddl_optbool(L, opts, 3, "opts", "nullable", -1);
+    lua_getfield(L, opts, "type");
+    int type = lua_gettop(L);
+    lua_getfield(L, opts, "server_default");
+    int def = lua_gettop(L);
+    lua_getfield(L, opts, "using");
+    const char *using = NULL;
+    if (!lua_isnil(L, -1)) {
+        using = kr_ddl_checksqltext(L, -1, 3, "opts.using", &ulen);
+        if (lua_isnil(L, type)) kr_ddl_error(L, 3, "opts.using: only with opts.type");
+    }
+    int changes = !lua_isnil(L, type) + !lua_isnil(L, def) + (nullable != -1);
+    if (changes == 0 && new_name == NULL)
+        kr_ddl_error(L, 3, "opts: nothing to alter (type, nullable, server_default or new_name)");
+
+    lua_newtable(L);
+    int list = lua_gettop(L);
+    kr_sql b;
+    kr_sql_init(L, &b);
+    if (changes > 0) {
+        const char *sep = " ";
+        alter_table(&b, schema, table, tlen);
+        if (!lua_isnil(L, type)) {
+            kr_sql_adds(&b, " ALTER COLUMN ");
+            kr_sql_ident(&b, column, clen);
+            kr_sql_adds(&b, " TYPE ");
+            kr_ddl_addtype(&b, type, 3, "opts.type");
+            if (using != NULL) {
+                kr_sql_adds(&b, " USING ");
+                kr_sql_add(&b, using, ulen);
+            }
+            sep = ", ";
+        }
+        if (!lua_isnil(L, def)) {
+            kr_sql_adds(&b, sep);
+            kr_sql_adds(&b, "ALTER COLUMN ");
+            kr_sql_ident(&b, column, clen);
+            if (lua_type(L, def) == LUA_TBOOLEAN && !lua_toboolean(L, def)) {
+                kr_sql_adds(&b, " DROP DEFAULT");
+            } else {
+                kr_sql_adds(&b, " SET DEFAULT ");
+                kr_ddl_addvalue(&b, def, 3, "opts.server_default");
+            }
+            sep = ", ";
+        }
+        if (nullable != -1) {
+            kr_sql_adds(&b, sep);
+            kr_sql_adds(&b, "ALTER COLUMN ");
+            kr_sql_ident(&b, column, clen);
+            kr_sql_adds(&b, nullable ? " DROP NOT NULL" : " SET NOT NULL");
+        }
+        kr_ddl_emit(&b, list);
+    }
+    if (new_name != NULL) {
+        alter_table(&b, schema, table, tlen);
+        kr_sql_adds(&b, " RENAME COLUMN ");
+        kr_sql_ident(&b, column, clen);
+        kr_sql_adds(&b, " TO ");
+        kr_sql_ident(&b, new_name, nlen);
+        kr_ddl_emit(&b, list);
+    }
+    lua_settop(L, list);
+    return 1;
+}
