@@ -1,0 +1,179 @@
+-- kronos.migrate: schema migrations over a revision graph. The engine (graph, targets, plan,
+-- version table, locking, the run loop) is C in kronos.core.migrate; this file loads the
+-- migration files and assembles the API.
+local core = require "kronos.core"
+local engine = core.migrate
+
+local M = {}
+
+local function fail(code, message, fields)
+    error(core.error(code, message, fields), 0)
+end
+
+local function default_dir()
+    local dir = os.getenv("KRONOS_MIGRATIONS")
+    return dir and dir ~= "" and dir or "./migrations"
+end
+
+local function read_file(path)
+    local f, err = io.open(path, "rb")
+    if not f then fail("bad_migration", path .. ": " .. tostring(err), { file = path }) end
+    local source = f:read("*a")
+    f:close()
+    return source
+end
+
+-- Lua 5.4 and LuaJIT both take a string, a chunk name and a mode; migrations see the globals.
+local function load_chunk(source, name)
+    return load(source, name, "t")
+end
+
+-- Every *.lua file of the directory, in file-name order: {file, checksum, migration}.
+function M.load(dir)
+    dir = dir or default_dir()
+    local names, err = engine.scan(dir)
+    if not names then error(err, 0) end
+    local list = {}
+    for _, name in ipairs(names) do
+        local path = dir:gsub("/+$", "") .. "/" .. name
+        local source = read_file(path)
+        local chunk, lerr = load_chunk(source, "@" .. path)
+        if not chunk then fail("bad_migration", lerr, { file = path }) end
+        local ok, value = pcall(chunk)
+        if not ok then
+            fail("bad_migration", path .. ": the file raised an error: " .. tostring(value), { file = path })
+        end
+        list[#list + 1] = { file = path, checksum = engine.sha256(source), migration = value }
+    end
+    return list
+end
+
+-- Runs fn(conn) on opts.db, or on a connection opened from opts.url and closed afterwards.
+local function with_db(opts, fn)
+    if opts.db then return fn(opts.db) end
+    local db, err = core.connect(opts.url)
+    if not db then error(err, 0) end
+    local ok, a, b = pcall(fn, db)
+    db:close()
+    if not ok then error(a, 0) end
+    return a, b
+end
+
+local function run(cmd, opts)
+    opts = opts or {}
+    local list = M.load(opts.dir)
+    if opts.sql then
+        local _, out = engine.run(cmd, list, opts, nil, core.ddl)
+        local text, statements = {}, {}
+        for _, s in ipairs(out) do
+            if type(s) == "table" then
+                text[#text + 1] = s[1] .. "\n"
+            else
+                statements[#statements + 1] = s
+                text[#text + 1] = s .. ";\n"
+            end
+        end
+        return table.concat(text), statements
+    end
+    return with_db(opts, function(db)
+        return (engine.run(cmd, list, opts, db, core.ddl))
+    end)
+end
+
+-- upgrade{target = "head", ...} -> the revisions applied, in order (sql = true: the SQL text).
+function M.upgrade(opts) return run("upgrade", opts) end
+
+-- downgrade{target = "base", ...} -> the revisions reverted, in order.
+function M.downgrade(opts) return run("downgrade", opts) end
+
+-- stamp{target = ...} -> the database's revisions afterwards; runs no migration.
+function M.stamp(opts)
+    if not (opts and opts.target) then fail("bad_target", "stamp needs a target") end
+    return run("stamp", opts)
+end
+
+local function status(opts, need_db)
+    opts = opts or {}
+    local list = M.load(opts.dir)
+    if not need_db then return engine.status(list, opts, nil) end
+    return with_db(opts, function(db) return engine.status(list, opts, db) end)
+end
+
+M.status = function(opts) return status(opts, true) end
+
+-- The revisions the database is at (its applied heads); empty at base.
+function M.current(opts) return status(opts, true).current end
+
+-- The heads of the revision graph (no database needed).
+function M.heads(opts) return status(opts, false).heads end
+
+-- Every revision, oldest first, with message, file, applied, applied_at, execution_ms, head, current.
+function M.history(opts)
+    opts = opts or {}
+    return status(opts, not opts.offline).history
+end
+
+-- true when the database is at every head with unchanged files, else false, {pending, changed, unknown}.
+function M.check(opts)
+    local s = status(opts, true)
+    if #s.pending == 0 and #s.changed == 0 and #s.unknown == 0 then return true end
+    return false, { pending = s.pending, changed = s.changed, unknown = s.unknown, current = s.current }
+end
+
+local function slug(message)
+    local s = message:lower():gsub("[^%w]+", "_"):gsub("^_+", ""):gsub("_+$", "")
+    return s:sub(1, 40):gsub("_+$", "")
+end
+
+local function lua_list(revs)
+    if #revs == 0 then return "nil" end
+    if #revs == 1 then return ("%q"):format(revs[1]) end
+    local q = {}
+    for i, r in ipairs(revs) do q[i] = ("%q"):format(r) end
+    return "{ " .. table.concat(q, ", ") .. " }"
+end
+
+-- revision{dir =, message =} writes a new migration whose down_revision is the current head
+-- (several heads: a merge of them) and returns its path.
+function M.revision(opts)
+    opts = opts or {}
+    local message = opts.message
+    if type(message) ~= "string" or message == "" then fail("bad_argument", "revision needs a message") end
+    local dir = opts.dir or default_dir()
+    local heads = status({ dir = dir }, false).heads
+    local id = opts.revision or core.uuid():gsub("-", ""):sub(1, 12)
+    local name = id .. (slug(message) ~= "" and "_" .. slug(message) or "") .. ".lua"
+    local path = dir:gsub("/+$", "") .. "/" .. name
+    local text = table.concat({
+        "-- " .. message:gsub("[\r\n]+", " "),
+        "-- Revision: " .. id,
+        "-- Revises: " .. (#heads > 0 and table.concat(heads, ", ") or "(base)"),
+        "-- Created: " .. os.date("!%Y-%m-%dT%H:%M:%SZ"),
+        "return {",
+        "    revision = " .. ("%q"):format(id) .. ",",
+        "    down_revision = " .. lua_list(heads) .. ",",
+        "    message = " .. ("%q"):format(message):gsub("\\\n", "\\n") .. ",",
+        "    up = function(op)",
+        "    end,",
+        "    down = function(op)",
+        "    end,",
+        "}",
+        "",
+    }, "\n")
+    local f = io.open(path, "r")
+    if f then
+        f:close()
+        fail("file_exists", path .. " already exists")
+    end
+    local err
+    f, err = io.open(path, "w")
+    if not f then fail("io", tostring(err)) end
+    f:write(text)
+    f:close()
+    return path
+end
+
+M.lock_key = engine.lock_key
+M.sha256 = engine.sha256
+
+return M
