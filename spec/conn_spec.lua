@@ -198,7 +198,8 @@ describe("kronos connection", function()
         end)
 
         it("stops at the first error, which is a single implicit transaction", function()
-            local r, err = conn:script("INSERT INTO item VALUES (1, 'a'); INSERT INTO item VALUES (1, 'b'); INSERT INTO item VALUES (3, 'c')")
+            local r, err = conn:script([[INSERT INTO item VALUES (1, 'a');
+                INSERT INTO item VALUES (1, 'b'); INSERT INTO item VALUES (3, 'c')]])
             assert.is_nil(r)
             assert.are.equal("unique_violation", err.code)
             assert.are.equal(0, count())
@@ -223,7 +224,8 @@ describe("kronos connection", function()
 
         it("gives each row keyed by column, with NULL as nil", function()
             local got = {}
-            for row in conn:rows("SELECT g AS id, CASE WHEN g = 2 THEN NULL ELSE 'n' || g END AS name FROM generate_series(1, 3) g") do
+            local sql = "SELECT g AS id, CASE WHEN g = 2 THEN NULL ELSE 'n' || g END AS name FROM generate_series(1, 3) g"
+            for row in conn:rows(sql) do
                 got[#got + 1] = row
             end
             assert.are.same({ { id = 1, name = "n1" }, { id = 2 }, { id = 3, name = "n3" } }, got)
@@ -243,7 +245,7 @@ describe("kronos connection", function()
         it("drains an abandoned stream inside a transaction, which stays alive", function()
             conn:transaction(function(c)
                 c:exec("INSERT INTO item VALUES (1, 'kept')")
-                for _ in c:rows("SELECT g FROM generate_series(1, 1000) g") do break end
+                for _ in c:rows("SELECT g FROM generate_series(1, 1000) g") do break end -- luacheck: ignore 512
                 c:exec("INSERT INTO item VALUES (2, 'kept')")
             end)
             assert.are.equal(2, count())
