@@ -55,10 +55,13 @@ env:
 test: deps all
 	@LUA=$(LUA) BUILD=$(BUILD) sh tools/run-tests.sh $(LUA) $(BUSTED) $(BUSTED_ARGS) $(SPECS)
 
+# Lua dirs that exist, plus bin/'s scripts (luacheck only picks *.lua out of a directory).
+LINT_LUA := $(wildcard lua bin spec migrations examples bench tools) $(wildcard bin/*)
+
 lint: deps
-	luacheck --no-color -q lua bin spec migrations examples bench tools
+	luacheck --no-color -q $(LINT_LUA)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
-	  --suppress=missingIncludeSystem --inline-suppr -I src src
+	  --suppress=missingIncludeSystem --library=tools/cppcheck-lua.cfg --inline-suppr -I src src
 
 # The suite against the module built with ASan+UBSan (runtime preloaded into the interpreter).
 check-memory:
