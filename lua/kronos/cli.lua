@@ -1,0 +1,215 @@
+-- kronos.cli: the `kronos` command (bin/kronos), Alembic's verbs over kronos.migrate.
+-- main(argv) returns the exit code: 0 success, 1 failure (one line on stderr), 2 usage.
+local argparse = require "argparse"
+local kronos = require "kronos"
+local migrate = require "kronos.migrate"
+
+local M = {}
+
+local function common(cmd)
+    cmd:option("-d --database-url", "Database URL or conninfo (default: $DATABASE_URL, then PG* variables).")
+    cmd:option("--dir", "Migrations directory (default: $KRONOS_MIGRATIONS, else ./migrations).")
+    cmd:option("--version-table", "Name of the version table (default: kronos_version).")
+    return cmd
+end
+
+local function running(cmd)
+    common(cmd)
+    cmd:flag("--sql", "Print the SQL instead of running it (offline; TARGET may be a from:to range).")
+    cmd:option("--lock-timeout", "How long to wait for another process's migration (default: 60s).")
+    cmd:option("--statement-timeout", "statement_timeout for the migrations (default: the server's).")
+    cmd:flag("--per-migration", "One transaction per migration instead of one for the whole run.")
+    return cmd
+end
+
+local function build_parser()
+    local p = argparse("kronos", "Schema migrations for Kronos on PostgreSQL (Alembic's verbs).")
+    p:command_target("command")
+    p:require_command(true)
+    local up = running(p:command("upgrade", "Upgrade to TARGET (default: head)."))
+    up:argument("target", "head, heads, a revision (or unique prefix), +N, REV+N; with --sql FROM:TO."):args("?")
+    up:flag("--allow-changed", "Upgrade even if files of applied migrations have changed.")
+    local down = running(p:command("downgrade", "Downgrade to TARGET (default: base)."))
+    down:argument("target", "base, a revision (or unique prefix), -N, REV-N; with --sql FROM:TO."):args("?")
+    common(p:command("current", "Show the revisions the database is at."))
+    common(p:command("heads", "Show the heads of the revision graph."))
+    common(p:command("history", "List every revision, applied or pending."))
+    local stamp = common(p:command("stamp", "Record TARGET as the database's version without running migrations."))
+    stamp:argument("target", "A revision, head, heads or base.")
+    stamp:flag("--sql", "Print the SQL instead of running it.")
+    common(p:command("check", "Exit 0 when the database is at head with unchanged files, else 1."))
+    local rev = common(p:command("revision", "Create a new migration file whose down_revision is the current head."))
+    rev:option("-m --message", "What the migration does."):count(1)
+    rev:option("--rev-id", "Use this revision id instead of a random one.")
+    common(p:command("init", "Create the database if it does not exist, then upgrade to head."))
+    common(p:command("console", "A Lua REPL with kronos, db and users ready."))
+    return p
+end
+
+local function opts_of(args)
+    return {
+        url = args.database_url,
+        dir = args.dir,
+        version_table = args.version_table,
+        target = args.target,
+        sql = args.sql or nil,
+        lock_timeout = args.lock_timeout,
+        statement_timeout = args.statement_timeout,
+        transaction_per_migration = args.per_migration or nil,
+        allow_changed = args.allow_changed or nil,
+        log = function(line) io.stdout:write(line, "\n") io.stdout:flush() end,
+    }
+end
+
+-- The database a URL or conninfo names, or nil when it names none.
+local function dbname_of(url)
+    if not url or url == "" then return os.getenv("PGDATABASE") end
+    local path = url:match("^postgres%a*://[^/?]*/([^?]*)")
+    if path then
+        if path == "" then return nil end
+        return (path:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+    end
+    if url:match("^postgres%a*://") then return nil end
+    return url:match("dbname%s*=%s*'([^'\\]*)'") or url:match("dbname%s*=%s*([^%s']+)")
+end
+
+-- init: connect; if the database is missing, create it from the maintenance database first.
+local function ensure_database(url)
+    local db, err = kronos.connect(url)
+    if db then return db end
+    local name = dbname_of(url or os.getenv("DATABASE_URL"))
+    if not (name and tostring(err.message):find("does not exist", 1, true)) then error(err, 0) end
+    local admin, aerr = kronos.connect({ url = url, dbname = "postgres" })
+    if not admin then error(aerr, 0) end
+    local ok, cerr = admin:exec("CREATE DATABASE " .. admin:escape_identifier(name))
+    admin:close()
+    -- another `kronos init` may have created it in the meantime
+    if not ok and cerr.sqlstate ~= "42P04" then error(cerr, 0) end
+    if ok then io.stdout:write("created database ", name, "\n") end
+    db, err = kronos.connect(url)
+    if not db then error(err, 0) end
+    return db
+end
+
+local function list(revs)
+    return #revs > 0 and table.concat(revs, ", ") or "base"
+end
+
+local verbs = {}
+
+function verbs.upgrade(args)
+    local opts = opts_of(args)
+    local res = migrate.upgrade(opts)
+    if args.sql then
+        io.stdout:write(res)
+    elseif #res == 0 then
+        io.stdout:write("nothing to upgrade: already at ", list(migrate.current(opts)), "\n")
+    end
+end
+
+function verbs.downgrade(args)
+    local opts = opts_of(args)
+    local res = migrate.downgrade(opts)
+    if args.sql then
+        io.stdout:write(res)
+    elseif #res == 0 then
+        io.stdout:write("nothing to downgrade: at ", list(migrate.current(opts)), "\n")
+    end
+end
+
+function verbs.current(args)
+    local s = migrate.status(opts_of(args))
+    if #s.current == 0 then io.stdout:write("base (no revision applied)\n") end
+    local heads = {}
+    for _, h in ipairs(s.heads) do heads[h] = true end
+    for _, rev in ipairs(s.current) do io.stdout:write(rev, heads[rev] and " (head)" or "", "\n") end
+end
+
+function verbs.heads(args)
+    for _, h in ipairs(migrate.history(setmetatable({ offline = true }, { __index = opts_of(args) }))) do
+        if h.head then io.stdout:write(h.revision, " (", h.file, ")\n") end
+    end
+end
+
+function verbs.history(args)
+    local hist = migrate.history(opts_of(args))
+    for i = #hist, 1, -1 do
+        local h = hist[i]
+        local down = h.down_revision
+        if type(down) == "table" then down = "(" .. table.concat(down, ", ") .. ")" end
+        local tags = {}
+        if h.head then tags[#tags + 1] = "head" end
+        if h.current then tags[#tags + 1] = "current" end
+        if h.changed then tags[#tags + 1] = "CHANGED" end
+        local state = h.applied and ("applied " .. tostring(h.applied_at) ..
+            (h.execution_ms and (" in " .. h.execution_ms .. " ms") or "")) or "pending"
+        io.stdout:write(("%s -> %s%s, %s [%s]\n"):format(down or "<base>", h.revision,
+            #tags > 0 and " (" .. table.concat(tags, ", ") .. ")" or "", h.message, state))
+    end
+end
+
+function verbs.stamp(args)
+    local res = migrate.stamp(opts_of(args))
+    if args.sql then io.stdout:write(res) else io.stdout:write("stamped: ", list(res), "\n") end
+end
+
+function verbs.check(args)
+    local ok, why = migrate.check(opts_of(args))
+    if ok then
+        io.stdout:write("up to date\n")
+        return 0
+    end
+    local parts = {}
+    if #why.pending > 0 then parts[#parts + 1] = #why.pending .. " pending: " .. table.concat(why.pending, ", ") end
+    if #why.changed > 0 then parts[#parts + 1] = "changed since applied: " .. table.concat(why.changed, ", ") end
+    if #why.unknown > 0 then parts[#parts + 1] = "unknown to the files: " .. table.concat(why.unknown, ", ") end
+    io.stderr:write("kronos: not up to date (", table.concat(parts, "; "), ")\n")
+    return 1
+end
+
+function verbs.revision(args)
+    local path = migrate.revision { dir = args.dir, message = args.message, revision = args.rev_id }
+    io.stdout:write("created ", path, "\n")
+end
+
+function verbs.init(args)
+    local opts = opts_of(args)
+    local db = ensure_database(opts.url)
+    opts.db = db
+    local ok, err = pcall(migrate.upgrade, opts)
+    if ok then
+        io.stdout:write("at ", list(migrate.current(opts)), "\n")
+    end
+    db:close()
+    if not ok then error(err, 0) end
+end
+
+function verbs.console(args)
+    local db, err = kronos.connect(args.database_url)
+    if not db then error(err, 0) end
+    local ok, console = pcall(require, "kronos.console")
+    if not ok then error(kronos.error("unavailable", "the console module kronos.console is not installed"), 0) end
+    console.start(db)
+    db:close()
+end
+
+local function one_line(err)
+    return (tostring(err):gsub("[\r\n]+", " "))
+end
+
+function M.main(argv)
+    local parser = build_parser()
+    local ok, args = parser:pparse(argv)
+    if not ok then
+        io.stderr:write(parser:get_usage(), "\n\nkronos: ", args, "\n")
+        return 2
+    end
+    local done, res = pcall(verbs[args.command], args)
+    if not done then
+        io.stderr:write("kronos: ", one_line(res), "\n")
+        return 1
+    end
+    return res or 0
+end
+
+return M
