@@ -2,41 +2,11 @@
 local kronos = require "kronos"
 local H = require "spec.helper"
 
--- The users table as the users migration creates it; the spec uses the migration when the
--- migration engine and the migration are there, this fixture otherwise.
-local FIXTURE = [[
-CREATE TABLE users (
-    id uuid NOT NULL,
-    email varchar(255) NOT NULL,
-    first_name varchar(100),
-    last_name varchar(100),
-    is_active boolean NOT NULL DEFAULT true,
-    profile_image_url varchar(2048),
-    last_login timestamptz,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT pk_users PRIMARY KEY (id),
-    CONSTRAINT uq_users_email UNIQUE (email),
-    CONSTRAINT ck_users_email_length CHECK (char_length(email) >= 5)
-);
-CREATE INDEX ix_users_is_active ON users (is_active);
-CREATE INDEX ix_users_created_at ON users (created_at);
-CREATE INDEX ix_users_updated_at ON users (updated_at);
-]]
-
+-- The users table comes from the project's own users migration (migrations/).
 local function create_users_table(conn)
-    local dir = H.root .. "/migrations"
-    local ok, migrate = pcall(require, "kronos.migrate")
-    if ok and type(migrate) == "table" and type(migrate.upgrade) == "function" then
-        local done, err = migrate.upgrade { db = conn, dir = dir }
-        if done then
-            local exists = conn:exec("SELECT to_regclass('users') IS NOT NULL AS ok")[1].ok
-            if exists then return "migration" end
-        end
-        error("the users migration failed: " .. tostring(err))
-    end
-    assert(conn:script(FIXTURE))
-    return "fixture"
+    local applied = require("kronos.migrate").upgrade { db = conn, dir = H.root .. "/migrations" }
+    assert(#applied >= 1, "no migration applied")
+    assert(conn:exec("SELECT 'users'::regclass"))
 end
 
 -- Runs a Lua script in another process (the same interpreter and module paths) without waiting.

@@ -96,7 +96,7 @@ function M.start(conn, opts)
             if not f then
                 output:write(err, "\n")
             else
-                local res = pack(xpcall(f, debug.traceback))
+                local res = pack(pcall(f))
                 if not res[1] then
                     output:write(tostring(res[2]), "\n")
                 else
