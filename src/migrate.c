@@ -686,8 +686,8 @@ static int run_body(lua_State *L)
     b.applied = kr_newset(L, &b.g);
     b.target = kr_newset(L, &b.g);
     b.plan = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)b.g.n + 1));
-    const char *spec = opt_string(L, b.opts, "target", b.cmd == CMD_UPGRADE ? "head" : b.cmd == CMD_DOWNGRADE ? "base" : NULL);
-    if (spec == NULL) kr_raise(L, "bad_target", NULL, "stamp needs a target");
+    const char *spec = opt_string(L, b.opts, "target", b.cmd == CMD_UPGRADE ? "head" : b.cmd == CMD_DOWNGRADE ? "base" : "");
+    if (*spec == '\0') kr_raise(L, "bad_target", NULL, "stamp needs a target");
     const char *colon = strchr(spec, ':');
     if (colon && !b.r->offline) kr_raise(L, "bad_target", NULL, "a from:to range ('%s') is for offline (sql) mode only", spec);
     if (colon) {

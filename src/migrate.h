@@ -34,12 +34,11 @@ unsigned char *kr_newset(lua_State *L, const kr_graph *g);               /* zero
 void kr_graph_close(const kr_graph *g, unsigned char *set);              /* adds every ancestor */
 int kr_graph_heads(const kr_graph *g, int *out);                         /* returns the count */
 int kr_applied_heads(const kr_graph *g, const unsigned char *applied, int *out);
-void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...);
+_Noreturn void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...);
 
 /* migrate_sql.c: SQL text of the version table and the lock (also used offline, so no libpq). */
 void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier */
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
 
-/* sha256 wrapper for scan */
 #endif

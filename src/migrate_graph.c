@@ -1,11 +1,12 @@
 /* The revision graph of a migrations directory: validation, order, lookups. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "migrate.h"
 
 /* Raises an error object {code, message, file}; the message starts with the file when there is one. */
-void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...)
+_Noreturn void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -15,6 +16,7 @@ void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt,
     kr_newerror(L, code, msg);
     kr_seterrorfield(L, "file", file);
     lua_error(L);
+    abort(); /* not reached: lua_error does not return */
 }
 
 static const char *entry_file(lua_State *L, int entry)
