@@ -139,6 +139,14 @@ static int field(lua_State *L, int idx, const char *key, int arg, const char *pa
     return lua_gettop(L);
 }
 
+static const char *constraint_kind(lua_State *L, int idx, int arg, const char *path)
+{
+    size_t len;
+    const char *kind = kr_ddl_optstring(L, idx, arg, path, "kind", &len);
+    if (kind == NULL) kr_ddl_error(L, arg, "%s.kind: required", path);
+    return kind;
+}
+
 /* One entry of opts.constraints, as ', CONSTRAINT "name" <body>' */
 static void add_table_constraint(kr_sql *b, int idx, const char *path, const char *table, size_t tlen,
                                  int has_column_pk)
@@ -149,8 +157,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
     size_t len, nlen;
     int top = lua_gettop(L);
     kr_ddl_checkfields(L, idx, arg, path, constraint_keys);
-    const char *kind = kr_ddl_optstring(L, idx, arg, path, "kind", &len);
-    if (kind == NULL) kr_ddl_error(L, arg, "%s.kind: required", path);
+    const char *kind = constraint_kind(L, idx, arg, path);
     const char *name = kr_ddl_optname(L, idx, arg, path, "name", &nlen);
     kr_sql_adds(b, ",\n    CONSTRAINT ");
     if (strcmp(kind, "primary_key") == 0) {
@@ -422,6 +429,15 @@ static const char *const alter_column_keys[] = {
     "schema", "type", "using", "nullable", "server_default", "new_name", NULL
 };
 
+static void alter_action(kr_sql *b, const char **sep, const char *column, size_t clen, const char *action)
+{
+    kr_sql_adds(b, *sep);
+    kr_sql_adds(b, "ALTER COLUMN ");
+    kr_sql_ident(b, column, clen);
+    kr_sql_adds(b, action);
+    *sep = ", ";
+}
+
 /* One ALTER TABLE with every change (the server orders them), then RENAME COLUMN last, since
  * the changes name the column by its old name. */
 int kr_ddl_alter_column(lua_State *L)
@@ -453,37 +469,28 @@ int kr_ddl_alter_column(lua_State *L)
     kr_sql b;
     kr_sql_init(L, &b);
     if (changes > 0) {
+        int drop_default = !lua_isnil(L, def) && lua_type(L, def) == LUA_TBOOLEAN && !lua_toboolean(L, def);
+        int set_default = !lua_isnil(L, def) && !drop_default;
         const char *sep = " ";
         alter_table(&b, schema, table, tlen);
+        /* a new type converts the old default, which may not cast: a default being replaced goes
+         * first (the server runs DROP DEFAULT before TYPE and SET DEFAULT after, whatever the order) */
+        if (drop_default || (set_default && !lua_isnil(L, type))) {
+            alter_action(&b, &sep, column, clen, " DROP DEFAULT");
+        }
         if (!lua_isnil(L, type)) {
-            kr_sql_adds(&b, " ALTER COLUMN ");
-            kr_sql_ident(&b, column, clen);
-            kr_sql_adds(&b, " TYPE ");
+            alter_action(&b, &sep, column, clen, " TYPE ");
             kr_ddl_addtype(&b, type, 3, "opts.type");
             if (using != NULL) {
                 kr_sql_adds(&b, " USING ");
                 kr_sql_add(&b, using, ulen);
             }
-            sep = ", ";
         }
-        if (!lua_isnil(L, def)) {
-            kr_sql_adds(&b, sep);
-            kr_sql_adds(&b, "ALTER COLUMN ");
-            kr_sql_ident(&b, column, clen);
-            if (lua_type(L, def) == LUA_TBOOLEAN && !lua_toboolean(L, def)) {
-                kr_sql_adds(&b, " DROP DEFAULT");
-            } else {
-                kr_sql_adds(&b, " SET DEFAULT ");
-                kr_ddl_addvalue(&b, def, 3, "opts.server_default");
-            }
-            sep = ", ";
+        if (set_default) {
+            alter_action(&b, &sep, column, clen, " SET DEFAULT ");
+            kr_ddl_addvalue(&b, def, 3, "opts.server_default");
         }
-        if (nullable != -1) {
-            kr_sql_adds(&b, sep);
-            kr_sql_adds(&b, "ALTER COLUMN ");
-            kr_sql_ident(&b, column, clen);
-            kr_sql_adds(&b, nullable ? " DROP NOT NULL" : " SET NOT NULL");
-        }
+        if (nullable != -1) alter_action(&b, &sep, column, clen, nullable ? " DROP NOT NULL" : " SET NOT NULL");
         kr_ddl_emit(&b, list);
     }
     if (new_name != NULL) {
