@@ -305,7 +305,7 @@ static double now_ms(void)
 static void log_step(lua_State *L, body *b, const kr_mig *m, int up, double ms)
 {
     lua_getfield(L, b->env, "log");
-    if (!lua_isfunction(L, -1)) {
+    if (!lua_isfunction(L, -1) || b->r->offline) {
         lua_pop(L, 1);
         return;
     }

@@ -6,10 +6,16 @@ local migrate = require "kronos.migrate"
 
 local M = {}
 
-local function common(cmd)
+-- The options shared by every verb. Given before the verb they land in "top_*" (argparse would
+-- reset a same-named target when the verb starts), and main() merges them.
+local function common(cmd, top)
+    local prefix = top and "top_" or ""
     cmd:option("-d --database-url", "Database URL or conninfo (default: $DATABASE_URL, then PG* variables).")
+        :target(prefix .. "database_url")
     cmd:option("--dir", "Migrations directory (default: $KRONOS_MIGRATIONS, else ./migrations).")
+        :target(prefix .. "dir")
     cmd:option("--version-table", "Name of the version table (default: kronos_version).")
+        :target(prefix .. "version_table")
     return cmd
 end
 
@@ -24,6 +30,7 @@ end
 
 local function build_parser()
     local p = argparse("kronos", "Schema migrations for Kronos on PostgreSQL (Alembic's verbs).")
+    common(p, true) -- the options go before or after the verb
     p:command_target("command")
     p:require_command(true)
     local up = running(p:command("upgrade", "Upgrade to TARGET (default: head)."))
@@ -57,7 +64,10 @@ local function opts_of(args)
         statement_timeout = args.statement_timeout,
         transaction_per_migration = args.per_migration or nil,
         allow_changed = args.allow_changed or nil,
-        log = function(line) io.stdout:write(line, "\n") io.stdout:flush() end,
+        log = not args.sql and function(line)
+            io.stdout:write(line, "\n")
+            io.stdout:flush()
+        end or nil,
     }
 end
 
@@ -203,6 +213,9 @@ function M.main(argv)
     if not ok then
         io.stderr:write(parser:get_usage(), "\n\nkronos: ", args, "\n")
         return 2
+    end
+    for _, key in ipairs { "database_url", "dir", "version_table" } do
+        if args[key] == nil then args[key] = args["top_" .. key] end
     end
     local done, res = pcall(verbs[args.command], args)
     if not done then
