@@ -124,9 +124,9 @@ describe("kronos.users", function()
             local _, err = users:create { email = "ü" .. long }
             assert.are.equal("too_long", err.code)
             assert.are.equal("email", err.field)
-            local url = "https://x.org/" .. ("é"):rep(2048 - 14)
-            assert.is_truthy(users:create { email = "url@x.org", profile_image_url = url })
-            _, err = users:create { email = "url2@x.org", profile_image_url = url .. "é" }
+            local long_url = "https://x.org/" .. ("é"):rep(2048 - 14)
+            assert.is_truthy(users:create { email = "url@x.org", profile_image_url = long_url })
+            _, err = users:create { email = "url2@x.org", profile_image_url = long_url .. "é" }
             assert.are.equal("too_long", err.code)
             assert.are.equal("profile_image_url", err.field)
         end)
@@ -165,9 +165,9 @@ describe("kronos.users", function()
         end)
 
         it("refuses non-http(s) URLs with invalid_url", function()
-            for _, url in ipairs { "ftp://x.org/a", "x.org/a.png", "http://", "https:///path", "http://x.org:port/",
+            for _, bad in ipairs { "ftp://x.org/a", "x.org/a.png", "http://", "https:///path", "http://x.org:port/",
                                    "http://x.org/a b", "javascript:alert(1)", "http://[]/" } do
-                refused({ email = "ok@x.org", profile_image_url = url }, "invalid_url", "profile_image_url")
+                refused({ email = "ok@x.org", profile_image_url = bad }, "invalid_url", "profile_image_url")
             end
         end)
 
@@ -543,6 +543,7 @@ describe("kronos.users", function()
             assert.are.equal(0, count_rows())
             batch[57] = { email = "v57@x.org" }
             n, err = users:create_many(batch)
+            assert.is_nil(n)
             assert.are.equal("invalid_email", err.code)
             assert.are.equal(80, err.index)
             batch[80] = "not a table"

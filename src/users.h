@@ -1,0 +1,54 @@
+/* Internal API of the user model, shared by users.c (methods), users_fields.c (validation),
+ * users_list.c (list, count) and users_batch.c (create_many). */
+#ifndef KRONOS_USERS_H
+#define KRONOS_USERS_H
+
+#include "kronos.h"
+#include "validate.h"
+
+#define KR_USERS_CLASS "kronos.users"
+#define KR_USER_CLASS "kronos.user"
+
+#define COLS "id, email, first_name, last_name, is_active, profile_image_url, last_login, created_at, updated_at"
+#define COL_ID 0
+#define COL_CREATED_AT 7
+#define MAXPARAMS 8
+
+/* The fields a caller may give, in the order they are checked and COPY'd. */
+enum kr_field_kind { K_EMAIL, K_NAME, K_URL, K_BOOL };
+struct kr_user_field {
+    const char *name;
+    enum kr_field_kind kind;
+};
+#define KR_USER_NFIELDS 5
+extern const struct kr_user_field kr_user_fields[KR_USER_NFIELDS];
+
+typedef struct {
+    int set;        /* the caller gave the field (a value or kronos.null) */
+    const char *s;  /* its text, NULL for SQL NULL; owned by the caller's table or the stack */
+    size_t len;
+} kr_fieldval;
+
+/* users_fields.c */
+/* Pushes an error object (not nil) with err.field set when field is not NULL. */
+void kr_users_error(lua_State *L, const char *code, const char *field, const char *fmt, ...);
+/* The model's codes for server errors it can explain; err at -1. */
+void kr_users_map_error(lua_State *L);
+/* The value at -1 for field f: fills v (pushes the normalized email) or pushes an error object. */
+int kr_users_field_value(lua_State *L, const struct kr_user_field *f, kr_fieldval *v);
+/* The fields table at t: 1 with the normalized email (or nil) pushed, 0 with the error pushed. */
+int kr_users_check_fields(lua_State *L, int t, kr_fieldval *vals, int need_email);
+
+/* users.c */
+kr_conn *kr_users_self(lua_State *L);   /* self at 1; raises when it is not a users object */
+void kr_users_checktable(lua_State *L, int idx, const char *what);   /* raises naming the argument */
+/* n text parameters; the boxed result is left on the stack, or nil, err (mapped codes). */
+PGresult *kr_users_run(lua_State *L, kr_conn *c, const char *sql, int n, const char **values);
+void kr_users_pushuser(lua_State *L, const PGresult *res, int row, int names);
+
+/* users_list.c, users_batch.c: methods */
+int kr_users_list(lua_State *L);
+int kr_users_count(lua_State *L);
+int kr_users_create_many(lua_State *L);
+
+#endif

@@ -1,0 +1,158 @@
+/* users:list (keyset pagination with opaque cursors) and users:count. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "users.h"
+
+#define LIST_MAX 1000
+#define LIST_DEFAULT 50
+
+/* ---- list and count -------------------------------------------------------------------- */
+
+typedef struct {
+    const char *active;  /* "true", "false" or NULL for all */
+    int limit;
+    char ts[KR_CURSOR_TS_MAX];
+    char id[37];
+    int after;
+} listopts;
+
+/* Options at 2 (nil or a table); pushes an error object and returns 0 when one is not valid. */
+static int list_options(lua_State *L, listopts *o, int with_paging)
+{
+    o->active = NULL;
+    o->limit = LIST_DEFAULT;
+    o->after = 0;
+    if (lua_isnoneornil(L, 2)) return 1;
+    kr_users_checktable(L, 2, "options");
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        int known = strcmp(key, "active") == 0 || (with_paging && (strcmp(key, "limit") == 0 || strcmp(key, "after") == 0));
+        lua_pop(L, 1);
+        if (!known) {
+            kr_users_error(L, "invalid_field", key, "unknown option '%s'", key);
+            lua_remove(L, -2);
+            return 0;
+        }
+    }
+    lua_getfield(L, 2, "active");
+    if (lua_type(L, -1) == LUA_TBOOLEAN) {
+        o->active = lua_toboolean(L, -1) ? "true" : "false";
+    } else if (!lua_isnil(L, -1)) {
+        kr_users_error(L, "invalid_type", "active", "active must be a boolean or nil, got %s", luaL_typename(L, -1));
+        return 0;
+    }
+    lua_pop(L, 1);
+    if (!with_paging) return 1;
+    lua_getfield(L, 2, "limit");
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        if (!kr_isinteger(L, -1) || kr_tointeger(L, -1) < 1 || kr_tointeger(L, -1) > LIST_MAX) {
+            kr_users_error(L, "invalid_field", "limit", "limit must be an integer from 1 to %d", LIST_MAX);
+            return 0;
+        }
+        o->limit = (int)kr_tointeger(L, -1);
+    } else if (!lua_isnil(L, -1)) {
+        kr_users_error(L, "invalid_type", "limit", "limit must be an integer, got %s", luaL_typename(L, -1));
+        return 0;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "after");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t len;
+        const char *cur = lua_tolstring(L, -1, &len);
+        if (!kr_cursor_decode(cur, len, o->ts, o->id)) {
+            kr_users_error(L, "invalid_field", "after", "after is not a cursor returned by users:list()");
+            return 0;
+        }
+        o->after = 1;
+    } else if (!lua_isnil(L, -1)) {
+        kr_users_error(L, "invalid_type", "after", "after must be a cursor string, got %s", luaL_typename(L, -1));
+        return 0;
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* users:list{active =, limit =, after =} -> users, next cursor | nil, err.
+ * Keyset pagination on (created_at, id): a page starts strictly after the previous one's last
+ * row, so rows inserted meanwhile never shift the pages as OFFSET would. */
+int kr_users_list(lua_State *L)
+{
+    kr_conn *c = kr_users_self(L);
+    lua_settop(L, 2);
+    listopts o;
+    if (!list_options(L, &o, 1)) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", o.limit + 1); /* one more row tells whether a page follows */
+    const char *values[4] = {o.active, limit, o.ts, o.id};
+    PGresult *res = kr_users_run(L, c,
+                        o.after ? "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
+                                  " AND created_at >= $3::timestamptz AND (created_at, id) > ($3::timestamptz, $4::uuid)"
+                                  " ORDER BY created_at, id LIMIT $2"
+                                : "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
+                                  " ORDER BY created_at, id LIMIT $2",
+                        o.after ? 4 : 2, values);
+    if (res == NULL) {
+        lua_getfield(L, -1, "sqlstate");
+        const char *st = lua_tostring(L, -1);
+        int bad_cursor = st && strncmp(st, "22", 2) == 0; /* a forged timestamp the server refused */
+        lua_pop(L, 1);
+        if (bad_cursor) {
+            kr_seterrorfield(L, "code", "invalid_field");
+            kr_seterrorfield(L, "field", "after");
+            kr_seterrorfield(L, "message", "after is not a cursor returned by users:list()");
+        }
+        return 2;
+    }
+    int box = lua_gettop(L);
+    int rows = PQntuples(res), more = rows > o.limit;
+    if (more) rows = o.limit;
+    kr_pushcolnames(L, res);
+    int names = lua_gettop(L);
+    lua_createtable(L, rows, 0);
+    for (int i = 0; i < rows; i++) {
+        kr_users_pushuser(L, res, i, names);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (more) {
+        char cursor[KR_CURSOR_MAX];
+        size_t n = kr_cursor_encode(PQgetvalue(res, rows - 1, COL_CREATED_AT),
+                                    (size_t)PQgetlength(res, rows - 1, COL_CREATED_AT),
+                                    PQgetvalue(res, rows - 1, COL_ID), (size_t)PQgetlength(res, rows - 1, COL_ID), cursor);
+        if (n == 0) {
+            kr_clearbox((PGresult **)lua_touserdata(L, box));
+            return kr_fail(L, "invalid_field", "created_at of a listed user cannot be paged after (not a finite timestamp)");
+        }
+        lua_pushlstring(L, cursor, n);
+    } else {
+        lua_pushnil(L);
+    }
+    kr_clearbox((PGresult **)lua_touserdata(L, box));
+    return 2;
+}
+
+int kr_users_count(lua_State *L)
+{
+    kr_conn *c = kr_users_self(L);
+    lua_settop(L, 2);
+    listopts o;
+    if (!list_options(L, &o, 0)) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    const char *values[1] = {o.active};
+    PGresult *res = kr_users_run(L, c, "SELECT count(*) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)", 1, values);
+    if (res == NULL) return 2;
+    kr_pushvalue(L, res, 0, 0);
+    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    return 1;
+}
+
