@@ -15,8 +15,14 @@ cmd=${1:-}; dir=${2:-}
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 
+# A live process: a zombie (a daemon whose exit nobody reaped yet) counts as gone.
+alive() {
+    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    case "$st" in Z*|"") return 1 ;; esac
+}
+
 running() {
-    [ -f "$dir/logs/nginx.pid" ] && kill -0 "$(cat "$dir/logs/nginx.pid")" 2>/dev/null
+    [ -f "$dir/logs/nginx.pid" ] && alive "$(cat "$dir/logs/nginx.pid")"
 }
 
 case "$cmd" in
@@ -63,8 +69,8 @@ stop)
     pid=$(cat "$dir/logs/nginx.pid")
     kill -TERM "$pid" 2>/dev/null || true
     n=0
-    while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
-    if kill -0 "$pid" 2>/dev/null; then
+    while alive "$pid" && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
+    if alive "$pid"; then
         # A master that ignores TERM: its workers first (children of this pid only), then it.
         pkill -KILL -P "$pid" 2>/dev/null || true
         kill -KILL "$pid" 2>/dev/null || true

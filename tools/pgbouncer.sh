@@ -16,8 +16,14 @@ as_owner() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# A live process: a zombie (a daemon whose exit nobody reaped yet) counts as gone.
+alive() {
+    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    case "$st" in Z*|"") return 1 ;; esac
+}
+
 running() {
-    [ -f "$dir/pgbouncer.pid" ] && kill -0 "$(cat "$dir/pgbouncer.pid")" 2>/dev/null
+    [ -f "$dir/pgbouncer.pid" ] && alive "$(cat "$dir/pgbouncer.pid")"
 }
 
 case "$cmd" in
@@ -96,8 +102,8 @@ stop)
     pid=$(cat "$dir/pgbouncer.pid")
     kill -TERM "$pid" 2>/dev/null || true
     n=0
-    while kill -0 "$pid" 2>/dev/null && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
-    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid" && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     ;;
 *) usage ;;
 esac

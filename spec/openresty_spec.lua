@@ -1,0 +1,257 @@
+-- The OpenResty example (examples/openresty) on real nginx instances (tools/nginx.sh) against the
+-- test server, driven with curl. A missing nginx, Lua module or curl fails this file.
+local H = require "spec.helper"
+local kronos = require "kronos"
+local cjson = require "cjson.safe"
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+-- A shell word.
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function sh(cmd)
+    local code, out = H.run(cmd)
+    assert(code == 0, ("command failed (%s): %s\n%s"):format(tostring(code), cmd, out))
+    return trim(out)
+end
+
+local function slurp(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+local function spit(path, s)
+    local f = assert(io.open(path, "wb"))
+    f:write(s)
+    f:close()
+end
+
+local nginx_sh = H.root .. "/tools/nginx.sh"
+-- curl, nginx are not built with the sanitizers a memory-checked run preloads
+local clean_env = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OPTIONS "
+
+-- Starts one nginx per prefix in `prefixes`, all at the same moment; returns, per prefix, the
+-- exit status of tools/nginx.sh and its output (the base URL, or why nginx refused to start).
+local function start_all(prefixes, env, conf)
+    local vars = {}
+    for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. q(v) end
+    local cmd = {}
+    for _, p in ipairs(prefixes) do
+        cmd[#cmd + 1] = ("(%s sh %s start %s %s > %s.out 2>&1; echo $? > %s.rc) &"):format(
+            table.concat(vars, " "), q(nginx_sh), q(p), conf and q(conf) or "", q(p), q(p))
+    end
+    cmd[#cmd + 1] = "wait"
+    sh(table.concat(cmd, " "))
+    local codes, outs = {}, {}
+    for i, p in ipairs(prefixes) do
+        codes[i] = tonumber(trim(slurp(p .. ".rc") or ""))
+        outs[i] = trim(slurp(p .. ".out") or "")
+    end
+    return codes, outs
+end
+
+local function stop(prefix)
+    H.run(("sh %s stop %s"):format(q(nginx_sh), q(prefix)))
+end
+
+-- One HTTP request through curl: status, decoded JSON body (or nil), raw body.
+local function http(tmp, method, url, body)
+    local cmd = { clean_env .. "curl -sS --max-time 10 -X", method, "-o", q(tmp .. "/resp"), "-w '%{http_code}'" }
+    if body then
+        spit(tmp .. "/req", body)
+        cmd[#cmd + 1] = "-H 'Content-Type: application/json' --data-binary @" .. q(tmp .. "/req")
+    end
+    cmd[#cmd + 1] = q(url)
+    local out = sh(table.concat(cmd, " "))
+    local raw = slurp(tmp .. "/resp") or ""
+    return tonumber(out:match("(%d%d%d)$")), cjson.decode(raw), raw
+end
+
+-- The sockets of process `pid` connected to TCP port `port` (from /proc).
+local function sockets_to(pid, port)
+    local inodes = {}
+    for inode in sh("ls -l /proc/" .. pid .. "/fd"):gmatch("socket:%[(%d+)%]") do inodes[inode] = true end
+    local found = 0
+    for _, table_name in ipairs { "tcp", "tcp6" } do
+        for line in (slurp("/proc/" .. pid .. "/net/" .. table_name) or ""):gmatch("[^\n]+") do
+            local rport, inode = line:match("^%s*%d+:%s+%x+:%x+%s+%x+:(%x+)%s+%x+%s+%x+:%x+%s+%x+:%x+%s+%x+%s+%d+%s+%d+%s+(%d+)")
+            if rport and inodes[inode] and tonumber(rport, 16) == port then found = found + 1 end
+        end
+    end
+    return found
+end
+
+local function server_port(url)
+    return assert(tonumber(url:match("^postgres%a*://[^/]*:(%d+)")), "a URL with a port: " .. url)
+end
+
+describe("OpenResty example", function()
+    local tmp -- everything this file starts lives under it
+
+    setup(function()
+        tmp = sh("mktemp -d /tmp/kronos-nginx.XXXXXX")
+        sh("chmod 755 " .. q(tmp))
+        -- nginx runs LuaJIT: kronos.core must be built for it, whichever Lua runs this suite.
+        sh(("make -s -C %s LUA=luajit"):format(q(H.root)))
+    end)
+
+    teardown(function()
+        if tmp then H.run("rm -rf " .. q(tmp)) end
+    end)
+
+    describe("three instances starting at once on a fresh database", function()
+        local url, dbname
+        local prefixes, codes, outs = {}, {}, {}
+
+        setup(function()
+            url, dbname = H.fresh_db("ngx")
+            for i = 1, 3 do prefixes[i] = ("%s/up%d"):format(tmp, i) end
+            codes, outs = start_all(prefixes, { DATABASE_URL = url })
+        end)
+
+        teardown(function()
+            for _, p in ipairs(prefixes) do stop(p) end
+            if dbname then H.drop_db(dbname) end
+        end)
+
+        it("all come up", function()
+            for i = 1, 3 do
+                assert.equals(0, codes[i], outs[i])
+                assert.matches("^http://127%.0%.0%.1:%d+$", outs[i])
+            end
+        end)
+
+        it("created the users table once", function()
+            local db = assert(kronos.connect(url))
+            finally(function() db:close() end)
+            local rows = assert(db:exec("SELECT count(*) AS n FROM users"))
+            assert.equals(0, rows[1].n)
+            -- each master logged how many migrations it applied: one of them applied all
+            local applied = {}
+            for i, p in ipairs(prefixes) do
+                applied[i] = tonumber(slurp(p .. "/logs/error.log"):match("kronos: applied (%d+) migration"))
+            end
+            table.sort(applied)
+            assert.same({ 0, 0, 1 }, applied)
+        end)
+
+        it("the masters hold no database connection after the fork", function()
+            local port = server_port(url)
+            for _, p in ipairs(prefixes) do
+                local pid = assert(tonumber(trim(slurp(p .. "/logs/nginx.pid"))))
+                assert.equals(0, sockets_to(pid, port))
+            end
+        end)
+
+        it("serves POST /users: 201, 409 on a duplicate email, 422 when invalid, 400 on bad JSON", function()
+            local base = outs[1]
+            local status, user = http(tmp, "POST", base .. "/users",
+                '{"email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace"}')
+            assert.equals(201, status)
+            assert.is_true(kronos.is_uuid(user.id))
+            assert.equals("ada@example.com", user.email)
+            assert.equals("Ada", user.first_name)
+            assert.equals(true, user.is_active)
+
+            local dup, body = http(tmp, "POST", outs[2] .. "/users", '{"email": "ada@example.com"}')
+            assert.equals(409, dup)
+            assert.equals("duplicate_email", body.error.code)
+
+            local bad, invalid = http(tmp, "POST", base .. "/users", '{"email": "not an email"}')
+            assert.equals(422, bad)
+            assert.matches("^invalid_", invalid.error.code)
+
+            assert.equals(400, (http(tmp, "POST", base .. "/users", '{"email": ')))
+            assert.equals(422, (http(tmp, "POST", base .. "/users", '["ada@example.com"]')))
+        end)
+
+        it("serves GET /users/<id>: 200 with the user, 404 otherwise", function()
+            local status, created = http(tmp, "POST", outs[1] .. "/users", '{"email": "grace@example.com"}')
+            assert.equals(201, status)
+            -- read through another instance: they share the database
+            local ok, user = http(tmp, "GET", outs[3] .. "/users/" .. created.id)
+            assert.equals(200, ok)
+            assert.same(created, user)
+            assert.equals(404, (http(tmp, "GET", outs[2] .. "/users/" .. kronos.uuid())))
+            assert.equals(404, (http(tmp, "GET", outs[2] .. "/users/not-a-uuid")))
+        end)
+
+        it("pages GET /users?limit=&after= to the end", function()
+            local want = {}
+            for i = 1, 5 do
+                local status, user = http(tmp, "POST", outs[(i % 3) + 1] .. "/users",
+                    ('{"email": "page%d@example.com"}'):format(i))
+                assert.equals(201, status)
+                want[user.id] = true
+            end
+            local seen, pages, after = {}, 0, nil
+            repeat
+                local u = outs[(pages % 3) + 1] .. "/users?limit=2" .. (after and "&after=" .. after or "")
+                local status, page = http(tmp, "GET", u)
+                assert.equals(200, status)
+                assert.is_true(#page.users <= 2)
+                for _, user in ipairs(page.users) do
+                    assert.is_nil(seen[user.id])
+                    seen[user.id] = true
+                end
+                after = page.next ~= cjson.null and page.next or nil
+                pages = pages + 1
+            until not after or pages > 10
+            for id in pairs(want) do assert.is_true(seen[id]) end
+            assert.is_true(pages >= 3 and pages <= 10)
+            assert.equals(422, (http(tmp, "GET", outs[1] .. "/users?limit=two")))
+        end)
+    end)
+
+    it("refuses to start when a migration fails, and logs the migration's file", function()
+        local url, dbname = H.fresh_db("ngxbad")
+        local prefix = tmp .. "/failing"
+        finally(function()
+            stop(prefix)
+            H.drop_db(dbname)
+        end)
+        local fixture = H.root .. "/spec/fixtures/openresty/failing"
+        local codes, outs = start_all({ prefix }, { DATABASE_URL = url, KRONOS_MIGRATIONS = fixture })
+        assert.equals(1, codes[1], outs[1])
+        local log = slurp(prefix .. "/logs/error.log")
+        assert.matches("init_by_lua error", log, 1, true)
+        assert.matches("7d3e5a1c9b02_add_nickname.lua", log, 1, true)
+        assert.matches("usrs", log, 1, true)
+        -- no nginx left behind, and the failed revision is not recorded
+        assert.is_nil(slurp(prefix .. "/logs/nginx.pid"))
+        local db = assert(kronos.connect(url))
+        finally(function() db:close() end)
+        local current = require("kronos.migrate").current { db = db, dir = fixture }
+        for _, rev in ipairs(current) do assert.not_equals("7d3e5a1c9b02", rev) end
+    end)
+
+    it("check variant: refuses to start on a stale schema, starts once it is at head", function()
+        local url, dbname = H.fresh_db("ngxchk")
+        local prefix = tmp .. "/check"
+        finally(function()
+            stop(prefix)
+            H.drop_db(dbname)
+        end)
+        local conf = H.root .. "/examples/openresty/nginx-check.conf"
+        local codes, outs = start_all({ prefix }, { DATABASE_URL = url }, conf)
+        assert.equals(1, codes[1], outs[1])
+        local log = slurp(prefix .. "/logs/error.log")
+        assert.matches("the schema is not at head (pending: 4f1c2a9e7b30;", log, 1, true)
+        -- check{} changed nothing
+        local db = assert(kronos.connect(url))
+        finally(function() db:close() end)
+        assert.equals(0, #assert(db:exec("SELECT 1 FROM pg_class WHERE relname = 'users'")))
+
+        local applied = require("kronos.migrate").upgrade { db = db, dir = H.root .. "/migrations" }
+        assert.same({ "4f1c2a9e7b30" }, applied)
+        codes, outs = start_all({ prefix }, { DATABASE_URL = url }, conf)
+        assert.equals(0, codes[1], outs[1])
+        local status, page = http(tmp, "GET", outs[1] .. "/users")
+        assert.equals(200, status)
+        assert.same({}, page.users)
+        assert.equals(cjson.null, page.next)
+    end)
+end)
