@@ -198,6 +198,29 @@ describe("kronos.migrate", function()
         end)
     end)
 
+    describe("hostile names", function()
+        before_each(reset)
+
+        it("stay names and literals through op, online and offline", function()
+            assert(db:exec("CREATE TABLE keep (id integer)"))
+            local sql, offline = migrate.upgrade(opts("hostile", { sql = true }))
+            -- the message stays inside its comment line
+            assert.matches("\n%-%- upgrade h1: it's a \"hostile\" message  DROP TABLE keep; %-%-\n", sql)
+            local online = {}
+            assert.same({ "h1" }, migrate.upgrade(opts("hostile", { echo = function(s) online[#online + 1] = s end })))
+            assert.same(offline, online)
+            assert.same({ "keep", 'x"; DROP TABLE keep; --' }, tables())
+            local cols = assert(db:exec([[SELECT attname FROM pg_attribute WHERE attrelid = '"x""; DROP TABLE keep; --"'::regclass
+                                          AND attnum > 0 ORDER BY attnum]]))
+            assert.equal("ünï cødé", cols[1].attname)
+            assert.equal("a'b", cols[2].attname)
+            local row = assert(db:exec("SELECT message FROM kronos_version"))[1]
+            assert.equal("it's a \"hostile\" message\r\nDROP TABLE keep; --", row.message)
+            assert.same({ "h1" }, migrate.downgrade(opts("hostile")))
+            assert.same({ "keep" }, tables())
+        end)
+    end)
+
     describe("failures", function()
         before_each(reset)
 

@@ -87,12 +87,17 @@ static void emitf(lua_State *L, body *b, const char *fmt, ...)
     lua_pop(L, 1);
 }
 
+/* An SQL comment line for the offline output; a line break (\n or \r) would end the comment and
+ * turn the rest of a message into SQL, so control characters become spaces. */
 static void comment(lua_State *L, body *b, const char *text)
 {
     if (!b->r->offline) return;
     lua_rawgeti(L, b->env, ENV_OUT);
     lua_createtable(L, 1, 0);
-    lua_pushstring(L, text);
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (const char *p = text; *p; p++) luaL_addchar(&buf, (unsigned char)*p < 32 ? ' ' : *p);
+    luaL_pushresult(&buf);
     lua_rawseti(L, -2, 1);
     lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
     lua_pop(L, 1);
@@ -333,7 +338,7 @@ static void run_step(lua_State *L, body *b, int i, int up)
     r->up = up;
     if (!up && !m->has_down) kr_raise(L, "bad_migration", m->file, "revision '%s' has no down function", m->rev);
     int top = lua_gettop(L);
-    kr_pushoneline(L, lua_pushfstring(L, "-- %s %s: %s", up ? "upgrade" : "downgrade", m->rev, m->message));
+    lua_pushfstring(L, "-- %s %s: %s", up ? "upgrade" : "downgrade", m->rev, m->message);
     comment(L, b, lua_tostring(L, -1));
     kr_push_literal(L, m->rev);
     const char *rev = lua_tostring(L, -1);
