@@ -615,6 +615,13 @@ describe("kronos.ddl", function()
                 ddl.create_table("t", { { name = "a", type = "int" } },
                     { constraints = { { kind = "unique", columns = { "a" }, ondelete = "cascade" } } }) end,
               "opts%.constraints%[1%]%.ondelete: not allowed for a unique constraint" },
+            { "a bad column name in a table constraint", function()
+                ddl.create_table("t", { { name = "a", type = "int" } },
+                    { constraints = { { kind = "unique", columns = { "a", "b\255" } } } }) end,
+              "#3.*opts%.constraints%[1%]%.columns%[2%]: not valid UTF%-8" },
+            { "a bad column name in a foreign key", function()
+                ddl.create_foreign_key(nil, "t", "r", { ("a"):rep(64) }, { "b" }) end,
+              "#4.*local_cols%[1%]: longer than 63 bytes" },
             { "a literal with a NUL", function() ddl.add_column("t", { name = "a", type = "text", server_default = "a\0b" }) end,
               "column%.server_default: string must not contain a NUL byte" },
             { "a literal of invalid UTF-8", function() ddl.quote_literal("\192\128") end, "value: string not valid UTF%-8" },

@@ -1,7 +1,6 @@
 /* kronos.core.ddl: pure functions that turn migration operations into SQL statements.
  * Every builder validates its arguments, raises naming the argument on misuse, and returns
  * an array of statements (no trailing semicolons) in execution order; no connection needed. */
-#include <stdio.h>
 #include <string.h>
 
 #include "ddl_lua.h"
@@ -72,15 +71,7 @@ static int l_name(lua_State *L)
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
     int names = 0;
     if (!lua_isnoneornil(L, 3)) {
-        int n = kr_ddl_checkarray(L, 3, 3, "names");
-        for (int i = 1; i <= n; i++) {
-            char path[32];
-            size_t len;
-            snprintf(path, sizeof path, "names[%d]", i);
-            lua_rawgeti(L, 3, i);
-            kr_ddl_checkname(L, -1, 3, path, &len);
-            lua_pop(L, 1);
-        }
+        kr_ddl_checknames(L, 3, 3, "names");
         names = 3;
     }
     const char *suffix = NULL;

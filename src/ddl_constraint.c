@@ -187,7 +187,7 @@ int kr_ddl_create_index(lua_State *L)
     const char *where = NULL;
     size_t wlen = 0;
     if (opts) {
-        lua_getfield(L, opts, "where");
+        kr_ddl_rawfield(L, opts, "where");
         if (!lua_isnil(L, -1)) where = kr_ddl_checksqltext(L, -1, 4, "opts.where", &wlen);
         lua_pop(L, 1);
     }

@@ -30,6 +30,9 @@ _Noreturn void kr_ddl_error(lua_State *L, int arg, const char *fmt, ...);
 const char *kr_ddl_checkname(lua_State *L, int idx, int arg, const char *path, size_t *len);
 /* The field key of the table at tidx as an identifier, NULL when absent (nil). */
 const char *kr_ddl_optname(lua_State *L, int tidx, int arg, const char *path, const char *key, size_t *len);
+/* Pushes t[key] without metamethods (option tables are plain data, and the values read stay
+ * referenced by the table); returns its type. */
+int kr_ddl_rawfield(lua_State *L, int tidx, const char *key);
 /* Boolean field, def when nil. */
 int kr_ddl_optbool(lua_State *L, int tidx, int arg, const char *path, const char *key, int def);
 /* String field, NULL when nil. */
@@ -52,6 +55,8 @@ const char *kr_ddl_checksqltext(lua_State *L, int idx, int arg, const char *path
 void kr_ddl_addtype(kr_sql *b, int idx, int arg, const char *path);
 /* Appends a DEFAULT value: string/number/boolean literal, kronos.null, or ddl.sql(). */
 void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path);
+/* Checks the non-empty array of names at idx; returns its length. */
+int kr_ddl_checknames(lua_State *L, int idx, int arg, const char *path);
 /* Appends ("a", "b") from the array of names at idx. */
 void kr_ddl_addnames(kr_sql *b, int idx, int arg, const char *path);
 

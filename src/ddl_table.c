@@ -19,7 +19,7 @@ struct column {
 
 static int column_check(lua_State *L, int col_idx)
 {
-    lua_getfield(L, col_idx, "check");
+    kr_ddl_rawfield(L, col_idx, "check");
     int has = !lua_isnil(L, -1);
     lua_pop(L, 1);
     return has;
@@ -42,13 +42,13 @@ static void add_column_def(kr_sql *b, int col_idx, int arg, const char *path, st
 
     kr_sql_ident(b, c->name, c->len);
     kr_sql_add(b, " ", 1);
-    lua_getfield(L, col_idx, "type");
+    kr_ddl_rawfield(L, col_idx, "type");
     if (lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s.type: required", path);
     snprintf(sub, sizeof sub, "%s.type", path);
     kr_ddl_addtype(b, -1, arg, sub);
     lua_pop(L, 1);
 
-    lua_getfield(L, col_idx, "server_default");
+    kr_ddl_rawfield(L, col_idx, "server_default");
     if (!lua_isnil(L, -1)) {
         snprintf(sub, sizeof sub, "%s.server_default", path);
         kr_sql_adds(b, " DEFAULT ");
@@ -60,7 +60,7 @@ static void add_column_def(kr_sql *b, int col_idx, int arg, const char *path, st
     c->check = column_check(L, col_idx);
     if (c->check) {
         size_t len;
-        lua_getfield(L, col_idx, "check");
+        kr_ddl_rawfield(L, col_idx, "check");
         snprintf(sub, sizeof sub, "%s.check", path);
         kr_ddl_checksqltext(L, -1, arg, sub, &len);
         lua_pop(L, 1);
@@ -85,7 +85,7 @@ static void add_named(kr_sql *b, const char *prefix, const char *table, size_t t
 static void add_check_body(kr_sql *b, int col_idx)
 {
     size_t len;
-    lua_getfield(b->L, col_idx, "check");
+    kr_ddl_rawfield(b->L, col_idx, "check");
     const char *cond = kr_ddl_tosql(b->L, -1, &len);
     if (cond == NULL) cond = lua_tolstring(b->L, -1, &len);
     kr_sql_adds(b, " CHECK (");
@@ -120,7 +120,7 @@ static const char *const constraint_keys[] = {
 static void forbid(lua_State *L, int idx, int arg, const char *path, const char *kind, const char *const *keys)
 {
     for (; *keys; keys++) {
-        lua_getfield(L, idx, *keys);
+        kr_ddl_rawfield(L, idx, *keys);
         if (!lua_isnil(L, -1))
             kr_ddl_error(L, arg, "%s.%s: not allowed for a %s constraint", path, *keys, kind);
         lua_pop(L, 1);
@@ -134,7 +134,7 @@ static const char *const not_check[] = {"condition", NULL};
 
 static int field(lua_State *L, int idx, const char *key, int arg, const char *path, int required)
 {
-    lua_getfield(L, idx, key);
+    kr_ddl_rawfield(L, idx, key);
     if (required && lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s.%s: required", path, key);
     return lua_gettop(L);
 }
@@ -176,7 +176,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
         forbid(L, idx, arg, path, kind, not_check);
         int cols = field(L, idx, "columns", arg, path, 1);
         snprintf(sub, sizeof sub, "%s.columns", path);
-        kr_ddl_checkarray(L, cols, arg, sub);
+        kr_ddl_checknames(L, cols, arg, sub);
         if (name == NULL) name = kr_ddl_pushname(L, "uq", table, tlen, cols, 0, NULL);
         kr_sql_ident(b, name, strlen(name));
         kr_sql_adds(b, " UNIQUE ");
@@ -189,10 +189,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
             if (lua_isnil(L, cols))
                 kr_ddl_error(L, arg, "%s.name: required for a check constraint (or columns, to name it ck_<table>_<columns>)", path);
             snprintf(sub, sizeof sub, "%s.columns", path);
-            kr_sql b2;   /* validates the names without emitting them */
-            kr_sql_init(L, &b2);
-            kr_ddl_addnames(&b2, cols, arg, sub);
-            lua_pop(L, 1);
+            kr_ddl_checknames(L, cols, arg, sub);
             name = kr_ddl_pushname(L, "ck", table, tlen, cols, 0, NULL);
         }
         kr_sql_ident(b, name, strlen(name));
@@ -213,7 +210,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
         char lpath[160], rpath[160];
         snprintf(lpath, sizeof lpath, "%s.columns", path);
         snprintf(rpath, sizeof rpath, "%s.remote_columns", path);
-        kr_ddl_checkarray(L, cols, arg, lpath);
+        kr_ddl_checknames(L, cols, arg, lpath);
         if (name == NULL) name = kr_ddl_pushname(L, "fk", table, tlen, cols, 1, ref);
         kr_sql_ident(b, name, strlen(name));
         kr_sql_add(b, " ", 1);
@@ -236,7 +233,7 @@ int kr_ddl_create_table(lua_State *L)
     int if_not_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_not_exists", 0);
     int constraints = 0, ncons = 0;
     if (opts) {
-        lua_getfield(L, opts, "constraints");
+        kr_ddl_rawfield(L, opts, "constraints");
         constraints = lua_gettop(L);
         if (lua_isnil(L, constraints)) constraints = 0;
         else ncons = kr_ddl_checkarray(L, constraints, 3, "opts.constraints");
@@ -450,11 +447,11 @@ int kr_ddl_alter_column(lua_State *L)
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
     const char *new_name = kr_ddl_optname(L, opts, 3, "opts", "new_name", &nlen);
     int nullable = kr_ddl_optbool(L, opts, 3, "opts", "nullable", -1);
-    lua_getfield(L, opts, "type");
+    kr_ddl_rawfield(L, opts, "type");
     int type = lua_gettop(L);
-    lua_getfield(L, opts, "server_default");
+    kr_ddl_rawfield(L, opts, "server_default");
     int def = lua_gettop(L);
-    lua_getfield(L, opts, "using");
+    kr_ddl_rawfield(L, opts, "using");
     const char *using = NULL;
     if (!lua_isnil(L, -1)) {
         using = kr_ddl_checksqltext(L, -1, 3, "opts.using", &ulen);

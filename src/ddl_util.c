@@ -92,7 +92,7 @@ const char *kr_ddl_checkname(lua_State *L, int idx, int arg, const char *path, s
 }
 
 /* Raw access: option tables are plain data, and values read stay referenced by the table. */
-static int rawfield(lua_State *L, int tidx, const char *key)
+int kr_ddl_rawfield(lua_State *L, int tidx, const char *key)
 {
     lua_pushstring(L, key);
     lua_rawget(L, tidx < 0 ? tidx - 1 : tidx);
@@ -108,7 +108,7 @@ const char *kr_ddl_optname(lua_State *L, int tidx, int arg, const char *path, co
 {
     const char *s = NULL;
     if (tidx == 0) return NULL;
-    if (rawfield(L, tidx, key) != LUA_TNIL) {
+    if (kr_ddl_rawfield(L, tidx, key) != LUA_TNIL) {
         char sub[128];
         subpath(sub, sizeof sub, path, key);
         s = kr_ddl_checkname(L, -1, arg, sub, len);
@@ -120,7 +120,7 @@ const char *kr_ddl_optname(lua_State *L, int tidx, int arg, const char *path, co
 int kr_ddl_optbool(lua_State *L, int tidx, int arg, const char *path, const char *key, int def)
 {
     if (tidx == 0) return def;
-    int t = rawfield(L, tidx, key);
+    int t = kr_ddl_rawfield(L, tidx, key);
     if (t != LUA_TNIL && t != LUA_TBOOLEAN)
         kr_ddl_error(L, arg, "%s.%s: boolean expected, got %s", path, key, lua_typename(L, t));
     int v = t == LUA_TNIL ? def : lua_toboolean(L, -1);
@@ -131,7 +131,7 @@ int kr_ddl_optbool(lua_State *L, int tidx, int arg, const char *path, const char
 const char *kr_ddl_optstring(lua_State *L, int tidx, int arg, const char *path, const char *key, size_t *len)
 {
     if (tidx == 0) return NULL;
-    int t = rawfield(L, tidx, key);
+    int t = kr_ddl_rawfield(L, tidx, key);
     if (t != LUA_TNIL && t != LUA_TSTRING)
         kr_ddl_error(L, arg, "%s.%s: string expected, got %s", path, key, lua_typename(L, t));
     const char *s = t == LUA_TNIL ? NULL : lua_tolstring(L, -1, len);
@@ -188,7 +188,7 @@ const char *kr_ddl_tosql(lua_State *L, int idx, size_t *len)
     int is = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     if (!is) return NULL;
-    rawfield(L, idx, "sql");
+    kr_ddl_rawfield(L, idx, "sql");
     size_t l = 0;
     const char *s = lua_tolstring(L, -1, &l);
     lua_pop(L, 1);  /* the marker holds the string */
@@ -287,23 +287,34 @@ void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path)
                  path, luaL_typename(L, idx));
 }
 
-void kr_ddl_addnames(kr_sql *b, int idx, int arg, const char *path)
+/* Checks an array of names; with b, appends them as ("a", "b"). */
+static int names(lua_State *L, kr_sql *b, int idx, int arg, const char *path)
 {
-    lua_State *L = b->L;
     idx = lua_absindex(L, idx);
     int n = kr_ddl_checkarray(L, idx, arg, path);
-    kr_sql_add(b, "(", 1);
+    if (b) kr_sql_add(b, "(", 1);
     for (int i = 1; i <= n; i++) {
         char sub[128];
         size_t len;
         snprintf(sub, sizeof sub, "%s[%d]", path, i);
         lua_rawgeti(L, idx, i);
         const char *name = kr_ddl_checkname(L, -1, arg, sub, &len);
-        if (i > 1) kr_sql_add(b, ", ", 2);
-        kr_sql_ident(b, name, len);
+        if (b && i > 1) kr_sql_add(b, ", ", 2);
+        if (b) kr_sql_ident(b, name, len);
         lua_pop(L, 1);
     }
-    kr_sql_add(b, ")", 1);
+    if (b) kr_sql_add(b, ")", 1);
+    return n;
+}
+
+int kr_ddl_checknames(lua_State *L, int idx, int arg, const char *path)
+{
+    return names(L, NULL, idx, arg, path);
+}
+
+void kr_ddl_addnames(kr_sql *b, int idx, int arg, const char *path)
+{
+    names(b->L, b, idx, arg, path);
 }
 
 /* The name an entry of a names array contributes: a string, or the first element of a table
