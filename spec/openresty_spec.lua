@@ -35,7 +35,9 @@ local clean_env = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS -u UBSAN_OP
 
 -- Starts one nginx per prefix in `prefixes`, all at the same moment; returns, per prefix, the
 -- exit status of tools/nginx.sh and its output (the base URL, or why nginx refused to start).
+local started = {} -- every prefix ever started: the last teardown stops them all
 local function start_all(prefixes, env, conf)
+    for _, p in ipairs(prefixes) do started[#started + 1] = p end
     local vars = {}
     for k, v in pairs(env) do vars[#vars + 1] = k .. "=" .. q(v) end
     local cmd = {}
@@ -99,6 +101,7 @@ describe("OpenResty example", function()
     end)
 
     teardown(function()
+        for _, p in ipairs(started) do stop(p) end
         if tmp then H.run("rm -rf " .. q(tmp)) end
     end)
 
@@ -209,7 +212,10 @@ describe("OpenResty example", function()
     it("refuses to start when a migration fails, and logs the migration's file", function()
         local url, dbname = H.fresh_db("ngxbad")
         local prefix = tmp .. "/failing"
+        local db
+        -- busted keeps one finally per test: it cleans up everything
         finally(function()
+            if db then db:close() end
             stop(prefix)
             H.drop_db(dbname)
         end)
@@ -222,8 +228,7 @@ describe("OpenResty example", function()
         assert.matches("usrs", log, 1, true)
         -- no nginx left behind, and the failed revision is not recorded
         assert.is_nil(slurp(prefix .. "/logs/nginx.pid"))
-        local db = assert(kronos.connect(url))
-        finally(function() db:close() end)
+        db = assert(kronos.connect(url))
         local current = require("kronos.migrate").current { db = db, dir = fixture }
         for _, rev in ipairs(current) do assert.not_equals("7d3e5a1c9b02", rev) end
     end)
@@ -231,7 +236,9 @@ describe("OpenResty example", function()
     it("check variant: refuses to start on a stale schema, starts once it is at head", function()
         local url, dbname = H.fresh_db("ngxchk")
         local prefix = tmp .. "/check"
+        local db
         finally(function()
+            if db then db:close() end
             stop(prefix)
             H.drop_db(dbname)
         end)
@@ -241,8 +248,7 @@ describe("OpenResty example", function()
         local log = slurp(prefix .. "/logs/error.log")
         assert.matches("the schema is not at head (pending: 4f1c2a9e7b30;", log, 1, true)
         -- check{} changed nothing
-        local db = assert(kronos.connect(url))
-        finally(function() db:close() end)
+        db = assert(kronos.connect(url))
         assert.equals(0, #assert(db:exec("SELECT 1 FROM pg_class WHERE relname = 'users'")))
 
         local applied = require("kronos.migrate").upgrade { db = db, dir = H.root .. "/migrations" }
