@@ -2,8 +2,12 @@
 -- The work is done in C (kronos.core); this file only assembles the module.
 local core = require "kronos.core"
 
+-- core's internals (the engine behind kronos.migrate, the users constructor) stay in core.
+local internal = { migrate = true, users_new = true }
 local kronos = {}
-for name, value in pairs(core) do kronos[name] = value end
+for name, value in pairs(core) do
+    if not internal[name] then kronos[name] = value end
+end
 
 -- kronos.users(conn) -> the user model bound to an open connection.
 function kronos.users(conn)
