@@ -465,6 +465,18 @@ describe("kronos.ddl", function()
             end)())
         end)
 
+        it("takes a type of the author's own as ddl.sql()", function()
+            local s = new_schema()
+            local mood = ddl.quote_ident(s) .. ".mood"
+            run(ddl.execute("CREATE TYPE " .. mood .. " AS ENUM ('sad', 'happy')"))
+            local stmts = ddl.create_table("feel", { { name = "m", type = ddl.sql(mood), server_default = "happy" } },
+                { schema = s })
+            assert.are.same({ ('CREATE TABLE "%s"."feel" (\n    "m" "%s".mood DEFAULT \'happy\'\n)'):format(s, s) }, stmts)
+            run(stmts)
+            assert.are.same({ { name = "m", type = s .. ".mood", notnull = false, dflt = "'happy'::" .. s .. ".mood" } },
+                columns("feel", s))
+        end)
+
         it("runs raw SQL from execute", function()
             local s = new_schema()
             run(ddl.execute(("CREATE TABLE %s.raw (x int)"):format(ddl.quote_ident(s))))
@@ -578,7 +590,7 @@ describe("kronos.ddl", function()
             { "a numeric scale above its precision", function() ddl.parse_type("numeric(2,3)") end, "out of range" },
             { "an array of serial", function() ddl.parse_type("serial[]") end, "unknown type" },
             { "a type that is no string", function() ddl.add_column("t", { name = "a", type = 5 }) end,
-              "#2.*column%.type: type name %(string%) expected, got number" },
+              "#2.*column%.type: type name %(string%) or ddl.sql%(%) expected, got number" },
             { "a missing type", function() ddl.add_column("t", { name = "a" }) end, "#2.*column%.type: required" },
             { "a missing column name", function() ddl.add_column("t", { type = "int" }) end, "column%.name: required" },
             { "a misspelt column key", function() ddl.create_table("t", { { name = "a", type = "int", nulable = false } }) end,

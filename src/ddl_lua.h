@@ -51,7 +51,7 @@ const char *kr_ddl_tosql(lua_State *L, int idx, size_t *len);
 /* A trusted SQL text (a string or a ddl.sql() marker, no NUL byte), e.g. a CHECK condition. */
 const char *kr_ddl_checksqltext(lua_State *L, int idx, int arg, const char *path, size_t *len);
 
-/* Appends the canonical type of the type name at idx. */
+/* Appends the canonical type of the type name at idx (a ddl.sql() type passes through). */
 void kr_ddl_addtype(kr_sql *b, int idx, int arg, const char *path);
 /* Appends a DEFAULT value: string/number/boolean literal, kronos.null, or ddl.sql(). */
 void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path);

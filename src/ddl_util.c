@@ -221,9 +221,14 @@ const char *kr_ddl_checksqltext(lua_State *L, int idx, int arg, const char *path
 void kr_ddl_addtype(kr_sql *b, int idx, int arg, const char *path)
 {
     lua_State *L = b->L;
-    if (lua_type(L, idx) != LUA_TSTRING)
-        kr_ddl_error(L, arg, "%s: type name (string) expected, got %s", path, luaL_typename(L, idx));
     size_t len;
+    const char *raw = kr_ddl_tosql(L, idx, &len);
+    if (raw != NULL) {   /* the author's own type (an enum, a domain, citext): trusted SQL */
+        kr_sql_add(b, raw, len);
+        return;
+    }
+    if (lua_type(L, idx) != LUA_TSTRING)
+        kr_ddl_error(L, arg, "%s: type name (string) or ddl.sql() expected, got %s", path, luaL_typename(L, idx));
     const char *s = lua_tolstring(L, idx, &len);
     char t[KR_DDL_TYPEMAX];
     int n = kr_ddl_parse_type(s, len, t, sizeof t);
