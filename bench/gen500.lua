@@ -29,11 +29,11 @@ return {
     message = "create %s",
     up = function(op)
         op.create_table(%q, {
-            { "id", "bigint", primary_key = true },
-            { "name", "string(100)", nullable = false },
-            { "created_at", "timestamptz", nullable = false, server_default = op.sql("now()") },
+            { name = "id", type = "bigint", primary_key = true },
+            { name = "name", type = "string(100)", nullable = false },
+            { name = "created_at", type = "timestamptz", nullable = false, server_default = op.sql("now()") },
         })
-        op.create_index(%q, { "name" })
+        op.create_index(nil, %q, { "name" })
     end,
     down = function(op)
         op.drop_table(%q)
@@ -54,7 +54,7 @@ depends_on = None
 def upgrade():
     op.create_table(
         %q,
-        sa.Column("id", sa.BigInteger(), nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_%s"),

@@ -14,6 +14,6 @@ if mode == "sql" then
     return
 end
 local conn = assert(kronos.connect(url))
-local applied = kronos.migrate.upgrade{ db = conn, dir = dir }
+local applied = require("kronos.migrate").upgrade{ db = conn, dir = dir }
 conn:close()
 io.write("applied=", #applied, "\n")
