@@ -159,7 +159,8 @@ describe("hostile input", function()
             function() return "delete", users.delete, { some_id() } end,
             function()
                 local o = r.chance(0.2) and random_value(r) or { active = r.chance(0.5) and r.chance(0.5) or random_value(r),
-                    limit = r.chance(0.5) and r.int(-5, 1005) or random_value(r), after = r.chance(0.3) and random_string(r) or nil }
+                    limit = r.chance(0.5) and r.int(-5, 1005) or random_value(r),
+                    after = r.chance(0.3) and random_string(r) or nil }
                 return "list", users.list, { o }
             end,
             function() return "count", users.count, { r.chance(0.8) and { active = random_value(r) } or random_value(r) } end,
@@ -219,7 +220,8 @@ describe("hostile input", function()
         assert.are.equal(n, users:count({}))
         assert(multiline == nil, tell("tostring(err) must be one line; " .. tostring(multiline)))
         -- the run exercised every outcome
-        assert.is_true(created > 1000 and misuse > 100 and typed > 10000 and deleted > 10, tell(("created %d, misuse %d, typed %d, deleted %d"):format(created, misuse, typed, deleted)))
+        local tally = ("created %d, misuse %d, typed %d, deleted %d"):format(created, misuse, typed, deleted)
+        assert.is_true(created > 1000 and misuse > 100 and typed > 10000 and deleted > 10, tell(tally))
     end)
 
     describe("injection", function()
@@ -324,7 +326,8 @@ return { revision = "h1", message = "hostile names",
       op.create_table(t, {
         { name = "id", type = "integer", primary_key = true },
         { name = p, type = "text", server_default = p, index = true, unique = true },
-        { name = "n" .. p, type = "string(100)", server_default = p, check = "char_length(" .. op.quote_ident("n" .. p) .. ") < 200" },
+        { name = "n" .. p, type = "string(100)", server_default = p,
+          check = "char_length(" .. op.quote_ident("n" .. p) .. ") < 200" },
       })
       op.add_column(t, { name = "a" .. p, type = "text", server_default = p })
       op.create_index("ix" .. i .. p, t, { p })

@@ -34,10 +34,10 @@ local function connection_error(c, err)
 end
 
 describe("secrets", function()
-    local url, dbname
+    local dbname
 
     setup(function()
-        url, dbname = H.fresh_db("secrets")
+        dbname = select(2, H.fresh_db("secrets"))
         local admin = assert(kronos.connect(H.base_url))
         assert(admin:exec([[DO $$ BEGIN CREATE ROLE kronos_pw LOGIN;
             EXCEPTION WHEN duplicate_object THEN NULL; END $$]]))
@@ -205,9 +205,11 @@ describe("secrets", function()
             err = connection_error(kronos.connect(H.base_url .. "?sslmode=bogus"))
             assert.matches('invalid sslmode value: "bogus"', err.message, 1, true)
             -- sslrootcert is a keyword libpq knows (unused without TLS): accepted, not refused
-            assert(kronos.connect({ url = H.base_url, sslmode = "disable", sslrootcert = "/nonexistent/kronos-root.crt" })):close()
+            local plain = { url = H.base_url, sslmode = "disable", sslrootcert = "/nonexistent/kronos-root.crt" }
+            assert(kronos.connect(plain)):close()
             local c = assert(kronos.connect(H.base_url .. "?sslmode=disable&application_name=kronos-secrets"))
-            local row = c:exec("SELECT current_setting('application_name') AS app, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[1]
+            local row = c:exec([[SELECT current_setting('application_name') AS app, ssl
+                FROM pg_stat_ssl WHERE pid = pg_backend_pid()]])[1]
             assert.are.same({ app = "kronos-secrets", ssl = false }, row)
             c:close()
         end)
