@@ -130,8 +130,8 @@ describe("OpenResty example", function()
         it("created the users table once", function()
             local db = assert(kronos.connect(url))
             finally(function() db:close() end)
-            local rows = assert(db:exec("SELECT count(*) AS n FROM users"))
-            assert.equals(0, rows[1].n)
+            assert.same({ n = 1, users = true }, assert(db:exec(
+                "SELECT count(*) AS n, to_regclass('users') IS NOT NULL AS users FROM kronos_version"))[1])
             -- each master logged how many migrations it applied: one of them applied all
             local applied = {}
             for i, p in ipairs(prefixes) do

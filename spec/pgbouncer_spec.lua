@@ -14,17 +14,17 @@ local function sh(cmd)
     return trim(out)
 end
 
--- Runs `script` (Lua source, given the bouncer URL as ...) in `n` interpreter processes at
--- once; returns their exit codes and outputs. Every process is bounded by `timeout`.
-local function run_parallel(dir, n, script)
+-- Runs `script` (Lua source; os.getenv("PGB_URL") is `url`) in `n` interpreter processes
+-- at once; returns their exit codes and outputs. Every process is bounded by `timeout`.
+local function run_parallel(dir, n, script, url)
     local file = dir .. "/parallel.lua"
     local f = assert(io.open(file, "w"))
     f:write(script)
     f:close()
     local cmd = {}
     for i = 1, n do
-        cmd[#cmd + 1] = ("(timeout 60 %s %s > %s/out.%d 2>&1; echo $? > %s/rc.%d) &")
-            :format(q(H.lua), q(file), q(dir), i, q(dir), i)
+        cmd[#cmd + 1] = ("(PGB_URL=%s timeout 60 %s %s > %s/out.%d 2>&1; echo $? > %s/rc.%d) &")
+            :format(q(url), q(H.lua), q(file), q(dir), i, q(dir), i)
     end
     cmd[#cmd + 1] = "wait"
     sh(table.concat(cmd, " "))
@@ -34,6 +34,12 @@ local function run_parallel(dir, n, script)
         outs[i] = sh(("cat %s/out.%d"):format(q(dir), i))
     end
     return codes, outs
+end
+
+-- The URL of database `name` through the bouncer whose URL is `url`.
+local function bouncer_url_for(url, name)
+    local head, query = url:match("^(postgres%a*://[^/?]*)/?[^?]*(.*)$")
+    return head .. "/" .. name .. query
 end
 
 describe("behind PgBouncer in transaction pooling mode", function()
@@ -107,5 +113,98 @@ describe("behind PgBouncer in transaction pooling mode", function()
         assert.equals("23505", err.sqlstate)
         -- the failed statement left nothing behind: the next one works on any server connection
         assert.equals(2, assert(c:exec("SELECT count(*) AS n FROM pgb_t"))[1].n)
+    end)
+
+    it("upgrades from several processes at once, then downgrades", function()
+        local _, name = H.fresh_db("pgbmig")
+        local burl = bouncer_url_for(url, name)
+        finally(function() H.drop_db(name) end)
+        local migrations = H.root .. "/migrations"
+        local codes, outs = run_parallel(dir, 6, ([[
+            local migrate = require "kronos.migrate"
+            local ok, applied = pcall(migrate.upgrade, { url = os.getenv("PGB_URL"), dir = %q })
+            if not ok then io.stderr:write(tostring(applied), "\n"); os.exit(1) end
+            io.write("applied ", #applied, "\n")
+        ]]):format(migrations), burl)
+        local total = 0
+        for i = 1, 6 do
+            assert.equals(0, codes[i], outs[i])
+            total = total + tonumber(outs[i]:match("^applied (%d+)$"))
+        end
+        assert.equals(1, total) -- one process applied the migration, the others found it done
+        local migrate = require "kronos.migrate"
+        assert.same({ "4f1c2a9e7b30" }, migrate.current { url = burl, dir = migrations })
+        assert.is_true(migrate.check { url = burl, dir = migrations })
+        local db = assert(kronos.connect(burl))
+        local n = assert(db:exec("SELECT count(*) AS n FROM kronos_version"))[1].n
+        db:close()
+        assert.equals(1, n)
+
+        assert.same({ "4f1c2a9e7b30" }, migrate.downgrade { url = burl, dir = migrations, target = "base" })
+        assert.same({}, migrate.current { url = burl, dir = migrations })
+        db = assert(kronos.connect(burl))
+        local users = assert(db:exec("SELECT to_regclass('users') IS NULL AS gone"))[1].gone
+        db:close()
+        assert.is_true(users)
+        -- and back up: the schema round-trips through the pooler
+        assert.same({ "4f1c2a9e7b30" }, migrate.upgrade { url = burl, dir = migrations })
+    end)
+
+    it("runs every users method", function()
+        local _, name = H.fresh_db("pgbusers")
+        local burl = bouncer_url_for(url, name)
+        local db
+        finally(function()
+            if db then db:close() end
+            H.drop_db(name)
+        end)
+        db = assert(kronos.connect(burl))
+        assert.same({ "4f1c2a9e7b30" }, require("kronos.migrate").upgrade { db = db, dir = H.root .. "/migrations" })
+        local users = kronos.users(db)
+
+        local ada = assert(users:create { email = "Ada@Example.com", first_name = "Ada" })
+        assert.equals("ada@example.com", ada.email)
+        assert.same(ada, assert(users:get(ada.id)))
+        assert.same(ada, assert(users:find_by_email("ada@example.com")))
+        local none, err = users:create { email = "ada@example.com" }
+        assert.is_nil(none)
+        assert.equals("duplicate_email", err.code)
+        none, err = users:create { email = "no" }
+        assert.is_nil(none)
+        assert.equals("invalid_email", err.code)
+
+        local updated = assert(users:update(ada.id, { last_name = "Lovelace" }))
+        assert.equals("Lovelace", updated.last_name)
+        assert.is_false(assert(users:deactivate(ada.id)).is_active)
+        assert.is_true(assert(users:activate(ada.id)).is_active)
+        local logged = assert(users:record_login(ada.id))
+        assert.matches("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z$", logged.last_login)
+
+        local batch = {}
+        for i = 1, 5 do batch[i] = { email = ("batch%d@example.com"):format(i) } end
+        assert.equals(5, assert(users:create_many(batch)))
+        assert.equals(6, assert(users:count()))
+        assert(users:deactivate(assert(users:find_by_email("batch1@example.com")).id))
+        assert.equals(5, assert(users:count { active = true }))
+
+        -- pages of 4 over several server connections' worth of clients
+        local seen, after, pages = {}, nil, 0
+        repeat
+            local page, next_cursor = users:list { limit = 4, after = after }
+            assert(page, next_cursor)
+            for _, u in ipairs(page) do
+                assert.is_nil(seen[u.id])
+                seen[u.id] = true
+            end
+            after, pages = next_cursor, pages + 1
+        until not after or pages > 5
+        local n = 0
+        for _ in pairs(seen) do n = n + 1 end
+        assert.equals(6, n)
+        assert.equals(2, pages)
+
+        assert.is_true(assert(users:delete(ada.id)))
+        assert.is_nil(users:get(ada.id))
+        assert.equals(5, assert(users:count()))
     end)
 end)
