@@ -39,19 +39,22 @@ static void redact_conninfo(lua_State *L, const char *conninfo)
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
     if (err) PQfreemem(err);
-    if (opts == NULL) {
-        const char *scheme = strstr(conninfo, "://");
-        const char *at = scheme ? strchr(scheme, '@') : NULL;
-        const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
-        if (strstr(conninfo, "password") || (at && colon && colon < at)) {
-            lua_pop(L, 1);
-            lua_pushliteral(L, "invalid connection string (libpq's message is not shown: the string holds a password)");
-        }
-        return;
+    /* A URI with "user:secret@" whose secret libpq did not read as the password (an unencoded
+     * '/' or '?' in it ends the authority early) has parts of it in other fields. */
+    const char *scheme = strstr(conninfo, "://");
+    const char *at = scheme ? strrchr(scheme, '@') : NULL;
+    const char *colon = scheme ? strchr(scheme + 3, ':') : NULL;
+    int uri_secret = at && colon && colon < at;
+    const char *parsed = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0) parsed = o->val;
+    if (parsed) redact(L, parsed);
+    int misread = uri_secret && parsed == NULL;
+    if ((opts == NULL && (strstr(conninfo, "password") || uri_secret)) || misread) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "invalid connection string (libpq's message is not shown: the string holds a password)");
     }
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        if (strcmp(o->keyword, "password") == 0) redact(L, o->val);
-    PQconninfoFree(opts);
+    if (opts) PQconninfoFree(opts);
 }
 
 /* Keyword/value arrays for PQconnectdbParams, built on the Lua stack (strings stay referenced). */
