@@ -99,17 +99,41 @@ int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res)
     return 2;
 }
 
+/* Messages may quote user input (an unknown field name): control bytes are escaped so that
+ * tostring(err) stays one line in a log. */
+static void push_escaped(lua_State *L, const char *msg)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+        if (*p == '\n') {
+            luaL_addstring(&b, "\\n");
+        } else if (*p == '\t') {
+            luaL_addstring(&b, "\\t");
+        } else if (*p < 0x20 || *p == 0x7f) {
+            char hex[8];
+            snprintf(hex, sizeof hex, "\\x%02x", *p);
+            luaL_addstring(&b, hex);
+        } else {
+            luaL_addchar(&b, (char)*p);
+        }
+    }
+    luaL_pushresult(&b);
+}
+
 /* tostring(err): "message [code sqlstate]" on one line. */
 static int error_tostring(lua_State *L)
 {
     lua_getfield(L, 1, "message");
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "sqlstate");
-    const char *msg = lua_tostring(L, 2), *code = lua_tostring(L, 3), *state = lua_tostring(L, 4);
+    const char *code = lua_tostring(L, 3), *state = lua_tostring(L, 4);
+    push_escaped(L, lua_tostring(L, 2) ? lua_tostring(L, 2) : "error");
+    const char *msg = lua_tostring(L, -1);
     if (state && code && strcmp(state, code) != 0)
-        lua_pushfstring(L, "%s [%s %s]", msg ? msg : "error", code, state);
+        lua_pushfstring(L, "%s [%s %s]", msg, code, state);
     else
-        lua_pushfstring(L, "%s [%s]", msg ? msg : "error", code ? code : "error");
+        lua_pushfstring(L, "%s [%s]", msg, code ? code : "error");
     return 1;
 }
 
