@@ -11,7 +11,7 @@
 # As root, the workers run as nobody: DIR and what it links to must be world-readable.
 set -eu
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: nginx.sh start DIR [CONF] | stop DIR" >&2; exit 2; }
+if [ -z "$cmd" ] || [ -z "$dir" ]; then echo "usage: nginx.sh start DIR [CONF] | stop DIR" >&2; exit 2; fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 

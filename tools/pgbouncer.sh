@@ -9,7 +9,7 @@
 set -eu
 cmd=${1:-}; dir=${2:-}
 usage() { echo "usage: pgbouncer.sh start DIR URL | stop DIR" >&2; exit 2; }
-[ -n "$cmd" ] && [ -n "$dir" ] || usage
+if [ -z "$cmd" ] || [ -z "$dir" ]; then usage; fi
 pgbouncer=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
 
 as_owner() {
