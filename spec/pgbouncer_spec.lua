@@ -75,20 +75,45 @@ describe("behind PgBouncer in transaction pooling mode", function()
     end)
 
     it("keeps kronos's session settings (UTC) when clients trade server connections", function()
-        local conns = {}
-        finally(function() for _, c in ipairs(conns) do c:close() end end)
-        -- More clients than the pool has server connections (8), interleaved.
-        for i = 1, 12 do conns[i] = assert(kronos.connect(url)) end
+        local conns, ny = {}, nil
+        finally(function()
+            for _, c in ipairs(conns) do c:close() end
+            if ny then ny:close() end
+        end)
+        for i = 1, 6 do conns[i] = assert(kronos.connect(url)) end
+        -- A client that leaves the server connections it uses in New York time (the database's
+        -- default anyway): PgBouncer must put kronos's UTC back before each kronos statement.
+        ny = assert(kronos.connect(url))
+        assert(ny:exec("SET TimeZone TO 'America/New_York'"))
+        local ny_servers, kronos_servers = {}, {}
+        local function check(c, n)
+            local rows = assert(c:exec(
+                "SELECT current_setting('TimeZone') AS tz, $1::timestamptz AS t, $2::int AS n",
+                "2026-01-02 03:04:05.123456+00", n))
+            assert.same({ tz = "UTC", t = "2026-01-02T03:04:05.123456Z", n = n }, rows[1])
+            kronos_servers[assert(c:exec("SELECT pg_backend_pid() AS p"))[1].p] = true
+        end
+        local function check_ny()
+            local row = assert(ny:exec("SELECT current_setting('TimeZone') AS tz, pg_backend_pid() AS p"))[1]
+            assert.equals("America/New_York", row.tz)
+            ny_servers[row.p] = true
+        end
         for round = 1, 3 do
             for i, c in ipairs(conns) do
-                local rows = assert(c:exec(
-                    "SELECT current_setting('TimeZone') AS tz, $1::timestamptz AS t, $2::int AS n",
-                    "2026-01-02 03:04:05.123456+00", i * round))
-                assert.equals("UTC", rows[1].tz)
-                assert.equals("2026-01-02T03:04:05.123456Z", rows[1].t)
-                assert.equals(i * round, rows[1].n)
+                check_ny()
+                check(c, i * round)
+                -- c holds its server connection for the transaction: the others take other ones
+                c:transaction(function()
+                    check(c, -i)
+                    check(conns[i % #conns + 1], round)
+                    check_ny()
+                end)
             end
         end
+        -- the same server connections served both time zones
+        local shared = 0
+        for p in pairs(ny_servers) do if kronos_servers[p] then shared = shared + 1 end end
+        assert.is_true(shared >= 2)
     end)
 
     it("runs parameterised statements, scripts, streams and nested transactions", function()
