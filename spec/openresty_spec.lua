@@ -233,6 +233,33 @@ describe("OpenResty example", function()
         for _, rev in ipairs(current) do assert.not_equals("7d3e5a1c9b02", rev) end
     end)
 
+    it("a reload whose migration fails keeps the running workers serving", function()
+        local url, dbname = H.fresh_db("ngxreload")
+        local prefix = tmp .. "/reload"
+        finally(function()
+            stop(prefix)
+            H.drop_db(dbname)
+        end)
+        local codes, outs = start_all({ prefix }, { DATABASE_URL = url })
+        assert.equals(0, codes[1], outs[1])
+        assert.equals(201, (http(tmp, "POST", outs[1] .. "/users", '{"email": "before@example.com"}')))
+        -- deploy a failing migration and reload (HUP): init_by_lua runs again in the master
+        sh(("ln -sfn %s %s"):format(q(H.root .. "/spec/fixtures/openresty/failing"), q(prefix .. "/migrations")))
+        local pid = trim(slurp(prefix .. "/logs/nginx.pid"))
+        sh("kill -HUP " .. pid)
+        local log
+        for _ = 1, 100 do
+            log = slurp(prefix .. "/logs/error.log")
+            if log:find("init_by_lua error", 1, true) then break end
+            sh("sleep 0.05")
+        end
+        assert.matches("reconfiguring.*init_by_lua error: [^\n]*7d3e5a1c9b02_add_nickname%.lua", log)
+        local status, page = http(tmp, "GET", outs[1] .. "/users")
+        assert.equals(200, status)
+        assert.equals("before@example.com", page.users[1].email)
+        assert.equals(pid, trim(slurp(prefix .. "/logs/nginx.pid")))
+    end)
+
     it("check variant: refuses to start on a stale schema, starts once it is at head", function()
         local url, dbname = H.fresh_db("ngxchk")
         local prefix = tmp .. "/check"
