@@ -52,7 +52,9 @@ env:
 	@echo "export LUA_CPATH='$(CURDIR)/$(BUILD)/?.so;;'"
 
 # Runs the busted suite against a private PostgreSQL cluster (or $$DATABASE_URL).
+# nginx in the OpenResty spec loads the LuaJIT build whatever LUA is, so both are built.
 test: deps all
+	@$(MAKE) -s LUA=luajit VARIANT= all >/dev/null
 	@LUA=$(LUA) BUILD=$(BUILD) sh tools/run-tests.sh $(LUA) $(BUSTED) $(BUSTED_ARGS) $(SPECS)
 
 # Lua dirs that exist, plus bin/'s scripts (luacheck only picks *.lua out of a directory).
