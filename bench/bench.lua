@@ -8,7 +8,7 @@ local C = require "bench.common"
 local ROOT = assert(os.getenv("KRONOS_ROOT"), "run through bench/run.sh")
 local WORK = ROOT .. "/bench/work"
 local BASE_URL = assert(os.getenv("DATABASE_URL"), "run through bench/run.sh")
-local RUNS = math.max(5, tonumber(os.getenv("BENCH_RUNS") or "5"))
+local RUNS = math.max(5, tonumber(os.getenv("BENCH_RUNS") or "7"))
 local ONLY = os.getenv("BENCH_CASES")
 local LUA = "lua5.4"
 local ALEMBIC = "/usr/bin/alembic" -- Debian's, with Debian's python3 (not a pyenv one on PATH)
@@ -198,7 +198,7 @@ function cases.startup()
     run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
     same_schema("startup: kronos users migration vs Alembic's", kurl, aurl)
     local k, a, p = {}, {}, {}
-    local runs = RUNS * 2
+    local runs = RUNS * 3
     for i = 1, runs do
         local r = run { LUA, ROOT .. "/bench/startup.lua", kurl, MIGRATIONS }
         same("startup: migrations applied at head", r.applied, 0)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # make bench: kronos against Alembic, LuaSQL and libpq from C, on a private PostgreSQL server
 # (started here in a temporary directory, stopped and removed on exit). Prints the table and
-# writes bench/results.md. BENCH_RUNS (default 5, at least 5) sets the runs per median;
+# writes bench/results.md. BENCH_RUNS (default 7, at least 5) sets the runs per median;
 # BENCH_CASES=startup,migrate500,... runs a subset (results.md is then left alone).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
