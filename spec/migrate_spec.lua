@@ -258,6 +258,24 @@ describe("kronos.migrate", function()
         end)
     end)
 
+    describe("statements sent together", function()
+        before_each(reset)
+
+        it("run in order, raw SQL and op.db included, and fail as they would one by one", function()
+            local err = raises(function() migrate.upgrade(opts("batching")) end)
+            assert.equal("42601", err.sqlstate)
+            assert.equal(FIX .. "batching/002_split_quote.lua", err.file)
+            assert.same({}, tables())
+            assert.same({ "b1" }, migrate.upgrade(opts("batching", { target = "b1" })))
+            local rows = assert(db:exec("SELECT n, note FROM b_log ORDER BY n"))
+            assert.same({ "a;b", "back\\slash", "x'y", "seen 3" },
+                { rows[1].note, rows[2].note, rows[3].note, rows[4].note })
+            assert.equal(1, #assert(db:exec("SELECT 1 FROM pg_indexes WHERE tablename = 'b_log'")))
+            local row = assert(db:exec("SELECT execution_ms FROM kronos_version"))[1]
+            assert.is_true(row.execution_ms >= 0)
+        end)
+    end)
+
     describe("the version table", function()
         before_each(reset)
 

@@ -7,7 +7,12 @@
  *   CREATE TABLE IF NOT EXISTS <version table>; (read the version) ; steps ... ; COMMIT
  * so the lock, the DDL and the version rows commit or vanish together, and no session state
  * outlives the transaction (transaction poolers keep working). A migration with
- * transactional = false gets a segment of its own under a session advisory lock. */
+ * transactional = false gets a segment of its own under a session advisory lock.
+ *
+ * Round trips: online, the opening of a transactional segment (BEGIN .. the version read) and
+ * each transactional migration (its version row, its DDL, its execution time) are collected
+ * and sent as one multi-statement query each. The server runs exactly the statements of the
+ * offline SQL, in the same order and transaction; only the number of round trips changes. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +35,8 @@ typedef struct run {
     int session_lock;        /* pg_advisory_lock is held */
     int has_echo;
     int up;                  /* direction of the step running */
+    int batching;            /* statements are collected into env[ENV_PENDING], sent by flush() */
+    int npending;
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
@@ -51,11 +58,54 @@ typedef struct body {
     int env, results, opts, list;
 } body;
 
-#define ENV_OUT 1   /* env[1] = offline statements; env.echo, env.ddl, env.log by name */
+#define ENV_OUT 1      /* env[1] = offline statements; env.echo, env.ddl, env.log, env.db by name */
+#define ENV_PENDING 2  /* env[2] = statements collected for the next round trip (online) */
 
 /* ---- emitting SQL ---------------------------------------------------------------------- */
 
-/* Runs one statement (online) or appends it to the output (offline); raises on SQL errors. */
+static void append(lua_State *L, int env, int slot, const char *sql)
+{
+    lua_rawgeti(L, env, slot);
+    lua_pushstring(L, sql);
+    lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+/* Sends the collected statements as one query. Leaves the boxed result of the last one on the
+ * stack and returns it, or pushes the error object and returns NULL. */
+static PGresult *flush_result(lua_State *L, run *r, int env)
+{
+    if (r->c->pg == NULL) kr_raise(L, "connection", NULL, "the connection was closed during the migration");
+    lua_rawgeti(L, env, ENV_PENDING);
+    int t = lua_gettop(L);
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (int i = 1; i <= r->npending; i++) {
+        if (i > 1) luaL_addstring(&buf, ";\n");
+        lua_rawgeti(L, t, i);
+        luaL_addvalue(&buf);
+    }
+    luaL_pushresult(&buf);
+    lua_newtable(L);
+    lua_rawseti(L, env, ENV_PENDING);
+    r->npending = 0;
+    PGresult *res = kr_execscript(L, r->c, lua_tostring(L, -1));
+    lua_remove(L, t);
+    lua_remove(L, t); /* the query text */
+    return res;
+}
+
+/* Sends what was collected; raises on SQL errors. */
+static void flush(lua_State *L, run *r, int env)
+{
+    if (r->npending == 0) return;
+    if (flush_result(L, r, env) == NULL) lua_error(L);
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+}
+
+/* Runs one statement (online) or appends it to the output (offline); raises on SQL errors.
+ * While batching, a statement that can share a query is collected instead. */
 static void emit(lua_State *L, run *r, int env, const char *sql)
 {
     if (r->has_echo) {
@@ -64,11 +114,16 @@ static void emit(lua_State *L, run *r, int env, const char *sql)
         lua_call(L, 1, 0);
     }
     if (r->offline) {
-        lua_rawgeti(L, env, ENV_OUT);
-        lua_pushstring(L, sql);
-        lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
-        lua_pop(L, 1);
+        append(L, env, ENV_OUT, sql);
         return;
+    }
+    if (r->batching) {
+        if (kr_sql_batchable(sql)) {
+            append(L, env, ENV_PENDING, sql);
+            r->npending++;
+            return;
+        }
+        flush(L, r, env); /* what came before runs first, then this one alone */
     }
     if (r->c->pg == NULL) kr_raise(L, "connection", NULL, "the connection was closed during the migration");
     PGresult *res = kr_execscript(L, r->c, sql);
@@ -103,11 +158,13 @@ static void comment(lua_State *L, body *b, const char *text)
     lua_pop(L, 1);
 }
 
+_Noreturn static void lock_failed(lua_State *L, body *b);
+
 /* The lock statement, with "another process is migrating" when lock_timeout runs out. */
 static void take_lock(lua_State *L, body *b, const char *sql)
 {
     run *r = b->r;
-    if (r->offline || r->c->pg == NULL) {
+    if (r->offline || r->c->pg == NULL || r->batching) {
         emit(L, r, b->env, sql);
         return;
     }
@@ -117,11 +174,15 @@ static void take_lock(lua_State *L, body *b, const char *sql)
         lua_call(L, 1, 0);
     }
     PGresult *res = kr_execscript(L, r->c, sql);
-    if (res) {
-        kr_clearbox((PGresult **)lua_touserdata(L, -1));
-        lua_pop(L, 1);
-        return;
-    }
+    if (res == NULL) lock_failed(L, b);
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+}
+
+/* The error at -1 came from a query that took the lock: a lock_timeout there means another
+ * migrator. Raises. */
+_Noreturn static void lock_failed(lua_State *L, body *b)
+{
     lua_getfield(L, -1, "sqlstate");
     int timed_out = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "55P03") == 0;
     lua_pop(L, 1);
@@ -131,6 +192,7 @@ static void take_lock(lua_State *L, body *b, const char *sql)
                                 b->vtname, b->lock_timeout_text));
     kr_seterrorfield(L, "sqlstate", "55P03");
     lua_error(L);
+    abort(); /* lua_error does not return */
 }
 
 static void create_version_table(lua_State *L, body *b)
@@ -145,9 +207,20 @@ static void create_version_table(lua_State *L, body *b)
  * revision no file provides, and for a changed file when the caller asks. */
 static void read_state(lua_State *L, body *b)
 {
-    if (b->r->offline) return;
+    run *r = b->r;
+    if (r->offline) return;
     lua_pushfstring(L, "SELECT revision, checksum FROM %s", b->vt);
-    PGresult *res = kr_execscript(L, b->r->c, lua_tostring(L, -1));
+    PGresult *res;
+    if (r->batching) {
+        /* the read ends the collected opening (BEGIN, lock, version table): one round trip */
+        append(L, b->env, ENV_PENDING, lua_tostring(L, -1));
+        r->npending++;
+        res = flush_result(L, r, b->env);
+        r->batching = 0;
+        if (res == NULL) lock_failed(L, b);
+    } else {
+        res = kr_execscript(L, r->c, lua_tostring(L, -1));
+    }
     if (res == NULL) lua_error(L);
     memset(b->applied, 0, (size_t)b->g.n + 1);
     for (int row = 0; row < PQntuples(res); row++) {
@@ -168,6 +241,7 @@ static void read_state(lua_State *L, body *b)
 
 static void begin_tx(lua_State *L, body *b)
 {
+    b->r->batching = !b->r->offline; /* read_state sends it all */
     emitf(L, b, "BEGIN");
     b->r->intx = 1;
     if (b->r->c) b->r->c->txdepth = 1; /* conn:transaction() inside a migration makes savepoints */
@@ -261,6 +335,17 @@ static int op_builder(lua_State *L)
 static int op_index(lua_State *L)
 {
     const char *key = luaL_checkstring(L, 2);
+    if (strcmp(key, "db") == 0) {
+        /* The migration reaches the connection itself: what op collected must have run first,
+         * and from here on this migration's statements run one by one, in the order given. */
+        run *r = (run *)lua_touserdata(L, lua_upvalueindex(1));
+        if (r->active && r->batching) {
+            flush(L, r, lua_upvalueindex(2));
+            r->batching = 0;
+        }
+        lua_getfield(L, lua_upvalueindex(2), "db");
+        return 1;
+    }
     lua_getfield(L, lua_upvalueindex(2), "ddl");
     if (!lua_istable(L, -1)) return luaL_error(L, "op.%s: the DDL helpers (kronos.core.ddl) are not available", key);
     lua_getfield(L, -1, key);
@@ -287,8 +372,8 @@ static void make_op(lua_State *L, int run_idx, int env, int conn_idx)
     lua_setfield(L, -2, "execute");
     lua_pushboolean(L, ((run *)lua_touserdata(L, run_idx))->offline);
     lua_setfield(L, -2, "offline");
-    lua_pushvalue(L, conn_idx);
-    lua_setfield(L, -2, "db");
+    lua_pushvalue(L, conn_idx); /* op.db: served by op_index */
+    lua_setfield(L, env, "db");
     lua_createtable(L, 0, 1);
     lua_pushvalue(L, run_idx);
     lua_pushvalue(L, env);
@@ -343,6 +428,7 @@ static void run_step(lua_State *L, body *b, int i, int up)
     kr_push_literal(L, m->rev);
     const char *rev = lua_tostring(L, -1);
     double t0 = now_ms();
+    r->batching = !r->offline && m->transactional; /* one round trip for the whole step */
     if (up && m->transactional) {
         kr_push_literal(L, m->message);
         kr_push_literal(L, m->checksum);
@@ -366,6 +452,8 @@ static void run_step(lua_State *L, body *b, int i, int up)
         emitf(L, b, "INSERT INTO %s (revision, message, checksum) VALUES (%s, %s, %s)", b->vt, rev,
               lua_tostring(L, -2), lua_tostring(L, -1));
     }
+    flush(L, r, b->env);
+    r->batching = 0;
     b->applied[i] = (unsigned char)up;
     lua_pushstring(L, m->rev);
     lua_rawseti(L, b->results, (int)lua_rawlen(L, b->results) + 1);
@@ -672,10 +760,12 @@ static int run_body(lua_State *L)
     b.cmd = strcmp(cmd, "upgrade") == 0 ? CMD_UPGRADE : strcmp(cmd, "downgrade") == 0 ? CMD_DOWNGRADE : CMD_STAMP;
     b.list = 3;
     b.opts = 4;
-    lua_createtable(L, 1, 5); /* env: 7 */
+    lua_createtable(L, 2, 5); /* env: 7 */
     b.env = 7;
     lua_newtable(L);
     lua_rawseti(L, b.env, ENV_OUT);
+    lua_newtable(L);
+    lua_rawseti(L, b.env, ENV_PENDING);
     lua_pushvalue(L, 6);
     lua_setfield(L, b.env, "ddl");
     lua_getfield(L, b.opts, "log");

@@ -49,3 +49,64 @@ long long kr_lock_key(const char *version_table)
     /* two's complement without implementation-defined conversion */
     return k <= 0x7fffffffffffffffULL ? (long long)k : -(long long)(~k) - 1;
 }
+
+/* ---- batching ------------------------------------------------------------------------------ */
+
+static int ident_start(unsigned char ch) { return ch == '_' || ch >= 0x80 || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'); }
+static int ident_char(unsigned char ch) { return ident_start(ch) || ch == '$' || (ch >= '0' && ch <= '9'); }
+
+/* The length of a dollar-quote delimiter ($tag$ or $$) at p, or 0 when p does not start one. */
+static size_t dollar_tag(const char *p)
+{
+    if (*p != '$') return 0;
+    size_t n = 1;
+    if (ident_start((unsigned char)p[1]))
+        while (ident_char((unsigned char)p[n]) && p[n] != '$') n++;
+    return p[n] == '$' ? n + 1 : 0;
+}
+
+/* Whether a statement can be joined to others with ";\n" into one simple-protocol query and
+ * still be read by the server exactly as on its own: it must end outside any string, quoted
+ * identifier, comment or dollar quote. Anything doubtful (a backslash in a string, whose meaning
+ * depends on E'' and standard_conforming_strings) answers no, and the statement runs alone. */
+int kr_sql_batchable(const char *sql)
+{
+    const char *p = sql;
+    while (*p) {
+        unsigned char ch = (unsigned char)*p;
+        if (ident_start(ch)) {
+            while (ident_char((unsigned char)*p)) p++;
+        } else if (ch == '\'' || ch == '"') {
+            for (p++;; p++) {
+                if (*p == '\0' || *p == '\\') return 0;
+                if (*p == (char)ch) {
+                    if (p[1] != (char)ch) break;
+                    p++;
+                }
+            }
+            p++;
+        } else if (ch == '-' && p[1] == '-') {
+            p += strcspn(p, "\n");
+            if (*p == '\0') return 0;
+        } else if (ch == '/' && p[1] == '*') {
+            int depth = 1;
+            for (p += 2; depth > 0; p++) {
+                if (*p == '\0') return 0;
+                if (p[0] == '/' && p[1] == '*') depth++, p++;
+                else if (p[0] == '*' && p[1] == '/') depth--, p++;
+            }
+        } else if (ch == '$' && dollar_tag(p)) {
+            size_t n = dollar_tag(p);
+            const char *end = p + n;
+            for (;; end++) {
+                end = strchr(end, '$');
+                if (end == NULL) return 0;
+                if (strncmp(end, p, n) == 0) break;
+            }
+            p = end + n;
+        } else {
+            p++;
+        }
+    }
+    return 1;
+}
