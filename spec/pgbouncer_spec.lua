@@ -232,4 +232,44 @@ describe("behind PgBouncer in transaction pooling mode", function()
         assert.is_nil(users:get(ada.id))
         assert.equals(5, assert(users:count()))
     end)
+
+    it("never leaves kronos's prepared statements on server connections shared by clients", function()
+        local _, name = H.fresh_db("pgbprep")
+        local burl = bouncer_url_for(url, name)
+        local conns = {}
+        finally(function()
+            for _, c in ipairs(conns) do c:close() end
+            H.drop_db(name)
+        end)
+        for i = 1, 4 do conns[i] = assert(kronos.connect(burl)) end
+        require("kronos.migrate").upgrade { db = conns[1], dir = H.root .. "/migrations" }
+        local servers = {}
+        local function on(c, fn)
+            local users = kronos.users(c)
+            return fn(users)
+        end
+        for round = 1, 25 do
+            for i, c in ipairs(conns) do
+                local email = ("u%d.%d@example.com"):format(i, round)
+                -- c holds one server connection for the transaction; the next client takes another
+                c:transaction(function()
+                    local u = on(c, function(users) return assert(users:create { email = email, first_name = "N" }) end)
+                    local other = conns[i % #conns + 1]
+                    assert(on(other, function(users) return users:count() end))
+                    assert.same(u, on(c, function(users) return assert(users:get(u.id)) end))
+                    assert.same(u, on(c, function(users) return assert(users:find_by_email(email)) end))
+                    servers[assert(c:exec("SELECT pg_backend_pid() AS p"))[1].p] = true
+                    servers[assert(other:exec("SELECT pg_backend_pid() AS p"))[1].p] = true
+                end)
+                assert(on(c, function(users) return users:update(
+                    assert(users:find_by_email(email)).id, { last_name = "L" .. round }) end))
+                local left = assert(c:exec("SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'kronos%'"))
+                assert.equals(0, left[1].n)
+            end
+        end
+        local n = 0
+        for _ in pairs(servers) do n = n + 1 end
+        assert.is_true(n >= 2)
+        assert.equals(100, assert(kronos.users(conns[2]):count()))
+    end)
 end)

@@ -589,6 +589,59 @@ describe("kronos.users", function()
         end)
     end)
 
+    describe("prepared statements on a direct connection", function()
+        local function prepared(conn)
+            return assert(conn:exec("SELECT count(*) AS n FROM pg_prepared_statements WHERE name LIKE 'kronos%'"))[1].n
+        end
+
+        it("are made once per statement and session, and made again when the session lost them", function()
+            local c = assert(kronos.connect(url))
+            finally(function() c:close() end)
+            local u = kronos.users(c)
+            local ada = assert(u:create { email = "ada@example.com", first_name = "Ada" })
+            assert(u:create { email = "bob@example.com", first_name = "Bob" })
+            assert.same(ada, assert(u:get(ada.id)))
+            assert.equal(2, prepared(c)) -- one create (same fields), one get
+            for _, sql in ipairs { "DEALLOCATE ALL", "DISCARD ALL" } do
+                assert(c:exec(sql))
+                assert(c:exec("SET TimeZone TO 'UTC'"))
+                assert.same(ada, assert(u:get(ada.id)))
+                assert(u:create { email = sql:lower():gsub(" ", "") .. "@example.com", first_name = "X" })
+                assert.equal(2, prepared(c))
+            end
+            -- a new session (reset) knows none of them
+            assert(c:reset())
+            assert.equal(0, prepared(c))
+            assert.same(ada, assert(u:get(ada.id)))
+            assert.equal(1, prepared(c))
+            -- inside a transaction block nothing is retried: the caller's transaction failed
+            local ok, err = pcall(c.transaction, c, function()
+                assert(c:exec("DEALLOCATE ALL"))
+                local none, gerr = u:get(ada.id)
+                assert.is_nil(none)
+                assert.equal("26000", gerr.sqlstate)
+                error(gerr)
+            end)
+            assert.is_false(ok)
+            assert.equal("26000", err.sqlstate)
+            assert.same(ada, assert(u:get(ada.id)))
+        end)
+
+        it("follow a change of the table's column types made by another session", function()
+            local c = assert(kronos.connect(url))
+            finally(function()
+                assert(db:exec("ALTER TABLE users ALTER COLUMN first_name TYPE varchar(100)"))
+                c:close()
+            end)
+            local u = kronos.users(c)
+            local ada = assert(u:create { email = "ada@example.com", first_name = "Ada" })
+            assert.same(ada, assert(u:get(ada.id)))
+            assert(db:exec("ALTER TABLE users ALTER COLUMN first_name TYPE varchar(200)"))
+            assert.same(ada, assert(u:get(ada.id)))
+            assert.equal("Bob", assert(u:create { email = "bob@example.com", first_name = "Bob" }).first_name)
+        end)
+    end)
+
     describe("two connections creating the same email at once", function()
         local RACER = [[
             local kronos = require "kronos"

@@ -9,12 +9,18 @@
 #define KR_CONN_CLASS "kronos.connection"
 #define KR_ERROR_CLASS "kronos.error"
 
+#define KR_PREPARED_MAX 96   /* statement ids of kr_prepared_exec: 0 .. KR_PREPARED_MAX - 1 */
+
 typedef struct kr_conn {
     PGconn *pg;        /* NULL once closed */
     int txdepth;       /* nesting of conn:transaction(): 0 = none, 1 = BEGIN, >1 = savepoints */
     int streaming;     /* a conn:rows() iterator has results pending */
     int stream_drain;  /* an abandoned stream is read to its end instead of cancelled */
     unsigned stream_gen; /* bumped by each stream and each interruption, so stale iterators can tell */
+    /* prepared.c: kronos's named prepared statements on this session */
+    int prep_mode;     /* 0 = not checked yet, 1 = usable, -1 = not (a transaction pooler) */
+    int prep_pid;      /* the backend pid they were prepared on; another one = a new session */
+    unsigned char prepared[KR_PREPARED_MAX]; /* by statement id: unprepared, prepared, stale */
 } kr_conn;
 
 #define KR_BYTEA_CLASS "kronos.bytea"
@@ -22,6 +28,7 @@ typedef struct kr_conn {
 /* uuid.c */
 int kr_uuid_valid(const char *s, size_t len);
 void kr_pushuuid(lua_State *L);              /* pushes a new random (v4) UUID string */
+void kr_uuid_format(char out[37]);           /* writes one, lower case, NUL-terminated */
 
 /* aux.c: class checking, errors */
 kr_conn *kr_checkconn(lua_State *L, int idx);            /* raises on a non-connection or a closed one */
@@ -59,6 +66,11 @@ PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_para
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
 int kr_connlost(kr_conn *c);
 void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
+
+/* prepared.c: runs kronos's fixed statement number id (its text never changes for an id) as a
+ * named prepared statement when the session allows it, else as PQexecParams. n text parameters;
+ * like kr_execparams, leaves the boxed result or pushes nil, err and returns NULL. */
+PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char *const *values);
 
 /* Module parts: each adds its functions to the module table at -1. */
 void kr_open_aux(lua_State *L);

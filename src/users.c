@@ -59,20 +59,22 @@ void kr_users_checktable(lua_State *L, int idx, const char *what)
 /* ---- running statements ---------------------------------------------------------------- */
 
 /* Runs sql with n text parameters; the boxed result is left on the stack, or nil, err. */
-PGresult *kr_users_run(lua_State *L, kr_conn *c, const char *sql, int n, const char **values)
+PGresult *kr_users_run(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char **values)
 {
-    int lengths[MAXPARAMS] = {0}, formats[MAXPARAMS] = {0};
-    Oid types[MAXPARAMS] = {0};
-    kr_params p;
-    p.n = n;
-    p.values = values;
-    p.lengths = lengths;
-    p.formats = formats;
-    p.types = types;
-    PGresult *res = kr_execparams(L, c, sql, &p);
+    PGresult *res = kr_prepared_exec(L, c, id, sql, n, values);
     if (res == NULL) kr_users_map_error(L);
     return res;
 }
+
+/* Appends s at *p (the callers' buffers are sized for the longest statement). */
+static void add(char **p, const char *s)
+{
+    size_t len = strlen(s);
+    memcpy(*p, s, len + 1);
+    *p += len;
+}
+
+static const char *const placeholder[MAXPARAMS + 1] = {"$0", "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8"};
 
 void kr_users_pushuser(lua_State *L, const PGresult *res, int row, int names)
 {
@@ -97,10 +99,10 @@ static int one_user(lua_State *L, PGresult *res, int missing_is_error)
 }
 
 /* The SQL of one row change: "UPDATE users SET <cols = $n>, <extra> WHERE id = $1 RETURNING". */
-static int user_statement(lua_State *L, kr_conn *c, const char *sql, const char *id)
+static int user_statement(lua_State *L, kr_conn *c, int st, const char *sql, const char *id)
 {
     const char *values[1] = {id};
-    PGresult *res = kr_users_run(L, c, sql, 1, values);
+    PGresult *res = kr_users_run(L, c, st, sql, 1, values);
     return res ? one_user(L, res, 1) : 2;
 }
 
@@ -117,21 +119,27 @@ static int l_create(lua_State *L)
         lua_insert(L, -2);
         return 2;
     }
-    kr_pushuuid(L);
+    char id[37];
+    kr_uuid_format(id);
     const char *values[MAXPARAMS];
-    values[0] = lua_tostring(L, -1);
-    char cols[256] = "id", args[64] = "$1";
-    int n = 1;
+    values[0] = id;
+    char sql[512], *p = sql;
+    int n = 1, mask = 0;
+    add(&p, "INSERT INTO users (id");
     for (int i = 0; i < KR_USER_NFIELDS; i++) {
         if (!v[i].set) continue;
         values[n++] = v[i].s;
-        size_t cl = strlen(cols), al = strlen(args);
-        snprintf(cols + cl, sizeof cols - cl, ", %s", kr_user_fields[i].name);
-        snprintf(args + al, sizeof args - al, ", $%d", n);
+        mask |= 1 << i;
+        add(&p, ", ");
+        add(&p, kr_user_fields[i].name);
     }
-    char sql[512];
-    snprintf(sql, sizeof sql, "INSERT INTO users (%s) VALUES (%s) RETURNING " COLS, cols, args);
-    PGresult *res = kr_users_run(L, c, sql, n, values);
+    add(&p, ") VALUES ($1");
+    for (int k = 2; k <= n; k++) {
+        add(&p, ", ");
+        add(&p, placeholder[k]);
+    }
+    add(&p, ") RETURNING " COLS);
+    PGresult *res = kr_users_run(L, c, ST_CREATE + mask, sql, n, values);
     return res ? one_user(L, res, 1) : 2;
 }
 
@@ -141,7 +149,7 @@ static int l_get(lua_State *L)
     const char *id = check_id(L, 2);
     if (id == NULL) return fail_field(L, "invalid_uuid", "id", "id is not a UUID%s", "");
     const char *values[1] = {id};
-    PGresult *res = kr_users_run(L, c, "SELECT " COLS " FROM users WHERE id = $1", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_GET, "SELECT " COLS " FROM users WHERE id = $1", 1, values);
     return res ? one_user(L, res, 0) : 2;
 }
 
@@ -158,7 +166,7 @@ static int l_find_by_email(lua_State *L)
         return 2;
     }
     const char *values[1] = {v.s};
-    PGresult *res = kr_users_run(L, c, "SELECT " COLS " FROM users WHERE email = $1", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_FIND_BY_EMAIL, "SELECT " COLS " FROM users WHERE email = $1", 1, values);
     return res ? one_user(L, res, 0) : 2;
 }
 
@@ -177,41 +185,44 @@ static int l_update(lua_State *L)
     }
     const char *values[MAXPARAMS];
     values[0] = id;
-    char sets[256] = "";
-    int n = 1;
+    char sql[512], *p = sql;
+    int n = 1, mask = 0;
+    add(&p, "UPDATE users SET ");
     for (int i = 0; i < KR_USER_NFIELDS; i++) {
         if (!v[i].set) continue;
         values[n++] = v[i].s;
-        size_t sl = strlen(sets);
-        snprintf(sets + sl, sizeof sets - sl, "%s = $%d, ", kr_user_fields[i].name, n);
+        mask |= 1 << i;
+        add(&p, kr_user_fields[i].name);
+        add(&p, " = ");
+        add(&p, placeholder[n]);
+        add(&p, ", ");
     }
-    char sql[512];
-    snprintf(sql, sizeof sql, "UPDATE users SET %s" TOUCH " WHERE id = $1 RETURNING " COLS, sets);
-    PGresult *res = kr_users_run(L, c, sql, n, values);
+    add(&p, TOUCH " WHERE id = $1 RETURNING " COLS);
+    PGresult *res = kr_users_run(L, c, ST_UPDATE + mask, sql, n, values);
     return res ? one_user(L, res, 1) : 2;
 }
 
-static int set_state(lua_State *L, const char *sql)
+static int set_state(lua_State *L, int st, const char *sql)
 {
     kr_conn *c = kr_users_self(L);
     const char *id = check_id(L, 2);
     if (id == NULL) return fail_field(L, "invalid_uuid", "id", "id is not a UUID%s", "");
-    return user_statement(L, c, sql, id);
+    return user_statement(L, c, st, sql, id);
 }
 
 static int l_activate(lua_State *L)
 {
-    return set_state(L, "UPDATE users SET is_active = true, " TOUCH " WHERE id = $1 RETURNING " COLS);
+    return set_state(L, ST_ACTIVATE, "UPDATE users SET is_active = true, " TOUCH " WHERE id = $1 RETURNING " COLS);
 }
 
 static int l_deactivate(lua_State *L)
 {
-    return set_state(L, "UPDATE users SET is_active = false, " TOUCH " WHERE id = $1 RETURNING " COLS);
+    return set_state(L, ST_DEACTIVATE, "UPDATE users SET is_active = false, " TOUCH " WHERE id = $1 RETURNING " COLS);
 }
 
 static int l_record_login(lua_State *L)
 {
-    return set_state(L, "UPDATE users SET last_login = clock_timestamp(), " TOUCH " WHERE id = $1 RETURNING " COLS);
+    return set_state(L, ST_RECORD_LOGIN, "UPDATE users SET last_login = clock_timestamp(), " TOUCH " WHERE id = $1 RETURNING " COLS);
 }
 
 static int l_delete(lua_State *L)
@@ -220,7 +231,7 @@ static int l_delete(lua_State *L)
     const char *id = check_id(L, 2);
     if (id == NULL) return fail_field(L, "invalid_uuid", "id", "id is not a UUID%s", "");
     const char *values[1] = {id};
-    PGresult *res = kr_users_run(L, c, "DELETE FROM users WHERE id = $1", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_DELETE, "DELETE FROM users WHERE id = $1", 1, values);
     if (res == NULL) return 2;
     int deleted = strcmp(PQcmdTuples(res), "0") != 0;
     kr_clearbox((PGresult **)lua_touserdata(L, -1));

@@ -14,6 +14,15 @@
 #define COL_CREATED_AT 7
 #define MAXPARAMS 8
 
+/* Statement ids of the model's fixed SQL (kr_prepared_exec): create and update have one
+ * statement per set of given fields (a bit mask over kr_user_fields). */
+enum {
+    ST_CREATE = 0,        /* + mask, 32 of them */
+    ST_UPDATE = 32,       /* + mask, 32 of them */
+    ST_GET = 64, ST_FIND_BY_EMAIL, ST_ACTIVATE, ST_DEACTIVATE, ST_RECORD_LOGIN, ST_DELETE,
+    ST_LIST, ST_LIST_AFTER, ST_COUNT,
+};
+
 /* The fields a caller may give, in the order they are checked and COPY'd. */
 enum kr_field_kind { K_EMAIL, K_NAME, K_URL, K_BOOL };
 struct kr_user_field {
@@ -42,8 +51,9 @@ int kr_users_check_fields(lua_State *L, int t, kr_fieldval *vals, int need_email
 /* users.c */
 kr_conn *kr_users_self(lua_State *L);   /* self at 1; raises when it is not a users object */
 void kr_users_checktable(lua_State *L, int idx, const char *what);   /* raises naming the argument */
-/* n text parameters; the boxed result is left on the stack, or nil, err (mapped codes). */
-PGresult *kr_users_run(lua_State *L, kr_conn *c, const char *sql, int n, const char **values);
+/* Statement id with n text parameters; the boxed result is left on the stack, or nil, err
+ * (mapped codes). */
+PGresult *kr_users_run(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char **values);
 void kr_users_pushuser(lua_State *L, const PGresult *res, int row, int names);
 
 /* users_list.c, users_batch.c: methods */

@@ -92,7 +92,7 @@ int kr_users_list(lua_State *L)
     char limit[16];
     snprintf(limit, sizeof limit, "%d", o.limit + 1); /* one more row tells whether a page follows */
     const char *values[4] = {o.active, limit, o.ts, o.id};
-    PGresult *res = kr_users_run(L, c,
+    PGresult *res = kr_users_run(L, c, o.after ? ST_LIST_AFTER : ST_LIST,
                         o.after ? "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
                                   " AND created_at >= $3::timestamptz AND (created_at, id) > ($3::timestamptz, $4::uuid)"
                                   " ORDER BY created_at, id LIMIT $2"
@@ -149,7 +149,7 @@ int kr_users_count(lua_State *L)
         return 2;
     }
     const char *values[1] = {o.active};
-    PGresult *res = kr_users_run(L, c, "SELECT count(*) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_COUNT, "SELECT count(*) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)", 1, values);
     if (res == NULL) return 2;
     kr_pushvalue(L, res, 0, 0);
     kr_clearbox((PGresult **)lua_touserdata(L, -2));

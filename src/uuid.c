@@ -4,12 +4,17 @@
 
 #include "kronos.h"
 
-void kr_pushuuid(lua_State *L)
+void kr_uuid_format(char out[37])
 {
     uuid_t u;
-    char text[37];
     uuid_generate_random(u);
-    uuid_unparse_lower(u, text);
+    uuid_unparse_lower(u, out);
+}
+
+void kr_pushuuid(lua_State *L)
+{
+    char text[37];
+    kr_uuid_format(text);
     lua_pushlstring(L, text, 36);
 }
 
