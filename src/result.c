@@ -93,32 +93,39 @@ static void push_bytea(lua_State *L, const char *s, size_t len)
     PQfreemem(raw);
 }
 
-void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col)
+/* What a column's text becomes, decided once per column from its type. */
+enum { KIND_TEXT, KIND_BOOL, KIND_INT, KIND_FLOAT, KIND_BYTEA, KIND_TIMESTAMPTZ };
+
+static unsigned char kind_of(Oid type)
 {
-    if (PQgetisnull(res, row, col)) {
-        lua_pushnil(L);
-        return;
+    switch (type) {
+    case BOOLOID: return KIND_BOOL;
+    case INT2OID: case INT4OID: case INT8OID: case OIDOID: return KIND_INT;
+    case FLOAT4OID: case FLOAT8OID: return KIND_FLOAT;
+    case BYTEAOID: return KIND_BYTEA;
+    case TIMESTAMPTZOID: return KIND_TIMESTAMPTZ;
+    /* text, varchar, numeric (exact as a string), uuid, date, json, arrays, ... */
+    default: return KIND_TEXT;
     }
-    const char *s = PQgetvalue(res, row, col);
-    size_t len = (size_t)PQgetlength(res, row, col);
-    switch (PQftype(res, col)) {
-    case BOOLOID:
+}
+
+/* s is a non-NULL value's text as libpq holds it (NUL-terminated, len bytes). */
+static void push_text_as(lua_State *L, unsigned char kind, const char *s, size_t len)
+{
+    switch (kind) {
+    case KIND_BOOL:
         lua_pushboolean(L, s[0] == 't');
         break;
-    case INT2OID:
-    case INT4OID:
-    case INT8OID:
-    case OIDOID:
+    case KIND_INT:
         push_int8(L, s, len);
         break;
-    case FLOAT4OID:
-    case FLOAT8OID:
+    case KIND_FLOAT:
         lua_pushnumber(L, (lua_Number)kr_parse_double(s)); /* NaN, Infinity, -Infinity too */
         break;
-    case BYTEAOID:
+    case KIND_BYTEA:
         push_bytea(L, s, len);
         break;
-    case TIMESTAMPTZOID: {
+    case KIND_TIMESTAMPTZ: {
         char iso[KR_ISO_MAX];
         size_t n = len < KR_ISO_MAX ? kr_iso_timestamptz(s, len, iso) : 0;
         if (n > 0)
@@ -127,9 +134,19 @@ void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col)
             lua_pushlstring(L, s, len);
         break;
     }
-    default: /* text, varchar, numeric (exact as a string), uuid, date, json, arrays, ... */
+    default:
         lua_pushlstring(L, s, len);
     }
+}
+
+void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col)) {
+        lua_pushnil(L);
+        return;
+    }
+    push_text_as(L, kind_of(PQftype(res, col)), PQgetvalue(res, row, col),
+                 (size_t)PQgetlength(res, row, col));
 }
 
 void kr_pushcolnames(lua_State *L, const PGresult *res)
@@ -142,29 +159,59 @@ void kr_pushcolnames(lua_State *L, const PGresult *res)
     }
 }
 
-/* names_idx: an array of column names (kr_pushcolnames), so each key is reused, not re-interned. */
+/* names_idx: an array of column names (kr_pushcolnames), so each key is reused, not re-interned.
+ * A NULL leaves its key out, as storing nil would. */
 void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx)
 {
+    names_idx = lua_absindex(L, names_idx);
     lua_createtable(L, 0, ncols);
     for (int j = 0; j < ncols; j++) {
+        if (PQgetisnull(res, row, j)) continue;
         lua_rawgeti(L, names_idx, j + 1);
-        kr_pushvalue(L, res, row, j);
+        push_text_as(L, kind_of(PQftype(res, j)), PQgetvalue(res, row, j),
+                     (size_t)PQgetlength(res, row, j));
         lua_rawset(L, -3);
+    }
+}
+
+/* The rows of a whole result. The column names stay on the stack at names+0 .. names+ncols-1
+ * (lua_pushvalue is cheaper than a table lookup per value) and each column's conversion is
+ * chosen once. Only an empty text can be NULL, so PQgetisnull is asked only then. */
+static void push_rows_body(lua_State *L, const PGresult *res, const unsigned char *kinds, int names)
+{
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    lua_createtable(L, nrows, 2);
+    for (int i = 0; i < nrows; i++) {
+        lua_createtable(L, 0, ncols);
+        for (int j = 0; j < ncols; j++) {
+            const char *s = PQgetvalue(res, i, j);
+            int len = PQgetlength(res, i, j);
+            if (len == 0 && PQgetisnull(res, i, j)) continue;
+            lua_pushvalue(L, names + j);
+            push_text_as(L, kinds[j], s, (size_t)len);
+            lua_rawset(L, -3);
+        }
+        lua_rawseti(L, -2, i + 1);
     }
 }
 
 void kr_pushrows(lua_State *L, const PGresult *res)
 {
-    int nrows = PQntuples(res), ncols = PQnfields(res);
-    luaL_checkstack(L, 8, "pushing rows");
-    kr_pushcolnames(L, res);
-    int names = lua_gettop(L);
-    lua_createtable(L, nrows, 2);
-    for (int i = 0; i < nrows; i++) {
-        kr_pushrow(L, res, i, ncols, names);
-        lua_rawseti(L, -2, i + 1);
+    int ncols = PQnfields(res), top = lua_gettop(L);
+    luaL_checkstack(L, ncols + 8, "pushing rows");
+    unsigned char few[32], *kinds = few;
+    if (ncols > (int)sizeof few) kinds = (unsigned char *)lua_newuserdata(L, (size_t)ncols);
+    int names = lua_gettop(L) + 1;
+    for (int j = 0; j < ncols; j++) {
+        kinds[j] = kind_of(PQftype(res, j));
+        lua_pushstring(L, PQfname(res, j));
     }
-    lua_pushvalue(L, names);
+    push_rows_body(L, res, kinds, names);
+    lua_createtable(L, ncols, 0);
+    for (int j = 0; j < ncols; j++) {
+        lua_pushvalue(L, names + j);
+        lua_rawseti(L, -2, j + 1);
+    }
     lua_setfield(L, -2, "columns");
     const char *affected = PQcmdTuples((PGresult *)res);
     long long n;
@@ -172,5 +219,8 @@ void kr_pushrows(lua_State *L, const PGresult *res)
         lua_pushinteger(L, (lua_Integer)n);
         lua_setfield(L, -2, "affected");
     }
-    lua_remove(L, names);
+    if (lua_gettop(L) > top + 1) { /* drop the names (and kinds) below the rows */
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+    }
 }
