@@ -50,7 +50,43 @@ static int expect(const char **p, const char *end, char c)
     return 0;
 }
 
-size_t kr_iso_timestamptz(const char *in, size_t len, char *out)
+static int is_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+static int two(const char *s) { return (s[0] - '0') * 10 + (s[1] - '0'); }
+
+/* What a UTC session is sent: "YYYY-MM-DD HH:MM:SS[.f{1,6}]+00", a four-digit year, a real
+ * calendar date, no leap second. Its UTC form only moves characters; any other text (another
+ * offset, BC, a longer year, out-of-range fields) returns 0 and takes the general path, which
+ * gives the same result for every text accepted here. */
+static size_t iso_utc(const char *in, size_t len, char *out)
+{
+    static const unsigned char mdays[13] = {0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (len < 22 || len == 23 || len > 29 || memcmp(in + len - 3, "+00", 3) != 0) return 0;
+    if (in[4] != '-' || in[7] != '-' || in[10] != ' ' || in[13] != ':' || in[16] != ':') return 0;
+    if (!is_digits(in, 4) || !is_digits(in + 5, 2) || !is_digits(in + 8, 2) || !is_digits(in + 11, 2) ||
+        !is_digits(in + 14, 2) || !is_digits(in + 17, 2))
+        return 0;
+    if (len > 22 && (in[19] != '.' || !is_digits(in + 20, len - 23))) return 0;
+    int mo = two(in + 5), d = two(in + 8);
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo] || two(in + 11) > 23 || two(in + 14) > 59 ||
+        two(in + 17) > 59)
+        return 0;
+    if (mo == 2 && d == 29) {
+        int y = two(in) * 100 + two(in + 2);
+        if (y % 4 != 0 || (y % 100 == 0 && y % 400 != 0)) return 0;
+    }
+    memcpy(out, in, len - 3);
+    out[10] = 'T';
+    out[len - 3] = 'Z';
+    return len - 2;
+}
+
+static size_t iso_general(const char *in, size_t len, char *out)
 {
     const char *p = in, *end = in + len, *frac = NULL;
     long long y, mo, d, h, mi, s, oh, om = 0, os = 0;
@@ -101,6 +137,12 @@ size_t kr_iso_timestamptz(const char *in, size_t len, char *out)
     }
     *o++ = 'Z';
     return (size_t)(o - out);
+}
+
+size_t kr_iso_timestamptz(const char *in, size_t len, char *out)
+{
+    size_t n = iso_utc(in, len, out);
+    return n > 0 ? n : iso_general(in, len, out);
 }
 
 static int hexval(char c)
