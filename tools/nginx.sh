@@ -1,6 +1,6 @@
 #!/bin/sh
 # A private nginx (with the Lua module) for tests and for trying the OpenResty example.
-#   nginx.sh start DIR [CONF]  make DIR the nginx prefix (conf/, logs/, tmp/, links to the
+#   nginx.sh start DIR [CONF]  make DIR the nginx prefix (conf/, logs/, tmp/, copies of the
 #                              kronos tree), copy CONF (default examples/openresty/nginx.conf)
 #                              with its `listen 127.0.0.1:8080` moved to a free loopback port,
 #                              start nginx (daemon, pid in DIR/logs/nginx.pid) and print its
@@ -8,7 +8,7 @@
 #                              the tail of DIR/logs/error.log goes to stderr.
 #   nginx.sh stop DIR          stop it (TERM, then KILL after a bounded wait); always safe
 # nginx gets the caller's DATABASE_URL and KRONOS_MIGRATIONS through its `env` directives.
-# As root, the workers run as nobody: DIR and what it links to must be world-readable.
+# As root, the workers run as nobody: DIR and the copies of the kronos tree in it are world-readable.
 set -eu
 cmd=${1:-}; dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then echo "usage: nginx.sh start DIR [CONF] | stop DIR" >&2; exit 2; fi
@@ -35,10 +35,15 @@ start)
     chmod 755 "$dir"
     # The prefix mirrors an installed layout: lua/ (kronos), lib/ (kronos.core for LuaJIT),
     # app/ (the example's handlers), migrations/.
-    ln -sfn "$root/lua" "$dir/lua"
-    ln -sfn "$root/build/luajit" "$dir/lib"
-    ln -sfn "$root/examples/openresty/lua" "$dir/app"
-    ln -sfn "$root/migrations" "$dir/migrations"
+    # Copies, not links: the checkout may sit under a directory the workers (nobody) cannot
+    # enter, such as /root.
+    rm -rf "$dir/lua" "$dir/lib" "$dir/app" "$dir/migrations"
+    mkdir -p "$dir/lib/kronos"
+    cp -R "$root/lua" "$dir/lua"
+    cp "$root/build/luajit/kronos/core.so" "$dir/lib/kronos/core.so"
+    cp -R "$root/examples/openresty/lua" "$dir/app"
+    cp -R "$root/migrations" "$dir/migrations"
+    chmod -R a+rX "$dir/lua" "$dir/lib" "$dir/app" "$dir/migrations"
     # nginx and curl are not built with the sanitizers some suite runs preload.
     unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
     tries=0
