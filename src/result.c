@@ -195,7 +195,7 @@ static void push_rows_body(lua_State *L, const PGresult *res, const unsigned cha
     }
 }
 
-void kr_pushrows(lua_State *L, const PGresult *res)
+static void push_rows(lua_State *L, const PGresult *res)
 {
     int ncols = PQnfields(res), top = lua_gettop(L);
     luaL_checkstack(L, ncols + 8, "pushing rows");
@@ -224,3 +224,37 @@ void kr_pushrows(lua_State *L, const PGresult *res)
         lua_settop(L, top + 1);
     }
 }
+
+#if LUA_VERSION_NUM >= 504
+/* Results this big are built with Lua 5.4's collector paused: every object made stays reachable
+ * from the rows, so a collection meanwhile would only traverse them (again and again as the
+ * heap grows) without freeing anything. */
+#define KR_PAUSE_GC_VALUES 4096
+
+static int push_rows_protected(lua_State *L)
+{
+    push_rows(L, (const PGresult *)lua_touserdata(L, 1));
+    return 1;
+}
+
+void kr_pushrows(lua_State *L, const PGresult *res)
+{
+    if ((long long)PQntuples(res) * PQnfields(res) < KR_PAUSE_GC_VALUES || !lua_gc(L, LUA_GCISRUNNING)) {
+        push_rows(L, res);
+        return;
+    }
+    /* Under lua_pcall, so that the collector restarts even when the build raises (memory). */
+    lua_pushcfunction(L, push_rows_protected);
+    lua_pushlightuserdata(L, (void *)res);
+    lua_gc(L, LUA_GCSTOP);
+    int status = lua_pcall(L, 1, 1, 0);
+    lua_gc(L, LUA_GCRESTART);
+    if (status != LUA_OK) lua_error(L);
+}
+#else
+/* LuaJIT: its collector is left alone. */
+void kr_pushrows(lua_State *L, const PGresult *res)
+{
+    push_rows(L, res);
+}
+#endif
