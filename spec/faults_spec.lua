@@ -6,22 +6,8 @@ local kronos = require "kronos"
 local migrate = require "kronos.migrate"
 local H = require "spec.helper"
 
-local function shell_quote(s)
-    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function tmpdir()
-    local p = io.popen("mktemp -d /tmp/kronos-faults.XXXXXX")
-    local dir = p:read("*l")
-    p:close()
-    return dir
-end
-
-local function write(path, text)
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
-end
+local shell_quote, write = H.shell_quote, H.write_file
+local function tmpdir() return H.tmpdir("faults") end
 
 -- A migration file: revision, its parent, a body for up (Lua source using op), a table to drop.
 local function migration(dir, file, rev, down, up_body, down_body)

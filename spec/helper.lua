@@ -45,4 +45,40 @@ function H.run(cmd)
     return code, (out:gsub("::%d+%s*$", ""))
 end
 
+function H.trim(s)
+    return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- A shell word.
+function H.shell_quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Runs a shell command that must succeed; returns its trimmed output.
+function H.sh(cmd)
+    local code, out = H.run(cmd)
+    assert(code == 0, ("command failed (%s): %s\n%s"):format(tostring(code), cmd, out))
+    return H.trim(out)
+end
+
+-- The file's bytes, or nil when it cannot be read.
+function H.read_file(path)
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    local s = f:read("a")
+    f:close()
+    return s
+end
+
+function H.write_file(path, s)
+    local f = assert(io.open(path, "wb"))
+    f:write(s)
+    f:close()
+end
+
+-- A new private directory under /tmp (the caller removes it).
+function H.tmpdir(tag)
+    return H.sh("mktemp -d /tmp/kronos-" .. (tag or "spec") .. ".XXXXXX")
+end
+
 return H

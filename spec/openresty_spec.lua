@@ -4,30 +4,7 @@ local H = require "spec.helper"
 local kronos = require "kronos"
 local cjson = require "cjson.safe"
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
--- A shell word.
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-    local code, out = H.run(cmd)
-    assert(code == 0, ("command failed (%s): %s\n%s"):format(tostring(code), cmd, out))
-    return trim(out)
-end
-
-local function slurp(path)
-    local f = io.open(path, "rb")
-    if not f then return nil end
-    local s = f:read("a")
-    f:close()
-    return s
-end
-
-local function spit(path, s)
-    local f = assert(io.open(path, "wb"))
-    f:write(s)
-    f:close()
-end
+local trim, q, sh, slurp, spit = H.trim, H.shell_quote, H.sh, H.read_file, H.write_file
 
 local nginx_sh = H.root .. "/tools/nginx.sh"
 -- curl, nginx are not built with the sanitizers a memory-checked run preloads

@@ -10,9 +10,7 @@ local port = assert(H.base_url:match(":(%d+)/"), "the harness serves on a TCP po
 local secret = "Sx9-" .. kronos.uuid():sub(1, 8) .. "-pw"
 local wrong = "Wr0ng-" .. kronos.uuid():sub(1, 8)
 
-local function shell_quote(s)
-    return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = H.shell_quote
 
 -- Runs the CLI from the checkout with the given environment prefix; returns code, output.
 local function cli(env, args)
