@@ -13,9 +13,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "fuzz.h"
 #include "kronos.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 /* Nothing from the environment may point libpq elsewhere or carry another password. */
@@ -31,14 +31,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 #define NOWHERE "/nonexistent/kronos-fuzz"
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "property failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-            abort();                                                                   \
-        }                                                                              \
-    } while (0)
 
 /* A string that could send libpq elsewhere than NOWHERE (or read a service file) is skipped. */
 static int stays_local(const char *conninfo, int host_pinned)

@@ -8,17 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fuzz.h"
 #include "validate.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "property failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-            abort();                                                                   \
-        }                                                                              \
-    } while (0)
 
 /* Reference decoder, written from RFC 3629's table: code points of strict UTF-8, or -1.
  * NUL is refused too, since PostgreSQL text cannot hold it. */

@@ -10,18 +10,9 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "fuzz.h"
 #include "kronos.h"
 #include "convert.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            fprintf(stderr, "property failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
-            abort();                                                                   \
-        }                                                                              \
-    } while (0)
 
 /* bool, bytea, int8, int2, int4, oid, float4, float8, timestamptz, numeric, text, uuid, date */
 static const Oid types[] = {16, 17, 20, 21, 23, 26, 700, 701, 1184, 1700, 25, 2950, 1082};
