@@ -1,4 +1,5 @@
-/* users:create_many: every entry validated, then one COPY (all or nothing). */
+/* users:create_many: every entry validated into one COPY text buffer, then one COPY (all or
+ * nothing). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,25 +7,50 @@
 
 #include "users.h"
 
-/* ---- create_many ----------------------------------------------------------------------- */
+#define COPY_CHUNK 65536
+
+/* A growing byte buffer in a Lua userdata at stack slot `slot` (so nothing leaks if Lua raises). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int slot;
+} copybuf;
+
+static void buf_reserve(lua_State *L, copybuf *b, size_t more)
+{
+    if (b->len + more <= b->cap) return;
+    size_t cap = b->cap * 2;
+    while (cap < b->len + more) cap *= 2;
+    char *p = (char *)lua_newuserdata(L, cap);
+    memcpy(p, b->p, b->len);
+    lua_replace(L, b->slot); /* the old one is garbage now */
+    b->p = p;
+    b->cap = cap;
+}
 
 /* One value in COPY text format: \N for NULL, backslash escapes for what would break a row. */
-static void add_copy_value(luaL_Buffer *b, const char *s, size_t len, const char *absent)
+static void add_copy_value(lua_State *L, copybuf *b, const char *s, size_t len, const char *absent)
 {
-    if (s == NULL) {
-        luaL_addstring(b, absent);
+    if (s == NULL) { /* written as is: \N or a default */
+        len = strlen(absent);
+        buf_reserve(L, b, len);
+        memcpy(b->p + b->len, absent, len);
+        b->len += len;
         return;
     }
+    buf_reserve(L, b, 2 * len);
+    char *out = b->p + b->len;
     for (size_t i = 0; i < len; i++) {
         char ch = s[i];
         switch (ch) {
-        case '\\': luaL_addstring(b, "\\\\"); break;
-        case '\t': luaL_addstring(b, "\\t"); break;
-        case '\n': luaL_addstring(b, "\\n"); break;
-        case '\r': luaL_addstring(b, "\\r"); break;
-        default: luaL_addchar(b, ch);
+        case '\\': *out++ = '\\'; *out++ = '\\'; break;
+        case '\t': *out++ = '\\'; *out++ = 't'; break;
+        case '\n': *out++ = '\\'; *out++ = 'n'; break;
+        case '\r': *out++ = '\\'; *out++ = 'r'; break;
+        default: *out++ = ch;
         }
     }
+    b->len = (size_t)(out - b->p);
 }
 
 /* err at -1 (batch entry i): names the entry. */
@@ -38,108 +64,77 @@ static void set_index(lua_State *L, lua_Integer i)
     lua_pop(L, 1);
 }
 
-/* Validates every entry, checks emails are unique in the batch, and leaves at 3 the COPY line of
- * each entry and at 4 a table email -> index. Returns 0 with the error object at -1 otherwise. */
-static int prepare_batch(lua_State *L, lua_Integer n)
+/* Validates every entry and writes its COPY line (a new UUID first) into b. Returns 0 with the
+ * error object at -1 for the first entry that is not valid. */
+static int prepare_batch(lua_State *L, lua_Integer n, copybuf *b)
 {
-    lua_createtable(L, n < 1000000 ? (int)n : 1000000, 0);
-    lua_createtable(L, 0, n < 1000000 ? (int)n : 1000000);
+    int top = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, (int)i);
-        if (!lua_istable(L, 5)) {
-            kr_users_error(L, "invalid_type", NULL, "must be a table of fields, got %s", luaL_typename(L, 5));
+        if (!lua_istable(L, top + 1)) {
+            kr_users_error(L, "invalid_type", NULL, "must be a table of fields, got %s", luaL_typename(L, top + 1));
             set_index(L, i);
             return 0;
         }
         kr_fieldval v[KR_USER_NFIELDS];
-        if (!kr_users_check_fields(L, 5, v, 1)) {
+        if (!kr_users_check_fields(L, top + 1, v, 1)) {
             set_index(L, i);
             return 0;
         }
-        lua_pushvalue(L, 6);
-        lua_rawget(L, 4);
-        if (!lua_isnil(L, -1)) {
-            kr_users_error(L, "duplicate_email", "email", "email %s is also entry %d's", lua_tostring(L, 6),
-                             (int)lua_tointeger(L, -1));
-            set_index(L, i);
-            return 0;
-        }
-        lua_pop(L, 1);
-        lua_pushvalue(L, 6);
-        lua_pushinteger(L, i);
-        lua_rawset(L, 4);
-        kr_pushuuid(L);
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        luaL_addlstring(&b, lua_tostring(L, 7), 36);
+        buf_reserve(L, b, 37);
+        kr_uuid_format(b->p + b->len);
+        b->len += 36;
         for (int k = 0; k < KR_USER_NFIELDS; k++) {
-            luaL_addchar(&b, '\t');
+            buf_reserve(L, b, 1);
+            b->p[b->len++] = '\t';
             /* COPY's column order is kr_user_fields' order; an absent is_active gets the table's default */
-            add_copy_value(&b, v[k].set ? v[k].s : NULL, v[k].len, kr_user_fields[k].kind == K_BOOL ? "true" : "\\N");
+            add_copy_value(L, b, v[k].set ? v[k].s : NULL, v[k].len, kr_user_fields[k].kind == K_BOOL ? "true" : "\\N");
         }
-        luaL_addchar(&b, '\n');
-        luaL_pushresult(&b);
-        lua_rawseti(L, 3, (int)i);
-        lua_settop(L, 4);
+        buf_reserve(L, b, 1);
+        b->p[b->len++] = '\n';
+        lua_settop(L, top); /* the normalized email is in the buffer now */
     }
     return 1;
 }
 
-/* After a unique violation during COPY: err.index from the key the server names in err.detail
- * ("Key (email)=(x) already exists."; only the parenthesized parts are read, not the words). */
-static void index_from_detail(lua_State *L, int seen)
+/* The entry a COPY error happened on: the server's context says "COPY users, line N". */
+static lua_Integer failed_line(const PGresult *r)
 {
-    lua_Integer index = 0;
-    lua_getfield(L, -1, "detail");
-    const char *d = lua_tostring(L, -1);
-    const char *start = d ? strstr(d, ")=(") : NULL;
-    const char *end = d ? strrchr(d, ')') : NULL;
-    if (start && end && end > start + 3) {
-        lua_pushlstring(L, start + 3, (size_t)(end - start - 3));
-        lua_rawget(L, seen);
-        if (lua_type(L, -1) == LUA_TNUMBER) index = lua_tointeger(L, -1);
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    if (index > 0) set_index(L, index);
+    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
+    const char *at = ctx ? strstr(ctx, "COPY users, line ") : NULL;
+    return at ? (lua_Integer)strtoll(at + 17, NULL, 10) : 0;
 }
 
-static int copy_batch(lua_State *L, kr_conn *c, lua_Integer n)
+/* nil, err from a failed COPY result (mapped codes; err.index from the server's context). */
+static int copy_failed(lua_State *L, kr_conn *c, PGresult *r, PGresult **box)
+{
+    kr_fail_result(L, c, r);
+    lua_Integer line = failed_line(r);
+    kr_clearbox(box);
+    kr_users_map_error(L);
+    if (line > 0) set_index(L, line);
+    return 2;
+}
+
+static int copy_batch(lua_State *L, kr_conn *c, const copybuf *b)
 {
     kr_endstream(c);
     PGresult *r = PQexec(c->pg, "COPY users (id, email, first_name, last_name, profile_image_url, is_active) FROM STDIN");
     PGresult **box = kr_boxresult(L, r);
-    if (r == NULL || PQresultStatus(r) != PGRES_COPY_IN) {
-        kr_fail_result(L, c, r);
-        kr_clearbox(box);
-        kr_users_map_error(L);
-        return 2;
-    }
+    if (r == NULL || PQresultStatus(r) != PGRES_COPY_IN) return copy_failed(L, c, r, box);
     kr_clearbox(box);
     lua_pop(L, 1);
     int sent = 1;
-    for (lua_Integer i = 1; i <= n && sent; i++) {
-        size_t len;
-        lua_rawgeti(L, 3, (int)i);
-        const char *line = lua_tolstring(L, -1, &len);
-        sent = PQputCopyData(c->pg, line, (int)len) == 1;
-        lua_pop(L, 1);
+    for (size_t off = 0; off < b->len && sent; off += COPY_CHUNK) {
+        size_t len = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
+        sent = PQputCopyData(c->pg, b->p + off, (int)len) == 1;
     }
     PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed");
     r = PQgetResult(c->pg);
     box = kr_boxresult(L, r);
     PGresult *extra;
     while ((extra = PQgetResult(c->pg)) != NULL) PQclear(extra);
-    if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
-        kr_fail_result(L, c, r);
-        kr_clearbox(box);
-        kr_users_map_error(L);
-        lua_getfield(L, -1, "code");
-        int dup = strcmp(lua_tostring(L, -1), "duplicate_email") == 0;
-        lua_pop(L, 1);
-        if (dup) index_from_detail(L, 4);
-        return 2;
-    }
+    if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) return copy_failed(L, c, r, box);
     lua_Integer created = (lua_Integer)strtoll(PQcmdTuples(r), NULL, 10);
     kr_clearbox(box);
     lua_pushinteger(L, created);
@@ -147,7 +142,8 @@ static int copy_batch(lua_State *L, kr_conn *c, lua_Integer n)
 }
 
 /* users:create_many(list) -> count | nil, err: one COPY, so the batch is written whole or not
- * at all; every entry is validated before anything is sent. */
+ * at all; every entry is validated before anything is sent. A duplicate email, within the batch
+ * or against the table, is the server's unique violation: err.index is the entry it hit. */
 int kr_users_create_many(lua_State *L)
 {
     kr_conn *c = kr_users_self(L);
@@ -159,11 +155,15 @@ int kr_users_create_many(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
-    if (!prepare_batch(L, n)) {
+    copybuf b;
+    b.cap = (size_t)(n < 100000 ? n : 100000) * 96;
+    b.len = 0;
+    b.p = (char *)lua_newuserdata(L, b.cap);
+    b.slot = lua_gettop(L);
+    if (!prepare_batch(L, n, &b)) {
         lua_pushnil(L);
         lua_insert(L, -2);
         return 2;
     }
-    return copy_batch(L, c, n);
+    return copy_batch(L, c, &b);
 }
-
