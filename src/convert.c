@@ -176,6 +176,15 @@ int kr_parse_int8(const char *in, size_t len, long long *out)
     unsigned long long v = 0, limit;
     if (len > 0 && (in[0] == '-' || in[0] == '+')) neg = in[0] == '-', i = 1;
     if (i == len) return 0;
+    if (len - i <= 18) { /* below 10^18: no overflow to check for */
+        for (; i < len; i++) {
+            unsigned dgt = (unsigned)(unsigned char)in[i] - '0';
+            if (dgt > 9) return 0;
+            v = v * 10 + dgt;
+        }
+        *out = neg ? -(long long)v : (long long)v;
+        return 1;
+    }
     limit = neg ? 9223372036854775808ULL : 9223372036854775807ULL;
     for (; i < len; i++) {
         if (in[i] < '0' || in[i] > '9') return 0;
