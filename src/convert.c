@@ -1,4 +1,5 @@
 /* Server text -> exact values (see convert.h). */
+#include <float.h>
 #include <locale.h>
 #include <math.h>
 #include <stdio.h>
@@ -224,8 +225,54 @@ size_t kr_format_double(double d, char *out)
     return strlen(out);
 }
 
+/* Clinger's fast path: when the digits make an integer m <= 2^53 and the decimal exponent e is
+ * within 22, m and 10^|e| are both exact doubles, so the one IEEE multiplication or division
+ * m * 10^e (m / 10^-e) rounds the exact decimal value once, as strtod does (in whatever rounding
+ * mode is current, as strtod honours it too). Needs double arithmetic without extra precision
+ * (FLT_EVAL_METHOD 0). Returns 0 for any other text: strtod then decides. */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static int parse_double_exact(const char *p, double *out)
+{
+    static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    unsigned long long m = 0;
+    int neg = *p == '-', ndigits = 0, any = 0, e = 0;
+    p += neg;
+    for (; is_digit(*p); p++, any = 1) {
+        if (m == 0 && *p == '0') continue; /* leading zeros are not significant */
+        if (++ndigits > 19) return 0;      /* 19 digits still fit in 64 bits */
+        m = m * 10 + (unsigned)(*p - '0');
+    }
+    if (*p == '.')
+        for (p++; is_digit(*p); p++, any = 1, e--) {
+            if (m == 0 && *p == '0') continue;
+            if (++ndigits > 19) return 0;
+            m = m * 10 + (unsigned)(*p - '0');
+        }
+    if (!any) return 0;
+    if (*p == 'e' || *p == 'E') {
+        int eneg = p[1] == '-', x = 0, k = 0;
+        p += 1 + (p[1] == '-' || p[1] == '+');
+        for (; is_digit(*p) && k < 4; p++, k++) x = x * 10 + (*p - '0');
+        if (k == 0) return 0;
+        e += eneg ? -x : x;
+    }
+    if (*p != '\0' || m > (1ULL << 53) || e < -22 || e > 22) return 0;
+    double v = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
+    *out = neg ? -v : v;
+    return 1;
+}
+#else
+static int parse_double_exact(const char *p, double *out) { (void)p; (void)out; return 0; }
+#endif
+
 double kr_parse_double(const char *in)
 {
+    double fast;
+    if (parse_double_exact(in, &fast)) return fast;
     const char *dp = localeconv()->decimal_point;
     if (strcmp(dp, ".") == 0 || strlen(in) >= KR_DOUBLE_MAX) return strtod(in, NULL);
     char buf[KR_DOUBLE_MAX + 8];
