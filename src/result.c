@@ -176,20 +176,50 @@ void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names
 
 /* The rows of a whole result. The column names stay on the stack at names+0 .. names+ncols-1
  * (lua_pushvalue is cheaper than a table lookup per value) and each column's conversion is
- * chosen once. Only an empty text can be NULL, so PQgetisnull is asked only then. */
+ * chosen once. Only an empty text can be NULL, so PQgetisnull is asked only then. Each row
+ * table is sized for its non-NULL values (Lua rounds up to a power of two: 7 values take 8
+ * slots, not the 16 that 9 columns would), so the row's values are looked up first. */
+#define KR_ROW_AHEAD 64
+
+static int row_values(const PGresult *res, int row, int ncols, const char **vals, int *lens)
+{
+    int present = 0;
+    for (int j = 0; j < ncols; j++) {
+        vals[j] = PQgetvalue(res, row, j);
+        lens[j] = PQgetlength(res, row, j);
+        if (lens[j] == 0 && PQgetisnull(res, row, j))
+            vals[j] = NULL;
+        else
+            present++;
+    }
+    return present;
+}
+
 static void push_rows_body(lua_State *L, const PGresult *res, const unsigned char *kinds, int names)
 {
     int nrows = PQntuples(res), ncols = PQnfields(res);
+    const char *vals[KR_ROW_AHEAD];
+    int lens[KR_ROW_AHEAD];
     lua_createtable(L, nrows, 2);
     for (int i = 0; i < nrows; i++) {
-        lua_createtable(L, 0, ncols);
-        for (int j = 0; j < ncols; j++) {
-            const char *s = PQgetvalue(res, i, j);
-            int len = PQgetlength(res, i, j);
-            if (len == 0 && PQgetisnull(res, i, j)) continue;
-            lua_pushvalue(L, names + j);
-            push_text_as(L, kinds[j], s, (size_t)len);
-            lua_rawset(L, -3);
+        if (ncols <= KR_ROW_AHEAD) {
+            lua_createtable(L, 0, row_values(res, i, ncols, vals, lens));
+            for (int j = 0; j < ncols; j++) {
+                if (vals[j] == NULL) continue;
+                lua_pushvalue(L, names + j);
+                push_text_as(L, kinds[j], vals[j], (size_t)lens[j]);
+                lua_rawset(L, -3);
+            }
+        } else {
+            lua_createtable(L, 0, ncols);
+            for (int j = 0; j < ncols; j++) {
+                const char *s = PQgetvalue(res, i, j);
+                int len = PQgetlength(res, i, j);
+                if (len == 0 && PQgetisnull(res, i, j)) continue;
+                lua_pushvalue(L, names + j);
+                push_text_as(L, kinds[j], s, (size_t)len);
+                lua_rawset(L, -3);
+            }
         }
         lua_rawseti(L, -2, i + 1);
     }
@@ -199,7 +229,7 @@ static void push_rows(lua_State *L, const PGresult *res)
 {
     int ncols = PQnfields(res), top = lua_gettop(L);
     luaL_checkstack(L, ncols + 8, "pushing rows");
-    unsigned char few[32], *kinds = few;
+    unsigned char few[32] = {0}, *kinds = few;
     if (ncols > (int)sizeof few) kinds = (unsigned char *)lua_newuserdata(L, (size_t)ncols);
     int names = lua_gettop(L) + 1;
     for (int j = 0; j < ncols; j++) {
