@@ -56,7 +56,8 @@ typedef struct kr_params {
     Oid *types;
 } kr_params;
 /* Converts stack values [first, first+n) into params; the strings stay owned by Lua values
- * pushed onto the stack above, and the arrays live in a userdata also left on the stack. */
+ * pushed onto the stack above, and the arrays live in a userdata also left on the stack
+ * (n == 0: nothing is pushed and the arrays are NULL). */
 void kr_checkparams(lua_State *L, int first, int n, kr_params *p);
 
 /* conn.c: run one statement with parameters; on success returns a boxed result left on the stack

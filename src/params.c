@@ -44,9 +44,15 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
 {
     if (n > 65535) luaL_error(L, "too many parameters (%d, at most 65535)", n);
     luaL_checkstack(L, n + 4, "too many parameters");
-    size_t each = sizeof(char *) + 2 * sizeof(int) + sizeof(Oid);
-    char *mem = lua_newuserdata(L, n > 0 ? (size_t)n * each : 1);
     p->n = n;
+    if (n == 0) { /* most statements: nothing to allocate */
+        p->values = NULL;
+        p->lengths = p->formats = NULL;
+        p->types = NULL;
+        return;
+    }
+    size_t each = sizeof(char *) + 2 * sizeof(int) + sizeof(Oid);
+    char *mem = lua_newuserdata(L, (size_t)n * each);
     p->values = (const char **)mem;
     p->lengths = (int *)(mem + (size_t)n * sizeof(char *));
     p->formats = p->lengths + n;
