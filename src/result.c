@@ -159,28 +159,13 @@ void kr_pushcolnames(lua_State *L, const PGresult *res)
     }
 }
 
-/* names_idx: an array of column names (kr_pushcolnames), so each key is reused, not re-interned.
- * A NULL leaves its key out, as storing nil would. */
-void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx)
-{
-    names_idx = lua_absindex(L, names_idx);
-    lua_createtable(L, 0, ncols);
-    for (int j = 0; j < ncols; j++) {
-        if (PQgetisnull(res, row, j)) continue;
-        lua_rawgeti(L, names_idx, j + 1);
-        push_text_as(L, kind_of(PQftype(res, j)), PQgetvalue(res, row, j),
-                     (size_t)PQgetlength(res, row, j));
-        lua_rawset(L, -3);
-    }
-}
-
-/* The rows of a whole result. The column names stay on the stack at names+0 .. names+ncols-1
- * (lua_pushvalue is cheaper than a table lookup per value) and each column's conversion is
- * chosen once. Only an empty text can be NULL, so PQgetisnull is asked only then. Each row
- * table is sized for its non-NULL values (Lua rounds up to a power of two: 7 values take 8
- * slots, not the 16 that 9 columns would), so the row's values are looked up first. */
+/* Rows of up to this many columns have their values looked up before their table is made, so
+ * that the table is sized for its non-NULL values: Lua rounds up to a power of two, and 7 values
+ * take 8 slots, not the 16 that 9 columns would. */
 #define KR_ROW_AHEAD 64
 
+/* Returns how many of the row's values are not NULL; vals[j] is NULL for a NULL. Only an empty
+ * text can be NULL, so PQgetisnull is asked only then. */
 static int row_values(const PGresult *res, int row, int ncols, const char **vals, int *lens)
 {
     int present = 0;
@@ -195,6 +180,35 @@ static int row_values(const PGresult *res, int row, int ncols, const char **vals
     return present;
 }
 
+/* names_idx: an array of column names (kr_pushcolnames), so each key is reused, not re-interned.
+ * A NULL leaves its key out, as storing nil would. */
+void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx)
+{
+    names_idx = lua_absindex(L, names_idx);
+    if (ncols > KR_ROW_AHEAD) {
+        lua_createtable(L, 0, ncols);
+        for (int j = 0; j < ncols; j++) {
+            if (PQgetisnull(res, row, j)) continue;
+            lua_rawgeti(L, names_idx, j + 1);
+            kr_pushvalue(L, res, row, j);
+            lua_rawset(L, -3);
+        }
+        return;
+    }
+    const char *vals[KR_ROW_AHEAD];
+    int lens[KR_ROW_AHEAD];
+    lua_createtable(L, 0, row_values(res, row, ncols, vals, lens));
+    for (int j = 0; j < ncols; j++) {
+        if (vals[j] == NULL) continue;
+        lua_rawgeti(L, names_idx, j + 1);
+        push_text_as(L, kind_of(PQftype(res, j)), vals[j], (size_t)lens[j]);
+        lua_rawset(L, -3);
+    }
+}
+
+/* The rows of a whole result. The column names stay on the stack at names+0 .. names+ncols-1
+ * (lua_pushvalue is cheaper than a table lookup per value) and each column's conversion is
+ * chosen once. */
 static void push_rows_body(lua_State *L, const PGresult *res, const unsigned char *kinds, int names)
 {
     int nrows = PQntuples(res), ncols = PQnfields(res);
