@@ -239,19 +239,15 @@ static int parse_double_exact(const char *p, double *out)
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     unsigned long long m = 0;
-    int neg = *p == '-', ndigits = 0, any = 0, e = 0;
+    int neg = *p == '-', any = 0, e = 0;
     p += neg;
-    for (; is_digit(*p); p++, any = 1) {
-        if (m == 0 && *p == '0') continue; /* leading zeros are not significant */
-        if (++ndigits > 19) return 0;      /* 19 digits still fit in 64 bits */
-        m = m * 10 + (unsigned)(*p - '0');
-    }
+    /* m only grows with each digit: past 2^53 the fast path cannot apply, so it stops there
+     * (before m * 10 could overflow) */
+    for (; is_digit(*p); p++, any = 1)
+        if ((m = m * 10 + (unsigned)(*p - '0')) > (1ULL << 53)) return 0;
     if (*p == '.')
-        for (p++; is_digit(*p); p++, any = 1, e--) {
-            if (m == 0 && *p == '0') continue;
-            if (++ndigits > 19) return 0;
-            m = m * 10 + (unsigned)(*p - '0');
-        }
+        for (p++; is_digit(*p); p++, any = 1, e--)
+            if ((m = m * 10 + (unsigned)(*p - '0')) > (1ULL << 53)) return 0;
     if (!any) return 0;
     if (*p == 'e' || *p == 'E') {
         int eneg = p[1] == '-', x = 0, k = 0;
