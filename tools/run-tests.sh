@@ -6,6 +6,8 @@ set -u
 lua=$1; busted=$2; shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD:-build/$lua}
+# Specs that run make themselves must not build into this directory by inheriting BUILD.
+unset BUILD
 if [ -z "${DATABASE_URL:-}" ]; then
     KRONOS_PGDIR=$(mktemp -d /tmp/kronos-test.XXXXXX)
     export KRONOS_PGDIR
