@@ -165,16 +165,22 @@ static int error_is(lua_State *L)
     return 1;
 }
 
+void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta)
+{
+    luaL_newmetatable(L, name);
+    if (meta) luaL_setfuncs(L, meta, 0);
+    if (methods) {
+        lua_newtable(L);
+        luaL_setfuncs(L, methods, 0);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}
+
 void kr_open_aux(lua_State *L)
 {
-    luaL_newmetatable(L, KR_ERROR_CLASS);
-    lua_pushcfunction(L, error_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "kronos.error");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, error_new);
-    lua_setfield(L, -2, "error");
-    lua_pushcfunction(L, error_is);
-    lua_setfield(L, -2, "is_error");
+    static const luaL_Reg meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"error", error_new}, {"is_error", error_is}, {NULL, NULL}};
+    kr_newclass(L, KR_ERROR_CLASS, NULL, meta);
+    luaL_setfuncs(L, funcs, 0);
 }

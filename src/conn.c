@@ -568,21 +568,12 @@ static const luaL_Reg methods[] = {
 
 void kr_open_conn(lua_State *L)
 {
-    luaL_newmetatable(L, KR_CONN_CLASS);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, "kronos.stream");
-    lua_pushcfunction(L, stream_close);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
+    static const luaL_Reg meta[] = {
+        {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL},
+    };
+    static const luaL_Reg stream_meta[] = {{"__close", stream_close}, {NULL, NULL}};
+    kr_newclass(L, KR_CONN_CLASS, methods, meta);
+    kr_newclass(L, "kronos.stream", NULL, stream_meta);
     lua_pushcfunction(L, l_connect);
     lua_setfield(L, -2, "connect");
 }

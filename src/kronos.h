@@ -38,6 +38,8 @@ int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res);       /* nil,
 const char *kr_condition_name(const char *sqlstate);                   /* "23505" -> "unique_violation" */
 void kr_seterrorfield(lua_State *L, const char *key, const char *value);  /* err table at -1 */
 void kr_pushoneline(lua_State *L, const char *msg);                      /* newlines folded */
+/* Registers metatable `name` with metamethods `meta` and, unless NULL, an __index of `methods`. */
+void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
 
 /* result.c: PGresult lifetime and conversion to Lua */
 PGresult **kr_boxresult(lua_State *L, PGresult *res);  /* pushes a userdata that PQclears on __gc */

@@ -1064,10 +1064,8 @@ static int l_lock_key(lua_State *L)
 
 void kr_open_migrate(lua_State *L)
 {
-    luaL_newmetatable(L, "kronos.migrate.dir");
-    lua_pushcfunction(L, dir_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    static const luaL_Reg dir_meta[] = {{"__gc", dir_gc}, {NULL, NULL}};
+    kr_newclass(L, "kronos.migrate.dir", NULL, dir_meta);
     static const luaL_Reg fns[] = {
         {"run", l_run},       {"status", l_status},     {"scan", l_scan},
         {"sha256", l_sha256}, {"lock_key", l_lock_key}, {NULL, NULL},

@@ -115,8 +115,7 @@ static int l_bytea(lua_State *L)
 
 void kr_open_params(lua_State *L)
 {
-    luaL_newmetatable(L, KR_BYTEA_CLASS);
-    lua_pop(L, 1);
+    kr_newclass(L, KR_BYTEA_CLASS, NULL, NULL);
     lua_pushcfunction(L, l_bytea);
     lua_setfield(L, -2, "bytea");
 }

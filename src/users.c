@@ -337,19 +337,10 @@ static const luaL_Reg methods[] = {
 
 void kr_open_users(lua_State *L)
 {
-    luaL_newmetatable(L, KR_USERS_CLASS);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, users_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, KR_USER_CLASS);
-    lua_pushcfunction(L, user_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "kronos.user");
-    lua_setfield(L, -2, "__name");
-    lua_pop(L, 1);
+    static const luaL_Reg users_meta[] = {{"__tostring", users_tostring}, {NULL, NULL}};
+    static const luaL_Reg user_meta[] = {{"__tostring", user_tostring}, {NULL, NULL}};
+    kr_newclass(L, KR_USERS_CLASS, methods, users_meta);
+    kr_newclass(L, KR_USER_CLASS, NULL, user_meta);
     lua_pushcfunction(L, l_users_new);
     lua_setfield(L, -2, "users_new");
 }

@@ -48,8 +48,6 @@ static int l_is_uuid(lua_State *L)
 
 void kr_open_uuid(lua_State *L)
 {
-    lua_pushcfunction(L, l_uuid);
-    lua_setfield(L, -2, "uuid");
-    lua_pushcfunction(L, l_is_uuid);
-    lua_setfield(L, -2, "is_uuid");
+    static const luaL_Reg funcs[] = {{"uuid", l_uuid}, {"is_uuid", l_is_uuid}, {NULL, NULL}};
+    luaL_setfuncs(L, funcs, 0);
 }
