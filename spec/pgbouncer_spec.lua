@@ -3,16 +3,7 @@
 local H = require "spec.helper"
 local kronos = require "kronos"
 
-local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-
--- A shell word.
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-    local code, out = H.run(cmd)
-    assert(code == 0, ("command failed (%s): %s\n%s"):format(tostring(code), cmd, out))
-    return trim(out)
-end
+local q, sh = H.shell_quote, H.sh
 
 -- Runs `script` (Lua source; os.getenv("PGB_URL") is `url`) in `n` interpreter processes
 -- at once; returns their exit codes and outputs. Every process is bounded by `timeout`.
