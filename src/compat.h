@@ -12,7 +12,6 @@
 #define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
 #define lua_absindex(L, i) (((i) > 0 || (i) <= LUA_REGISTRYINDEX) ? (i) : lua_gettop(L) + (i) + 1)
 /* Exact integers: 5.1 has only doubles, exact up to 2^53. */
-#define KR_NO_INTEGERS 1
 static inline int kr_isinteger(lua_State *L, int idx)
 {
     if (lua_type(L, idx) != LUA_TNUMBER) return 0;

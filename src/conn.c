@@ -192,11 +192,6 @@ static int l_connect(lua_State *L)
 
 /* ---- running statements ---------------------------------------------------------------- */
 
-int kr_connlost(kr_conn *c)
-{
-    return c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD;
-}
-
 /* Reads and frees every pending result. A COPY would never end by itself (libpq hands out a
  * new COPY result on each call), so one that kronos cannot serve is ended here. */
 static void drain(PGconn *pg)

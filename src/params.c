@@ -1,7 +1,5 @@
 /* Lua values -> libpq parameters. Values always travel as parameters, never as SQL text. */
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kronos.h"

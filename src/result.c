@@ -1,6 +1,4 @@
 /* PGresult -> Lua: the exact value of each type, and a result's lifetime on the Lua stack. */
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kronos.h"

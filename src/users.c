@@ -1,8 +1,6 @@
 /* The Kronos user model over the users table: validation first, then fixed SQL with every
  * value as a parameter. Users are plain tables with a __tostring for the REPL. */
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "users.h"

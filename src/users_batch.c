@@ -1,7 +1,5 @@
 /* users:create_many: every entry validated into one COPY text buffer, then one COPY (all or
  * nothing). */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 

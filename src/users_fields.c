@@ -1,7 +1,5 @@
 /* User-model field validation: Lua values -> checked, normalized text, or an error object. */
 #include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "users.h"

@@ -1,7 +1,5 @@
 /* users:list (keyset pagination with opaque cursors) and users:count. */
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "users.h"
