@@ -131,8 +131,7 @@ static int finish_connect(lua_State *L, kr_conn *c, const kwlist *k)
         c->pg = NULL;
         return n;
     }
-    lua_pushvalue(L, -1);
-    return 1;
+    return 1; /* the connection, on top */
 }
 
 /* Adds the table's keywords (except url) to k; their string copies stay on the stack. */
@@ -492,7 +491,10 @@ static int l_escape(lua_State *L, int identifier)
     const char *s = luaL_checklstring(L, 2, &len);
     if (strlen(s) != len) luaL_argerror(L, 2, "string contains a NUL byte"); /* libpq would cut it there */
     char *out = identifier ? PQescapeIdentifier(c->pg, s, len) : PQescapeLiteral(c->pg, s, len);
-    if (out == NULL) return kr_fail(L, "invalid_input", "%s", PQerrorMessage(c->pg));
+    if (out == NULL) {
+        kr_pushoneline(L, PQerrorMessage(c->pg));
+        return kr_fail(L, "invalid_input", "%s", lua_tostring(L, -1));
+    }
     lua_pushstring(L, out);
     PQfreemem(out);
     return 1;

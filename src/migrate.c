@@ -674,9 +674,11 @@ static void run_steps(lua_State *L, body *b, const char *spec)
             commit_tx(L, b);
             begin_session(L, b);
             n = plan(b);
-            if (n > 0 && !b->g.m[b->plan[0]].transactional) run_step(L, b, b->plan[0], up);
+            int ran = n > 0 && !b->g.m[b->plan[0]].transactional;
+            if (ran) run_step(L, b, b->plan[0], up);
             end_session(L, b);
-            if (n <= 1) return;
+            /* another process may have changed the plan meanwhile: stop only when nothing is left */
+            if (n == 0 || (n == 1 && ran)) return;
             continue;
         }
         int k = 0;

@@ -96,7 +96,7 @@ static int one_user(lua_State *L, PGresult *res, int missing_is_error)
     return 1;
 }
 
-/* The SQL of one row change: "UPDATE users SET <cols = $n>, <extra> WHERE id = $1 RETURNING". */
+/* Runs a fixed statement on one user by id ($1) that returns the row, or not_found. */
 static int user_statement(lua_State *L, kr_conn *c, int st, const char *sql, const char *id)
 {
     const char *values[1] = {id};

@@ -127,7 +127,8 @@ static int copy_batch(lua_State *L, kr_conn *c, const copybuf *b)
         size_t len = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
         sent = PQputCopyData(c->pg, b->p + off, (int)len) == 1;
     }
-    PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed");
+    /* Unended, the COPY would make every PQgetResult below answer COPY_IN again. */
+    if (PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed") != 1) return kr_fail_result(L, c, NULL);
     r = PQgetResult(c->pg);
     box = kr_boxresult(L, r);
     PGresult *extra;
