@@ -231,7 +231,7 @@ void kr_endstream(kr_conn *c)
 }
 
 /* Leaves the boxed result on the stack when it returns it. */
-static PGresult *finish(lua_State *L, kr_conn *c, PGresult *res)
+PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
 {
     PGresult **box = kr_boxresult(L, res);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -252,13 +252,13 @@ PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_para
 {
     kr_endstream(c);
     PGresult *res = PQexecParams(c->pg, sql, p->n, p->types, p->values, p->lengths, p->formats, 0);
-    return finish(L, c, res);
+    return kr_finish(L, c, res);
 }
 
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql)
 {
     kr_endstream(c);
-    return finish(L, c, PQexec(c->pg, sql));
+    return kr_finish(L, c, PQexec(c->pg, sql));
 }
 
 static const char *checksql(lua_State *L, int idx)

@@ -67,6 +67,8 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p);
 PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p);
 /* Same but for a simple script (no parameters, may hold several statements). */
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
+/* Boxes a result of libpq's and checks it: the same contract as the two above. */
+PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
 void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
 
 /* prepared.c: runs kronos's fixed statement number id (its text never changes for an id) as a

@@ -19,18 +19,6 @@
 
 enum { UNPREPARED = 0, PREPARED = 1, STALE = 2 };
 
-/* Leaves the boxed result on the stack and returns it, or pushes nil, err and returns NULL. */
-static PGresult *finish(lua_State *L, kr_conn *c, PGresult *res)
-{
-    PGresult **box = kr_boxresult(L, res);
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return res;
-    kr_fail_result(L, c, res);
-    kr_clearbox(box);
-    lua_remove(L, -3);
-    return NULL;
-}
-
 /* 1: prepared statements reach the session they were made in; -1: they do not (a pooler);
  * 0: cannot tell now (the query failed, e.g. inside an aborted transaction). */
 static int same_session(kr_conn *c)
@@ -72,7 +60,7 @@ static int prepare(lua_State *L, kr_conn *c, int id, const char *name, const cha
         char dealloc[48];
         snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", name);
         PGresult *d = PQexec(c->pg, dealloc);
-        if (PQresultStatus(d) != PGRES_COMMAND_OK) return finish(L, c, d) != NULL;
+        if (PQresultStatus(d) != PGRES_COMMAND_OK) return kr_finish(L, c, d) != NULL;
         PQclear(d);
         c->prepared[id] = UNPREPARED;
     }
@@ -80,7 +68,7 @@ static int prepare(lua_State *L, kr_conn *c, int id, const char *name, const cha
     PGresult *p = PQprepare(c->pg, name, sql, n, NULL);
     if (PQresultStatus(p) != PGRES_COMMAND_OK) {
         c->prepared[id] = (unsigned char)state_after(p, UNPREPARED);
-        return finish(L, c, p) != NULL;
+        return kr_finish(L, c, p) != NULL;
     }
     PQclear(p);
     c->prepared[id] = PREPARED;
@@ -91,7 +79,7 @@ PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, in
 {
     kr_endstream(c);
     if (id < 0 || id >= KR_PREPARED_MAX || !usable(c))
-        return finish(L, c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0));
+        return kr_finish(L, c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0));
     char name[32];
     snprintf(name, sizeof name, "kronos_%d", id);
     /* outside a transaction block a failed statement changed nothing, so it may run again */
@@ -100,9 +88,9 @@ PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, in
         if (!prepare(L, c, id, name, sql, n)) return NULL;
         PGresult *res = PQexecPrepared(c->pg, name, n, values, NULL, NULL, 0);
         int state = res ? state_after(res, PREPARED) : PREPARED;
-        if (state == PREPARED) return finish(L, c, res);
+        if (state == PREPARED) return kr_finish(L, c, res);
         c->prepared[id] = (unsigned char)state;
-        if (!retry) return finish(L, c, res);
+        if (!retry) return kr_finish(L, c, res);
         retry = 0;
         PQclear(res);
     }
