@@ -1,4 +1,4 @@
-/* fuzz-link: src/ddl_text.c */
+/* fuzz-link: src/ddl_text.c src/utf8.c */
 /* libFuzzer target: the Lua-free DDL text builders (src/ddl_text.c behind src/ddl.h): quoted
  * identifiers, literals (defaults), type names, conventional names, foreign key actions.
  * Byte 0 picks the builder, byte 1 the size of the output buffer (allocated exactly, so ASan

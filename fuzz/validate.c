@@ -1,4 +1,4 @@
-/* fuzz-link: src/validate.c */
+/* fuzz-link: src/validate.c src/utf8.c */
 /* libFuzzer target: the user model's validation (src/validate.c): UTF-8 character counts,
  * emails, URLs and list cursors, each checked against an independent reference or a property.
  * Byte 0 picks the function (and a length limit); the rest is the caller's text. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ddl.h"
+#include "utf8.h"
 
 const char *kr_ddl_strerror(int code)
 {
@@ -28,35 +29,14 @@ static int fail(int code, char *out, size_t outsz)
     return code;
 }
 
-/* Length of the UTF-8 sequence at s (at most n bytes available), 0 when malformed:
- * overlong forms, surrogates and code points above U+10FFFF are malformed too. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t need;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) { need = 2; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { need = 3; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { need = 4; cp = c & 0x07; }
-    else return 0;
-    if (n < need) return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
-    if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
-    return need;
-}
-
 int kr_ddl_check_text(const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
         if (u[i] == 0) return KR_DDL_ENUL;
-        size_t n = utf8_seq(u + i, len - i);
+        unsigned long cp;
+        size_t n = kr_utf8_next(u + i, len - i, &cp);
         if (n == 0) return KR_DDL_EUTF8;
         i += n;
     }

@@ -1,31 +1,8 @@
 /* User-model validation (see validate.h): plain C over byte strings. */
 #include <string.h>
 
+#include "utf8.h"
 #include "validate.h"
-
-/* Decodes one code point at s[i..len), strictly; returns its byte length or 0 when invalid. */
-static size_t utf8_next(const unsigned char *s, size_t i, size_t len, unsigned long *cp)
-{
-    unsigned char c = s[i];
-    size_t n;
-    unsigned long v, min;
-    if (c < 0x80) {
-        *cp = c;
-        return c == 0 ? 0 : 1;
-    }
-    if (c >= 0xC2 && c <= 0xDF) { n = 2; v = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { n = 3; v = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { n = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (len - i < n) return 0;
-    for (size_t k = 1; k < n; k++) {
-        if ((s[i + k] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i + k] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return n;
-}
 
 size_t kr_utf8_chars(const char *s, size_t len)
 {
@@ -33,8 +10,8 @@ size_t kr_utf8_chars(const char *s, size_t len)
     size_t count = 0, i = 0;
     unsigned long cp;
     while (i < len) {
-        size_t n = utf8_next(u, i, len, &cp);
-        if (n == 0) return KR_UTF8_INVALID;
+        size_t n = kr_utf8_next(u + i, len - i, &cp);
+        if (n == 0 || cp == 0) return KR_UTF8_INVALID; /* NUL: never text */
         i += n;
         count++;
     }
@@ -69,8 +46,8 @@ static size_t scan(const char *s, size_t len, int *has_space)
     unsigned long cp;
     *has_space = 0;
     while (i < len) {
-        size_t n = utf8_next(u, i, len, &cp);
-        if (n == 0) return KR_UTF8_INVALID;
+        size_t n = kr_utf8_next(u + i, len - i, &cp);
+        if (n == 0 || cp == 0) return KR_UTF8_INVALID; /* NUL: never text */
         if (is_space_or_control(cp)) *has_space = 1;
         i += n;
         count++;
