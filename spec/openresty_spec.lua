@@ -221,7 +221,7 @@ describe("OpenResty example", function()
         assert.equals(0, codes[1], outs[1])
         assert.equals(201, (http(tmp, "POST", outs[1] .. "/users", '{"email": "before@example.com"}')))
         -- deploy a failing migration and reload (HUP): init_by_lua runs again in the master
-        sh(("rm -rf %s && cp -R %s %s"):format(q(prefix .. "/migrations"),
+        sh(("rm -rf %s && cp -RL %s %s"):format(q(prefix .. "/migrations"),
             q(H.root .. "/spec/fixtures/openresty/failing"), q(prefix .. "/migrations")))
         local pid = trim(slurp(prefix .. "/logs/nginx.pid"))
         sh("kill -HUP " .. pid)
