@@ -15,11 +15,8 @@ if [ -z "$cmd" ] || [ -z "$dir" ]; then echo "usage: nginx.sh start DIR [CONF] |
 root=$(cd "$(dirname "$0")/.." && pwd)
 nginx=${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}
 
-# A live process: a zombie (a daemon whose exit nobody reaped yet) counts as gone.
-alive() {
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    case "$st" in Z*|"") return 1 ;; esac
-}
+# shellcheck source=tools/lib.sh
+. "$root/tools/lib.sh"
 
 running() {
     [ -f "$dir/logs/nginx.pid" ] && alive "$(cat "$dir/logs/nginx.pid")"
@@ -37,7 +34,7 @@ start)
     # app/ (the example's handlers), migrations/.
     # Copies, not links: the checkout may sit under a directory the workers (nobody) cannot
     # enter, such as /root.
-    rm -rf "$dir/lua" "$dir/lib" "$dir/app" "$dir/migrations"
+    rm -rf "${dir:?}/lua" "${dir:?}/lib" "${dir:?}/app" "${dir:?}/migrations"
     mkdir -p "$dir/lib/kronos"
     cp -R "$root/lua" "$dir/lua"
     cp "$root/build/luajit/kronos/core.so" "$dir/lib/kronos/core.so"
@@ -48,7 +45,7 @@ start)
     unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
     tries=0
     while :; do
-        port=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 ))
+        port=$(random_port)
         sed "s/127\.0\.0\.1:8080/127.0.0.1:$port/" "$conf" > "$dir/conf/nginx.conf"
         : > "$dir/logs/error.log"
         if "$nginx" -p "$dir/" -c conf/nginx.conf -e logs/error.log >"$dir/logs/start.log" 2>&1; then
@@ -71,15 +68,7 @@ start)
     ;;
 stop)
     running || exit 0
-    pid=$(cat "$dir/logs/nginx.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    n=0
-    while alive "$pid" && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
-    if alive "$pid"; then
-        # A master that ignores TERM: its workers first (children of this pid only), then it.
-        pkill -KILL -P "$pid" 2>/dev/null || true
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$(cat "$dir/logs/nginx.pid")"
     ;;
 *) echo "usage: nginx.sh start DIR [CONF] | stop DIR" >&2; exit 2 ;;
 esac

@@ -12,9 +12,8 @@ bindir=$(pg_config --bindir 2>/dev/null || true)
 
 PGOPTS="-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c password_encryption=scram-sha-256"
 
-as_owner() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
+# shellcheck source=tools/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # The server's own files (data, socket, logs) live in DIR, unless the server's user cannot reach
 # it (as root, a checkout under /root): then in a directory under /var/tmp named after DIR.
@@ -51,7 +50,7 @@ HBA
     fi
     tries=0
     while :; do
-        port=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 ))
+        port=$(random_port)
         if as_owner "$bindir/pg_ctl" -D "$srv/data" -l "$srv/server.log" -w -t 60 start \
              -o "-p $port -k $srv $PGOPTS" >/dev/null 2>&1; then
             break

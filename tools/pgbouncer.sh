@@ -12,15 +12,8 @@ usage() { echo "usage: pgbouncer.sh start DIR URL | stop DIR" >&2; exit 2; }
 if [ -z "$cmd" ] || [ -z "$dir" ]; then usage; fi
 pgbouncer=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
 
-as_owner() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-# A live process: a zombie (a daemon whose exit nobody reaped yet) counts as gone.
-alive() {
-    st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    case "$st" in Z*|"") return 1 ;; esac
-}
+# shellcheck source=tools/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 running() {
     [ -f "$dir/pgbouncer.pid" ] && alive "$(cat "$dir/pgbouncer.pid")"
@@ -54,7 +47,7 @@ start)
     unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
     tries=0
     while :; do
-        lport=$(( 20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 30000 ))
+        lport=$(random_port)
         cat > "$dir/pgbouncer.ini" <<INI
 [databases]
 * = host=$host port=$port user=$user$serverpw
@@ -99,11 +92,7 @@ INI
     ;;
 stop)
     running || exit 0
-    pid=$(cat "$dir/pgbouncer.pid")
-    kill -TERM "$pid" 2>/dev/null || true
-    n=0
-    while alive "$pid" && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
-    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    stop_pid "$(cat "$dir/pgbouncer.pid")"
     ;;
 *) usage ;;
 esac
