@@ -5,12 +5,6 @@
 
 #include "ddl_lua.h"
 
-static void alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen)
-{
-    kr_sql_adds(b, "ALTER TABLE ");
-    kr_sql_qualified(b, schema, table, tlen);
-}
-
 /* The name argument at 1: given, or NULL when nil (a conventional one is made). */
 static const char *optional_name(lua_State *L, size_t *len)
 {
@@ -252,7 +246,7 @@ int kr_ddl_drop_index(lua_State *L)
 static void add_constraint_head(kr_sql *b, const char *schema, const char *table, size_t tlen,
                                 const char *name, size_t nlen)
 {
-    alter_table(b, schema, table, tlen);
+    kr_sql_alter_table(b, schema, table, tlen);
     kr_sql_adds(b, " ADD CONSTRAINT ");
     kr_sql_ident(b, name, nlen);
     kr_sql_add(b, " ", 1);
@@ -367,24 +361,7 @@ int kr_ddl_create_foreign_key(lua_State *L)
     return finish(L, &b, list);
 }
 
-static const char *const drop_constraint_keys[] = {"schema", "if_exists", "cascade", NULL};
-
 int kr_ddl_drop_constraint(lua_State *L)
 {
-    size_t nlen, tlen, slen;
-    const char *name = kr_ddl_checkname(L, 1, 1, "name", &nlen);
-    const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
-    int opts = kr_ddl_checkopts(L, 3, drop_constraint_keys);
-    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
-    int if_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_exists", 0);
-    int cascade = kr_ddl_optbool(L, opts, 3, "opts", "cascade", 0);
-    lua_newtable(L);
-    int list = lua_gettop(L);
-    kr_sql b;
-    kr_sql_init(L, &b);
-    alter_table(&b, schema, table, tlen);
-    kr_sql_adds(&b, if_exists ? " DROP CONSTRAINT IF EXISTS " : " DROP CONSTRAINT ");
-    kr_sql_ident(&b, name, nlen);
-    if (cascade) kr_sql_adds(&b, " CASCADE");
-    return finish(L, &b, list);
+    return kr_ddl_drop_member(L, "CONSTRAINT", 2, "name");
 }

@@ -22,6 +22,8 @@ void kr_sql_adds(kr_sql *b, const char *s);
 char *kr_sql_reserve(kr_sql *b, size_t len);          /* room for len more bytes */
 void kr_sql_ident(kr_sql *b, const char *name, size_t len);   /* name already checked */
 void kr_sql_qualified(kr_sql *b, const char *schema, const char *name, size_t len);
+void kr_sql_alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen); /* "ALTER TABLE t" */
+int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char *name_label);
 
 /* Raises "bad argument #arg to 'f' (<message>)"; the message starts with the argument path. */
 _Noreturn void kr_ddl_error(lua_State *L, int arg, const char *fmt, ...);

@@ -350,12 +350,6 @@ int kr_ddl_rename_table(lua_State *L)
 
 static const char *const add_column_keys[] = {"schema", "if_not_exists", NULL};
 
-static void alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen)
-{
-    kr_sql_adds(b, "ALTER TABLE ");
-    kr_sql_qualified(b, schema, table, tlen);
-}
-
 /* The column's constraints go inline in ADD COLUMN, so the statement stays atomic. */
 int kr_ddl_add_column(lua_State *L)
 {
@@ -372,7 +366,7 @@ int kr_ddl_add_column(lua_State *L)
     kr_sql b;
     kr_sql_init(L, &b);
     struct column c;
-    alter_table(&b, schema, table, tlen);
+    kr_sql_alter_table(&b, schema, table, tlen);
     kr_sql_adds(&b, if_not_exists ? " ADD COLUMN IF NOT EXISTS " : " ADD COLUMN ");
     add_column_def(&b, 2, 2, "column", &c);
     if (c.primary_key) {
@@ -399,27 +393,42 @@ int kr_ddl_add_column(lua_State *L)
     return 1;
 }
 
-static const char *const drop_column_keys[] = {"schema", "if_exists", "cascade", NULL};
+static const char *const drop_member_keys[] = {"schema", "if_exists", "cascade", NULL};
 
-int kr_ddl_drop_column(lua_State *L)
+/* ALTER TABLE t DROP <what> [IF EXISTS] name [CASCADE], for drop_column(table, column, opts) and
+ * drop_constraint(name, table, opts): Alembic's argument orders, checked in argument order. */
+int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char *name_label)
 {
-    size_t tlen, clen, slen;
-    const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
-    const char *column = kr_ddl_checkname(L, 2, 2, "column", &clen);
-    int opts = kr_ddl_checkopts(L, 3, drop_column_keys);
+    size_t tlen, nlen, slen;
+    const char *table, *name;
+    if (table_arg == 1) {
+        table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
+        name = kr_ddl_checkname(L, 2, 2, name_label, &nlen);
+    } else {
+        name = kr_ddl_checkname(L, 1, 1, name_label, &nlen);
+        table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
+    }
+    int opts = kr_ddl_checkopts(L, 3, drop_member_keys);
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
     int if_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_exists", 0);
     int cascade = kr_ddl_optbool(L, opts, 3, "opts", "cascade", 0);
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
-    alter_table(&b, schema, table, tlen);
-    kr_sql_adds(&b, if_exists ? " DROP COLUMN IF EXISTS " : " DROP COLUMN ");
-    kr_sql_ident(&b, column, clen);
+    kr_sql_alter_table(&b, schema, table, tlen);
+    kr_sql_adds(&b, " DROP ");
+    kr_sql_adds(&b, what);
+    kr_sql_adds(&b, if_exists ? " IF EXISTS " : " ");
+    kr_sql_ident(&b, name, nlen);
     if (cascade) kr_sql_adds(&b, " CASCADE");
     kr_ddl_emit(&b, -2);
     lua_pop(L, 1);
     return 1;
+}
+
+int kr_ddl_drop_column(lua_State *L)
+{
+    return kr_ddl_drop_member(L, "COLUMN", 1, "column");
 }
 
 static const char *const alter_column_keys[] = {
@@ -469,7 +478,7 @@ int kr_ddl_alter_column(lua_State *L)
         int drop_default = !lua_isnil(L, def) && lua_type(L, def) == LUA_TBOOLEAN && !lua_toboolean(L, def);
         int set_default = !lua_isnil(L, def) && !drop_default;
         const char *sep = " ";
-        alter_table(&b, schema, table, tlen);
+        kr_sql_alter_table(&b, schema, table, tlen);
         /* a new type converts the old default, which may not cast: a default being replaced goes
          * first (the server runs DROP DEFAULT before TYPE and SET DEFAULT after, whatever the order) */
         if (drop_default || (set_default && !lua_isnil(L, type))) {
@@ -491,7 +500,7 @@ int kr_ddl_alter_column(lua_State *L)
         kr_ddl_emit(&b, list);
     }
     if (new_name != NULL) {
-        alter_table(&b, schema, table, tlen);
+        kr_sql_alter_table(&b, schema, table, tlen);
         kr_sql_adds(&b, " RENAME COLUMN ");
         kr_sql_ident(&b, column, clen);
         kr_sql_adds(&b, " TO ");

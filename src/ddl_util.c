@@ -60,6 +60,12 @@ void kr_sql_qualified(kr_sql *b, const char *schema, const char *name, size_t le
     kr_sql_ident(b, name, len);
 }
 
+void kr_sql_alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen)
+{
+    kr_sql_adds(b, "ALTER TABLE ");
+    kr_sql_qualified(b, schema, table, tlen);
+}
+
 void kr_ddl_emit(kr_sql *b, int list_idx)
 {
     list_idx = lua_absindex(b->L, list_idx);
