@@ -107,25 +107,21 @@ end
 
 local verbs = {}
 
-function verbs.upgrade(args)
-    local opts = opts_of(args)
-    local res = migrate.upgrade(opts)
-    if args.sql then
-        io.stdout:write(res)
-    elseif #res == 0 then
-        io.stdout:write("nothing to upgrade: already at ", list(migrate.current(opts)), "\n")
+-- upgrade and downgrade: the SQL with --sql; else the steps go to the log, or say there were none.
+local function moving(run, nothing)
+    return function(args)
+        local opts = opts_of(args)
+        local res = run(opts)
+        if args.sql then
+            io.stdout:write(res)
+        elseif #res == 0 then
+            io.stdout:write(nothing, list(migrate.current(opts)), "\n")
+        end
     end
 end
 
-function verbs.downgrade(args)
-    local opts = opts_of(args)
-    local res = migrate.downgrade(opts)
-    if args.sql then
-        io.stdout:write(res)
-    elseif #res == 0 then
-        io.stdout:write("nothing to downgrade: at ", list(migrate.current(opts)), "\n")
-    end
-end
+verbs.upgrade = moving(migrate.upgrade, "nothing to upgrade: already at ")
+verbs.downgrade = moving(migrate.downgrade, "nothing to downgrade: at ")
 
 function verbs.current(args)
     local s = migrate.status(opts_of(args))

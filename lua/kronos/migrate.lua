@@ -142,7 +142,8 @@ function M.revision(opts)
     local dir = opts.dir or default_dir()
     local heads = status({ dir = dir }, false).heads
     local id = opts.revision or core.uuid():gsub("-", ""):sub(1, 12)
-    local name = id .. (slug(message) ~= "" and "_" .. slug(message) or "") .. ".lua"
+    local words = slug(message)
+    local name = id .. (words ~= "" and "_" .. words or "") .. ".lua"
     local path = dir:gsub("/+$", "") .. "/" .. name
     local text = table.concat({
         "-- " .. message:gsub("[\r\n]+", " "),
