@@ -54,16 +54,19 @@ describe("secrets", function()
     local function pw_conninfo(pw)
         return ("host=127.0.0.1 port=%s user=kronos_pw dbname=%s password=%s"):format(port, dbname, pw)
     end
+    -- The four ways kronos.connect takes a password.
+    local function pw_forms(pw)
+        return {
+            pw_uri(pw),
+            pw_conninfo(pw),
+            { url = pw_uri(pw) },
+            { host = "127.0.0.1", port = port, user = "kronos_pw", dbname = dbname, password = pw },
+        }
+    end
 
     describe("a wrong password", function()
         it("is not in the error, whichever way it was given", function()
-            local forms = {
-                pw_uri(wrong),
-                pw_conninfo(wrong),
-                { url = pw_uri(wrong) },
-                { host = "127.0.0.1", port = port, user = "kronos_pw", dbname = dbname, password = wrong },
-            }
-            for _, form in ipairs(forms) do
+            for _, form in ipairs(pw_forms(wrong)) do
                 local err = connection_error(kronos.connect(form))
                 assert.matches("password authentication failed", err.message)
                 refute_secret(err.message, wrong)
@@ -91,13 +94,7 @@ describe("secrets", function()
 
     describe("the right password", function()
         it("connects in every form, and tostring(conn) does not show it", function()
-            local forms = {
-                pw_uri(secret),
-                pw_conninfo(secret),
-                { url = pw_uri(secret) },
-                { host = "127.0.0.1", port = port, user = "kronos_pw", dbname = dbname, password = secret },
-            }
-            for _, form in ipairs(forms) do
+            for _, form in ipairs(pw_forms(secret)) do
                 local c = assert(kronos.connect(form))
                 assert.are.equal("kronos_pw", c:exec("SELECT current_user AS u")[1].u)
                 refute_secret(tostring(c), secret)
