@@ -117,19 +117,11 @@ static void emit(lua_State *L, run *r, int env, const char *sql)
         append(L, env, ENV_OUT, sql);
         return;
     }
-    if (r->batching) {
-        if (kr_sql_batchable(sql)) {
-            append(L, env, ENV_PENDING, sql);
-            r->npending++;
-            return;
-        }
-        flush(L, r, env); /* what came before runs first, then this one alone */
-    }
-    if (r->c->pg == NULL) kr_raise(L, "connection", NULL, "the connection was closed during the migration");
-    PGresult *res = kr_execscript(L, r->c, sql);
-    if (res == NULL) lua_error(L);
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
-    lua_pop(L, 1);
+    int alone = !r->batching || !kr_sql_batchable(sql);
+    if (alone) flush(L, r, env); /* what came before runs first */
+    append(L, env, ENV_PENDING, sql);
+    r->npending++;
+    if (alone) flush(L, r, env);
 }
 
 static void emitf(lua_State *L, body *b, const char *fmt, ...)
