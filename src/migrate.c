@@ -104,15 +104,20 @@ static void flush(lua_State *L, run *r, int env)
     lua_pop(L, 1);
 }
 
+/* Tells opts.echo every statement the run executes (the specs compare it with the offline SQL). */
+static void echo(lua_State *L, run *r, int env, const char *sql)
+{
+    if (!r->has_echo) return;
+    lua_getfield(L, env, "echo");
+    lua_pushstring(L, sql);
+    lua_call(L, 1, 0);
+}
+
 /* Runs one statement (online) or appends it to the output (offline); raises on SQL errors.
  * While batching, a statement that can share a query is collected instead. */
 static void emit(lua_State *L, run *r, int env, const char *sql)
 {
-    if (r->has_echo) {
-        lua_getfield(L, env, "echo");
-        lua_pushstring(L, sql);
-        lua_call(L, 1, 0);
-    }
+    echo(L, r, env, sql);
     if (r->offline) {
         append(L, env, ENV_OUT, sql);
         return;
@@ -160,11 +165,7 @@ static void take_lock(lua_State *L, body *b, const char *sql)
         emit(L, r, b->env, sql);
         return;
     }
-    if (r->has_echo) {
-        lua_getfield(L, b->env, "echo");
-        lua_pushstring(L, sql);
-        lua_call(L, 1, 0);
-    }
+    echo(L, r, b->env, sql);
     PGresult *res = kr_execscript(L, r->c, sql);
     if (res == NULL) lock_failed(L, b);
     kr_clearbox((PGresult **)lua_touserdata(L, -1));
