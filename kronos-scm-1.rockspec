@@ -29,7 +29,7 @@ build = {
       ["kronos.core"] = {
          -- every src/*.c (the Makefile takes them by wildcard; keep this list in step)
          sources = {
-            "src/aux.c", "src/conn.c", "src/convert.c", "src/kronos.c", "src/params.c",
+            "src/auxiliar.c", "src/error.c", "src/conn.c", "src/convert.c", "src/kronos.c", "src/params.c",
             "src/result.c", "src/uuid.c",
             "src/ddl.c", "src/ddl_constraint.c", "src/ddl_table.c", "src/ddl_text.c", "src/ddl_util.c",
             "src/migrate.c", "src/migrate_graph.c", "src/migrate_sql.c", "src/sha256.c",

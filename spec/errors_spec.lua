@@ -1,4 +1,4 @@
--- Error objects (src/aux.c): real violations from the server, and kronos.error from Lua.
+-- Error objects (src/error.c): real violations from the server, and kronos.error from Lua.
 local kronos = require "kronos"
 local H = require "spec.helper"
 

@@ -117,16 +117,16 @@ static kr_conn *newconn(lua_State *L)
 static int finish_connect(lua_State *L, kr_conn *c, const kwlist *k)
 {
     if (PQstatus(c->pg) != CONNECTION_OK) {
-        kr_pushoneline(L, PQerrorMessage(c->pg));
+        kr_error_pushoneline(L, PQerrorMessage(c->pg));
         redact_all(L, k, c->pg);
         PQfinish(c->pg);
         c->pg = NULL;
         const char *msg = lua_tostring(L, -1);
-        return kr_fail(L, "connection", "%s", msg);
+        return kr_error_return(L, "connection", "%s", msg);
     }
     PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
     if (!session_setup(c)) {
-        int n = kr_fail_result(L, c, NULL);
+        int n = kr_error_result(L, c, NULL);
         PQfinish(c->pg);
         c->pg = NULL;
         return n;
@@ -185,7 +185,7 @@ static int l_connect(lua_State *L)
     k.val[k.n] = NULL;
     kr_conn *c = newconn(L);
     c->pg = PQconnectdbParams(k.kw, k.val, 1);
-    if (c->pg == NULL) return kr_fail(L, "connection", "out of memory");
+    if (c->pg == NULL) return kr_error_return(L, "connection", "out of memory");
     return finish_connect(L, c, &k);
 }
 
@@ -239,9 +239,9 @@ PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
     if (is_copy(st)) {
         kr_clearbox(box);
         drain(c->pg);
-        kr_fail(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
+        kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
     } else {
-        kr_fail_result(L, c, res);
+        kr_error_result(L, c, res);
         kr_clearbox(box); /* the error has copied what it needs */
     }
     lua_remove(L, -3);
@@ -321,9 +321,9 @@ static int rows_iter(lua_State *L)
     c->streaming = 0;
     int ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
     if (is_copy(st))
-        kr_fail(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
+        kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
     else if (!ok)
-        kr_fail_result(L, c, res);
+        kr_error_result(L, c, res);
     kr_clearbox(box);
     drain(c->pg); /* for a COPY, this result was only its announcement: drain() ends it */
     return ok ? 0 : lua_error(L); /* raises the error object: a for loop cannot take nil, err */
@@ -350,7 +350,7 @@ static int l_rows(lua_State *L)
     /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
     c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
     if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0)) {
-        kr_fail_result(L, c, NULL);
+        kr_error_result(L, c, NULL);
         return lua_error(L); /* the error object, as the iterator raises it */
     }
     PQsetSingleRowMode(c->pg);
@@ -433,7 +433,7 @@ static int l_transaction(lua_State *L)
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
         /* fn caught an SQL error itself: committing would silently lose the work */
         rollback(c, nested, depth);
-        return kr_fail(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
+        return kr_error_return(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
     }
     if (nested)
         snprintf(sql, sizeof sql, "RELEASE SAVEPOINT kronos_%d", depth);
@@ -447,7 +447,7 @@ static int l_transaction(lua_State *L)
     kr_clearbox((PGresult **)lua_touserdata(L, -1));
     lua_pop(L, 1);
     if (rolled_back)
-        return kr_fail(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
+        return kr_error_return(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
     return nres;
 }
 
@@ -492,8 +492,8 @@ static int l_escape(lua_State *L, int identifier)
     if (strlen(s) != len) luaL_argerror(L, 2, "string contains a NUL byte"); /* libpq would cut it there */
     char *out = identifier ? PQescapeIdentifier(c->pg, s, len) : PQescapeLiteral(c->pg, s, len);
     if (out == NULL) {
-        kr_pushoneline(L, PQerrorMessage(c->pg));
-        return kr_fail(L, "invalid_input", "%s", lua_tostring(L, -1));
+        kr_error_pushoneline(L, PQerrorMessage(c->pg));
+        return kr_error_return(L, "invalid_input", "%s", lua_tostring(L, -1));
     }
     lua_pushstring(L, out);
     PQfreemem(out);
@@ -512,11 +512,11 @@ static int l_reset(lua_State *L)
     c->txdepth = 0;
     PQreset(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK) {
-        kr_pushoneline(L, PQerrorMessage(c->pg));
+        kr_error_pushoneline(L, PQerrorMessage(c->pg));
         redact(L, PQpass(c->pg));
-        return kr_fail(L, "connection", "%s", lua_tostring(L, -1));
+        return kr_error_return(L, "connection", "%s", lua_tostring(L, -1));
     }
-    if (!session_setup(c)) return kr_fail_result(L, c, NULL);
+    if (!session_setup(c)) return kr_error_result(L, c, NULL);
     lua_pushboolean(L, 1);
     return 1;
 }

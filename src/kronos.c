@@ -6,7 +6,7 @@ int luaopen_kronos_core(lua_State *L);
 int luaopen_kronos_core(lua_State *L)
 {
     lua_newtable(L);
-    kr_open_aux(L);
+    kr_open_error(L);
     kr_open_params(L);
     kr_open_uuid(L);
     kr_open_conn(L);

@@ -2,6 +2,7 @@
 #ifndef KRONOS_H
 #define KRONOS_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <libpq-fe.h>
 #include "compat.h"
@@ -30,16 +31,25 @@ int kr_uuid_valid(const char *s, size_t len);
 void kr_pushuuid(lua_State *L);              /* pushes a new random (v4) UUID string */
 void kr_uuid_format(char out[37]);           /* writes one, lower case, NUL-terminated */
 
-/* aux.c: class checking, errors */
+/* auxiliar.c: class checking */
 kr_conn *kr_checkconn(lua_State *L, int idx);            /* raises on a non-connection or a closed one */
-void kr_newerror(lua_State *L, const char *code, const char *message);   /* pushes an error table */
-int kr_fail(lua_State *L, const char *code, const char *fmt, ...);        /* pushes nil, err; returns 2 */
-int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res);       /* nil, err from a failed result */
-const char *kr_condition_name(const char *sqlstate);                   /* "23505" -> "unique_violation" */
-void kr_seterrorfield(lua_State *L, const char *key, const char *value);  /* err table at -1 */
-void kr_pushoneline(lua_State *L, const char *msg);                      /* newlines folded */
 /* Registers metatable `name` with metamethods `meta` and, unless NULL, an __index of `methods`. */
 void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
+
+/* error.c: the one family of error objects (see its head comment for the rule). */
+#define KR_FNAME_KEY "kronos.fname"   /* registry: the helper name kr_error_arg reports */
+void kr_error_new(lua_State *L, const char *code, const char *message);    /* pushes an object */
+void kr_error_push(lua_State *L, const char *code, const char *fmt, ...);  /* formatted, pushed */
+void kr_error_pushv(lua_State *L, const char *code, const char *fmt, va_list ap);
+int kr_error_return(lua_State *L, const char *code, const char *fmt, ...); /* pushes nil, err; returns 2 */
+_Noreturn void kr_error_raise(lua_State *L, const char *code, const char *fmt, ...);
+_Noreturn void kr_error_throw(lua_State *L);                               /* raises the value at -1 */
+/* Raises a "bad_argument" object "bad argument #arg to 'fname' (why)" naming the Lua function. */
+_Noreturn void kr_error_arg(lua_State *L, int arg, const char *fmt, ...);
+void kr_error_setfname(lua_State *L, const char *name);  /* the name for callers Lua cannot name */
+int kr_error_result(lua_State *L, kr_conn *c, const PGresult *res);       /* nil, err from a failed result */
+void kr_error_setfield(lua_State *L, const char *key, const char *value); /* on the object at -1 */
+void kr_error_pushoneline(lua_State *L, const char *msg);                 /* newlines folded */
 
 /* result.c: PGresult lifetime and conversion to Lua */
 PGresult **kr_boxresult(lua_State *L, PGresult *res);  /* pushes a userdata that PQclears on __gc */
@@ -77,7 +87,7 @@ void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream *
 PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char *const *values);
 
 /* Module parts: each adds its functions to the module table at -1. */
-void kr_open_aux(lua_State *L);
+void kr_open_error(lua_State *L);
 void kr_open_params(lua_State *L);
 void kr_open_conn(lua_State *L);
 void kr_open_uuid(lua_State *L);

@@ -180,10 +180,10 @@ _Noreturn static void lock_failed(lua_State *L, body *b)
     int timed_out = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "55P03") == 0;
     lua_pop(L, 1);
     if (!timed_out) lua_error(L);
-    kr_newerror(L, "migration_locked",
+    kr_error_new(L, "migration_locked",
                 lua_pushfstring(L, "another process is migrating: the migration lock on %s was not granted within lock_timeout %s",
                                 b->vtname, b->lock_timeout_text));
-    kr_seterrorfield(L, "sqlstate", "55P03");
+    kr_error_setfield(L, "sqlstate", "55P03");
     lua_error(L);
     abort(); /* lua_error does not return */
 }
@@ -813,8 +813,8 @@ static void blame(lua_State *L, run *r)
     }
     if (!is_error) {
         const char *msg = lua_tostring(L, -1);
-        kr_pushoneline(L, msg ? msg : luaL_typename(L, -1));
-        kr_newerror(L, "migration_failed", lua_tostring(L, -1));
+        kr_error_pushoneline(L, msg ? msg : luaL_typename(L, -1));
+        kr_error_new(L, "migration_failed", lua_tostring(L, -1));
         lua_remove(L, -2);
         lua_remove(L, -2);
     }
@@ -823,8 +823,8 @@ static void blame(lua_State *L, run *r)
                     lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
     lua_setfield(L, -3, "message");
     lua_pop(L, 1);
-    kr_seterrorfield(L, "file", r->cur_file);
-    kr_seterrorfield(L, "revision", r->cur_rev);
+    kr_error_setfield(L, "file", r->cur_file);
+    kr_error_setfield(L, "revision", r->cur_rev);
 }
 
 /* core.migrate.run(cmd, list, opts, conn|nil, ddl|nil) -> revisions, statements (offline) */
@@ -1011,7 +1011,7 @@ static int l_scan(lua_State *L)
     db->d = NULL;
     luaL_setmetatable(L, "kronos.migrate.dir");
     db->d = opendir(dir);
-    if (db->d == NULL) return kr_fail(L, "no_migrations", "cannot read the migrations directory %s", dir);
+    if (db->d == NULL) return kr_error_return(L, "no_migrations", "cannot read the migrations directory %s", dir);
     lua_newtable(L);
     int names = lua_gettop(L), n = 0;
     struct dirent *e;

@@ -13,8 +13,8 @@ _Noreturn void kr_raise(lua_State *L, const char *code, const char *file, const 
     const char *msg = lua_pushvfstring(L, fmt, ap);
     va_end(ap);
     if (file) msg = lua_pushfstring(L, "%s: %s", file, msg);
-    kr_newerror(L, code, msg);
-    kr_seterrorfield(L, "file", file);
+    kr_error_new(L, code, msg);
+    kr_error_setfield(L, "file", file);
     lua_error(L);
     abort(); /* not reached: lua_error does not return */
 }

@@ -106,7 +106,7 @@ static lua_Integer failed_line(const PGresult *r)
 /* nil, err from a failed COPY result (mapped codes; err.index from the server's context). */
 static int copy_failed(lua_State *L, kr_conn *c, PGresult *r, PGresult **box)
 {
-    kr_fail_result(L, c, r);
+    kr_error_result(L, c, r);
     lua_Integer line = failed_line(r);
     kr_clearbox(box);
     kr_users_map_error(L);
@@ -128,7 +128,7 @@ static int copy_batch(lua_State *L, kr_conn *c, const copybuf *b)
         sent = PQputCopyData(c->pg, b->p + off, (int)len) == 1;
     }
     /* Unended, the COPY would make every PQgetResult below answer COPY_IN again. */
-    if (PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed") != 1) return kr_fail_result(L, c, NULL);
+    if (PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed") != 1) return kr_error_result(L, c, NULL);
     r = PQgetResult(c->pg);
     box = kr_boxresult(L, r);
     PGresult *extra;

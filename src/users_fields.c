@@ -13,9 +13,9 @@ void kr_users_error(lua_State *L, const char *code, const char *field, const cha
     va_start(ap, fmt);
     const char *msg = lua_pushvfstring(L, fmt, ap);
     va_end(ap);
-    kr_newerror(L, code, msg);
+    kr_error_new(L, code, msg);
     lua_remove(L, -2);
-    kr_seterrorfield(L, "field", field);
+    kr_error_setfield(L, "field", field);
 }
 
 /* Server errors the model can explain (a unique race, the email check) get the model's codes;
@@ -36,9 +36,9 @@ void kr_users_map_error(lua_State *L)
         code = "invalid_utf8";
     }
     lua_pop(L, 2);
-    kr_seterrorfield(L, "code", code);
-    kr_seterrorfield(L, "field", field);
-    kr_seterrorfield(L, "message", msg);
+    kr_error_setfield(L, "code", code);
+    kr_error_setfield(L, "field", field);
+    kr_error_setfield(L, "message", msg);
 }
 
 /* ---- fields ---------------------------------------------------------------------------- */

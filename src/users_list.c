@@ -103,9 +103,9 @@ int kr_users_list(lua_State *L)
         int bad_cursor = st && strncmp(st, "22", 2) == 0; /* a forged timestamp the server refused */
         lua_pop(L, 1);
         if (bad_cursor) {
-            kr_seterrorfield(L, "code", "invalid_field");
-            kr_seterrorfield(L, "field", "after");
-            kr_seterrorfield(L, "message", "after is not a cursor returned by users:list()");
+            kr_error_setfield(L, "code", "invalid_field");
+            kr_error_setfield(L, "field", "after");
+            kr_error_setfield(L, "message", "after is not a cursor returned by users:list()");
         }
         return 2;
     }
@@ -126,7 +126,7 @@ int kr_users_list(lua_State *L)
                                     PQgetvalue(res, rows - 1, COL_ID), (size_t)PQgetlength(res, rows - 1, COL_ID), cursor);
         if (n == 0) {
             kr_clearbox((PGresult **)lua_touserdata(L, box));
-            return kr_fail(L, "invalid_field", "created_at of a listed user cannot be paged after (not a finite timestamp)");
+            return kr_error_return(L, "invalid_field", "created_at of a listed user cannot be paged after (not a finite timestamp)");
         }
         lua_pushlstring(L, cursor, n);
     } else {

@@ -1,4 +1,10 @@
-/* Class checking and error objects shared by every part of the module. */
+/* error.c: the one family of kronos error objects.
+ *
+ * Every error kronos returns or raises is a table of class KR_ERROR_CLASS with a machine-readable
+ * `code`, a `message` and, where known, more fields (sqlstate, detail, file, field...), whose
+ * tostring is one line. Expected failures return nil, err (kr_error_return, kr_error_result);
+ * misuse raises a "bad_argument" object naming the Lua function (kr_error_arg); failures that
+ * cannot be returned raise (kr_error_raise, kr_error_throw). Nothing else builds an error. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,23 +13,13 @@
 #include "kronos.h"
 #include "errcodes.h"
 
-kr_conn *kr_checkconn(lua_State *L, int idx)
-{
-    kr_conn *c = (kr_conn *)luaL_testudata(L, idx, KR_CONN_CLASS);
-    if (c == NULL) {
-        const char *got = luaL_typename(L, idx);
-        luaL_argerror(L, idx, lua_pushfstring(L, "kronos connection expected, got %s", got));
-    }
-    if (c->pg == NULL) luaL_argerror(L, idx, "connection is closed");
-    return c;
-}
-
 static int cmp_errcode(const void *key, const void *elem)
 {
     return strcmp((const char *)key, ((const struct kr_errcode *)elem)->state);
 }
 
-const char *kr_condition_name(const char *sqlstate)
+/* "23505" -> "unique_violation"; NULL for a state PostgreSQL does not list. */
+static const char *condition_name(const char *sqlstate)
 {
     if (sqlstate == NULL || strlen(sqlstate) != 5) return NULL;
     const struct kr_errcode *e = bsearch(sqlstate, kr_errcodes, sizeof kr_errcodes / sizeof kr_errcodes[0],
@@ -31,35 +27,104 @@ const char *kr_condition_name(const char *sqlstate)
     return e ? e->name : NULL;
 }
 
-void kr_seterrorfield(lua_State *L, const char *key, const char *value)
+/* Sets err[key] = value on the object at -1; a NULL value leaves the field out. */
+void kr_error_setfield(lua_State *L, const char *key, const char *value)
 {
     if (value == NULL) return;
     lua_pushstring(L, value);
     lua_setfield(L, -2, key);
 }
 
-void kr_newerror(lua_State *L, const char *code, const char *message)
+void kr_error_new(lua_State *L, const char *code, const char *message)
 {
     lua_createtable(L, 0, 4);
-    kr_seterrorfield(L, "code", code);
-    kr_seterrorfield(L, "message", message);
+    kr_error_setfield(L, "code", code);
+    kr_error_setfield(L, "message", message);
     luaL_setmetatable(L, KR_ERROR_CLASS);
 }
 
-int kr_fail(lua_State *L, const char *code, const char *fmt, ...)
+void kr_error_pushv(lua_State *L, const char *code, const char *fmt, va_list ap)
+{
+    const char *msg = lua_pushvfstring(L, fmt, ap);
+    kr_error_new(L, code, msg);
+    lua_remove(L, -2);
+}
+
+void kr_error_push(lua_State *L, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    lua_pushnil(L);
-    const char *msg = lua_pushvfstring(L, fmt, ap);
+    kr_error_pushv(L, code, fmt, ap);
     va_end(ap);
-    kr_newerror(L, code, msg);
-    lua_remove(L, -2);
+}
+
+int kr_error_return(lua_State *L, const char *code, const char *fmt, ...)
+{
+    lua_pushnil(L);
+    va_list ap;
+    va_start(ap, fmt);
+    kr_error_pushv(L, code, fmt, ap);
+    va_end(ap);
     return 2;
 }
 
+_Noreturn void kr_error_throw(lua_State *L)
+{
+    lua_error(L);
+    abort(); /* not reached: lua_error does not return */
+}
+
+_Noreturn void kr_error_raise(lua_State *L, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    kr_error_pushv(L, code, fmt, ap);
+    va_end(ap);
+    kr_error_throw(L);
+}
+
+/* The name the caller knows the running C function by: what luaL_argerror would say, or, where
+ * Lua cannot tell (a function called through a proxy or a local), the name the caller stored as
+ * the upvalue-free registry field KR_FNAME_KEY (see kr_error_setfname). */
+static const char *function_name(lua_State *L, int *arg)
+{
+    lua_Debug ar;
+    if (!lua_getstack(L, 0, &ar)) return "?";
+    lua_getinfo(L, "n", &ar);
+    if (ar.namewhat && strcmp(ar.namewhat, "method") == 0) {
+        (*arg)--;  /* self is not counted, as luaL_argerror does */
+    }
+    if (ar.name) return ar.name;
+    lua_getfield(L, LUA_REGISTRYINDEX, KR_FNAME_KEY);
+    const char *name = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the registry keeps the string alive */
+    return name ? name : "?";
+}
+
+void kr_error_setfname(lua_State *L, const char *name)
+{
+    if (name) lua_pushstring(L, name); else lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, KR_FNAME_KEY);
+}
+
+_Noreturn void kr_error_arg(lua_State *L, int arg, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *why = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    const char *fname = function_name(L, &arg);
+    if (arg > 0)
+        kr_error_push(L, "bad_argument", "bad argument #%d to '%s' (%s)", arg, fname, why);
+    else
+        kr_error_push(L, "bad_argument", "calling '%s' on bad self (%s)", fname, why);
+    lua_pushstring(L, fname);
+    lua_setfield(L, -2, "func");
+    kr_error_throw(L);
+}
+
 /* libpq messages end in a newline and may span lines; an error reads as one line. */
-void kr_pushoneline(lua_State *L, const char *msg)
+void kr_error_pushoneline(lua_State *L, const char *msg)
 {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
@@ -72,7 +137,7 @@ void kr_pushoneline(lua_State *L, const char *msg)
     luaL_pushresult(&b);
 }
 
-int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res)
+int kr_error_result(lua_State *L, kr_conn *c, const PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     int lost = c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD;
@@ -80,9 +145,9 @@ int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res)
     lua_pushnil(L);
     if (msg == NULL) msg = res ? PQresultErrorMessage(res) : NULL;
     if ((msg == NULL || *msg == '\0') && c->pg) msg = PQerrorMessage(c->pg);
-    kr_pushoneline(L, msg && *msg ? msg : "unknown error");
-    kr_newerror(L, (lost || state == NULL || strncmp(state, "08", 2) == 0) ? "connection"
-                   : (kr_condition_name(state) ? kr_condition_name(state) : state),
+    kr_error_pushoneline(L, msg && *msg ? msg : "unknown error");
+    kr_error_new(L, (lost || state == NULL || strncmp(state, "08", 2) == 0) ? "connection"
+                   : (condition_name(state) ? condition_name(state) : state),
                 lua_tostring(L, -1));
     lua_remove(L, -2);
     if (res) {
@@ -94,7 +159,7 @@ int kr_fail_result(lua_State *L, kr_conn *c, const PGresult *res)
             {PG_DIAG_STATEMENT_POSITION, "position"},
         };
         for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
-            kr_seterrorfield(L, fields[i].key, PQresultErrorField(res, fields[i].field));
+            kr_error_setfield(L, fields[i].key, PQresultErrorField(res, fields[i].field));
     }
     return 2;
 }
@@ -142,7 +207,7 @@ static int error_new(lua_State *L)
 {
     const char *code = luaL_checkstring(L, 1);
     const char *msg = luaL_checkstring(L, 2);
-    kr_newerror(L, code, msg);
+    kr_error_new(L, code, msg);
     if (lua_type(L, 3) == LUA_TTABLE) {
         lua_pushnil(L);
         while (lua_next(L, 3)) {
@@ -165,19 +230,7 @@ static int error_is(lua_State *L)
     return 1;
 }
 
-void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta)
-{
-    luaL_newmetatable(L, name);
-    if (meta) luaL_setfuncs(L, meta, 0);
-    if (methods) {
-        lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-}
-
-void kr_open_aux(lua_State *L)
+void kr_open_error(lua_State *L)
 {
     static const luaL_Reg meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {{"error", error_new}, {"is_error", error_is}, {NULL, NULL}};
