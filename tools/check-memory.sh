@@ -1,4 +1,4 @@
-#!/bin/sh
+# make check-memory [LUA=lua5.4|luajit] [MEMCHECK=asan|valgrind|both] [VALGRIND_SPECS="spec/a_spec.lua ..."] [ASAN_SPECS=...]
 # make check-memory [LUA=lua5.4|luajit] [MEMCHECK=asan|valgrind|both] [VALGRIND_SPECS="spec/a_spec.lua ..."]
 #
 # 1. AddressSanitizer + UBSan: kronos.core is built with -fsanitize=address,undefined into
@@ -59,8 +59,8 @@ EOF
     sym=$(ls /usr/lib/llvm-*/bin/llvm-symbolizer 2>/dev/null | tail -n 1)
     [ -n "$sym" ] && export ASAN_SYMBOLIZER_PATH="$sym"
     export ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
-    echo "check-memory: ASan+UBSan, $lua, whole suite"
-    BUILD=$build sh tools/run-tests.sh "$wrapper" "$busted" -o utfTerminal spec
+    echo "check-memory: ASan+UBSan, $lua, ${ASAN_SPECS:-spec}"
+    BUILD=$build sh tools/run-tests.sh "$wrapper" "$busted" -o utfTerminal ${ASAN_SPECS:-spec}
     rc=$?
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
     if ls "$logs"/* >/dev/null 2>&1; then
