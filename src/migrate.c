@@ -237,7 +237,10 @@ static void begin_tx(lua_State *L, body *b)
     b->r->batching = !b->r->offline; /* read_state sends it all */
     emitf(L, b, "BEGIN");
     b->r->intx = 1;
-    if (b->r->c) b->r->c->txdepth = 1; /* conn:transaction() inside a migration makes savepoints */
+    if (b->r->c) { /* conn:transaction() inside a migration makes savepoints */
+        b->r->c->txdepth = 1;
+        b->r->c->tx_ended = 0;
+    }
     emitf(L, b, "SET LOCAL lock_timeout = %s", b->lock_timeout);
     take_lock(L, b, b->r->xlock_sql);
     if (b->stmt_timeout) emitf(L, b, "SET LOCAL statement_timeout = %s", b->stmt_timeout);
@@ -1048,6 +1051,13 @@ static int l_sha256(lua_State *L)
     return 1;
 }
 
+/* core.migrate.terminator(sql) -> what follows the statement in the offline script. */
+static int l_terminator(lua_State *L)
+{
+    lua_pushstring(L, kr_sql_terminator(luaL_checkstring(L, 1)));
+    return 1;
+}
+
 /* The lock key as a decimal string (exact under LuaJIT too). */
 static int l_lock_key(lua_State *L)
 {
@@ -1063,7 +1073,8 @@ void kr_open_migrate(lua_State *L)
     kr_newclass(L, "kronos.migrate.dir", NULL, dir_meta);
     static const luaL_Reg fns[] = {
         {"run", l_run},       {"status", l_status},     {"scan", l_scan},
-        {"sha256", l_sha256}, {"lock_key", l_lock_key}, {NULL, NULL},
+        {"sha256", l_sha256}, {"lock_key", l_lock_key}, {"terminator", l_terminator},
+        {NULL, NULL},
     };
     lua_newtable(L);
     luaL_setfuncs(L, fns, 0);

@@ -41,5 +41,6 @@ void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier *
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
 int kr_sql_batchable(const char *sql);                  /* safe to join with ";\n" to others */
+const char *kr_sql_terminator(const char *sql);         /* ";" or "\n;" after it in a script */
 
 #endif
