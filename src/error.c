@@ -213,8 +213,9 @@ static int error_tostring(lua_State *L)
 /* kronos.error(code, message [, fields]) builds an error object from Lua (the thin layers use it). */
 static int error_new(lua_State *L)
 {
-    const char *code = luaL_checkstring(L, 1);
-    const char *msg = luaL_checkstring(L, 2);
+    if (lua_type(L, 1) != LUA_TSTRING) kr_error_arg(L, 1, "code (string) expected, got %s", luaL_typename(L, 1));
+    if (lua_type(L, 2) != LUA_TSTRING) kr_error_arg(L, 2, "message (string) expected, got %s", luaL_typename(L, 2));
+    const char *code = lua_tostring(L, 1), *msg = lua_tostring(L, 2);
     kr_error_new(L, code, msg);
     if (lua_type(L, 3) == LUA_TTABLE) {
         lua_pushnil(L);
