@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ddl_lua.h"
+#include "convert.h"
 
 /* ---- the buffer ---- */
 
@@ -18,7 +19,8 @@ void kr_sql_init(lua_State *L, kr_sql *b)
     b->slot = lua_gettop(L);
 }
 
-char *kr_sql_reserve(kr_sql *b, size_t len)
+/* Room for len more bytes. */
+static char *reserve(kr_sql *b, size_t len)
 {
     if (len > b->cap - b->n) {
         size_t cap = b->cap * 2;
@@ -34,7 +36,7 @@ char *kr_sql_reserve(kr_sql *b, size_t len)
 
 void kr_sql_add(kr_sql *b, const char *s, size_t len)
 {
-    memcpy(kr_sql_reserve(b, len), s, len);
+    memcpy(reserve(b, len), s, len);
     b->n += len;
 }
 
@@ -183,17 +185,13 @@ void kr_ddl_addtype(kr_sql *b, int idx, int arg, const char *path)
 
 static void addnumber(kr_sql *b, int idx, int arg, const char *path)
 {
-    char num[64];
+    char num[KR_DOUBLE_MAX];
     if (kr_isinteger(b->L, idx)) {
         snprintf(num, sizeof num, "%lld", kr_tointeger(b->L, idx));
     } else {
         double v = (double)lua_tonumber(b->L, idx);
         if (!isfinite(v)) kr_error_arg(b->L, arg, "%s: number must be finite", path);
-        /* the shortest form that reads back as the same double */
-        snprintf(num, sizeof num, "%.15g", v);
-        if (strtod(num, NULL) != v) snprintf(num, sizeof num, "%.17g", v);
-        for (char *c = num; *c; c++)
-            if (*c == ',') *c = '.';   /* a locale's decimal comma is no SQL */
+        kr_format_double(v, num);   /* the one number formatter: as a parameter would send it */
     }
     kr_sql_adds(b, num);
 }
@@ -212,7 +210,7 @@ void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path)
         const char *s = lua_tolstring(L, idx, &len);
         long need = kr_ddl_quote_literal(s, len, NULL, 0);
         if (need < 0) kr_error_arg(L, arg, "%s: string %s", path, kr_ddl_strerror((int)need));
-        char *out = kr_sql_reserve(b, (size_t)need + 1);
+        char *out = reserve(b, (size_t)need + 1);
         kr_ddl_quote_literal(s, len, out, (size_t)need + 1);
         b->n += (size_t)need;
         return;
