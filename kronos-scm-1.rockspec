@@ -34,7 +34,7 @@ build = {
             "src/ddl.c", "src/ddl_constraint.c", "src/ddl_table.c", "src/ddl_text.c", "src/ddl_util.c",
             "src/migrate.c", "src/migrate_graph.c", "src/migrate_sql.c", "src/sha256.c",
             "src/users.c", "src/users_batch.c", "src/users_fields.c", "src/users_list.c", "src/utf8.c", "src/validate.c",
-            "src/prepared.c",
+            "src/prepared.c", "src/notify.c", "src/statement.c", "src/copy.c", "src/pipeline.c", "src/array.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
          -- Debian keeps libpq-fe.h in include/postgresql, other systems in include/
