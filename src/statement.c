@@ -170,6 +170,7 @@ static int l_exec(lua_State *L)
     const char *sql = stmt_sql(L, 1);
     kr_params p;
     kr_checkparams(L, 2, lua_gettop(L) - 1, &p);
+    if (!kr_tx_open(L, c)) return 2;
     kr_conn_ready(L, c);
     PGresult *res;
     if (!st->named) {
@@ -207,6 +208,7 @@ static int l_rows(lua_State *L)
     const char *sql = stmt_sql(L, 1);
     kr_params p;
     kr_checkparams(L, 2, lua_gettop(L) - 1, &p);
+    if (!kr_tx_open(L, c)) return lua_error(L);
     kr_conn_ready(L, c);
     if (!st->named) {
         if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0)) {
