@@ -115,7 +115,7 @@ static int add_index_items(kr_sql *b, int idx, int arg)
 int kr_ddl_create_index(lua_State *L)
 {
     size_t nlen = 0, tlen, slen, len;
-    luaL_checkstack(L, 20, "kronos.ddl");
+    kr_checkstack(L, 20);
     const char *name = optional_name(L, &nlen);
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
     int opts = kr_option_check(L, 4, "opts", create_index_keys);

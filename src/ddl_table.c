@@ -219,7 +219,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
 int kr_ddl_create_table(lua_State *L)
 {
     size_t tlen, slen;
-    luaL_checkstack(L, 40, "kronos.ddl");
+    kr_checkstack(L, 40);
     const char *table = kr_ddl_checkname(L, 1, 1, "name", &tlen);
     int ncols = kr_ddl_checkarray(L, 2, 2, "columns");
     int opts = kr_option_check(L, 3, "opts", create_table_keys);
@@ -345,7 +345,7 @@ static const char *const add_column_keys[] = {"schema", "if_not_exists", NULL};
 int kr_ddl_add_column(lua_State *L)
 {
     size_t tlen, slen;
-    luaL_checkstack(L, 20, "kronos.ddl");
+    kr_checkstack(L, 20);
     const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
     if (lua_type(L, 2) != LUA_TTABLE)
         kr_error_arg(L, 2, "column: column spec (table) expected, got %s", luaL_typename(L, 2));

@@ -127,11 +127,7 @@ int kr_ddl_checkarray(lua_State *L, int idx, int arg, const char *path)
 
 const char *kr_ddl_tosql(lua_State *L, int idx, size_t *len)
 {
-    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
-    luaL_getmetatable(L, KR_DDL_SQL_CLASS);
-    int is = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (!is) return NULL;
+    if (lua_type(L, idx) != LUA_TTABLE || !kr_testclass(L, idx, KR_DDL_SQL_CLASS)) return NULL;
     kr_option_field(L, idx, "sql");
     size_t l = 0;
     const char *s = lua_tolstring(L, -1, &l);
