@@ -502,7 +502,7 @@ static int run_body(lua_State *L)
     if (colon) {
         /* offline from a given state */
         lua_pushlstring(L, spec, (size_t)(colon - spec));
-        kr_plan_closure(L, &b.p.g, *lua_tostring(L, -1) ? lua_tostring(L, -1) : "base", b.p.applied);
+        kr_plan_closure(L, &b.p, *lua_tostring(L, -1) ? lua_tostring(L, -1) : "base", b.p.applied);
         lua_pop(L, 1);
         spec = colon + 1;
         if (*spec == '\0') spec = kind == KR_CMD_UPGRADE ? "head" : "base";
