@@ -99,6 +99,7 @@ typedef struct kr_run {
     kr_batch batch;          /* online round-trip batching; changed only by kr_batch_* */
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
+    int cur_transactional;
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
     char slock_sql[80];
     char unlock_sql[80];
@@ -113,7 +114,7 @@ void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what 
 int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
 
 /* migrate_op.c */
-void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx); /* sets env.op and env.db */
+void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts); /* sets env.op and env.db */
 
 /* migrate_status.c */
 int kr_migrate_status(lua_State *L);                              /* core.migrate.status */

@@ -146,7 +146,8 @@ static void link_parents(lua_State *L, int list, kr_graph *g)
             g->dep[d++] = kr_graph_find(g, rev);
             lua_pop(L, 1);
         }
-        for (int j = 1; j <= m->nlab; j++) {
+        int nlab = id_list_count(L, t, "branch_labels", m->file);
+        for (int j = 1; j <= nlab; j++) {
             const char *label = id_list_get(L, t, "branch_labels", j);
             lua_pop(L, 1); /* the migration table keeps it */
             if (*label == '\0' || strchr(label, '@') || strchr(label, ':') || strchr(label, ' '))
