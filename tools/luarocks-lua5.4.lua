@@ -1,3 +1,4 @@
+-- luacheck: globals rocks_provided
 -- LuaRocks configuration for installing kronos offline on Debian, Lua 5.4 (README, Installing):
 --   LUAROCKS_CONFIG=tools/luarocks-lua5.4.lua luarocks --lua-version 5.4 make --tree DIR kronos-scm-1.rockspec
 -- kronos needs argparse (the kronos command) and lua-cjson: Debian's lua-argparse and lua-cjson

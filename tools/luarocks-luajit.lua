@@ -1,3 +1,4 @@
+-- luacheck: globals lua_version lua_interpreter variables rocks_provided
 -- LuaRocks configuration for installing kronos offline on Debian, LuaJIT 2.1 (OpenResty's
 -- runtime) (README, Installing):
 --   LUAROCKS_CONFIG=tools/luarocks-luajit.lua luarocks --lua-version 5.1 make --tree DIR kronos-scm-1.rockspec
