@@ -219,8 +219,8 @@ function M.main(argv)
     -- --dir and --module given before and after the verb add up; none given: nil (the defaults)
     for _, key in ipairs { "dir", "module" } do
         local all = {}
-        for _, list in ipairs { args["top_" .. key] or {}, args[key] or {} } do
-            for _, v in ipairs(list) do all[#all + 1] = v end
+        for _, given in ipairs { args["top_" .. key] or {}, args[key] or {} } do
+            for _, v in ipairs(given) do all[#all + 1] = v end
         end
         args[key] = #all > 0 and all or nil
     end

@@ -88,7 +88,8 @@ local function load_module(name, list, seen, stack)
     local path, serr = package.searchpath(name, package.path)
     if not path then
         local tried = serr:gsub("^%s+", ""):gsub("%s*\n%s*", "; ")
-        fail("bad_migration", ("migration module '%s' not found on package.path (%s)"):format(name, tried), { module = name })
+        fail("bad_migration", ("migration module '%s' not found on package.path (%s)"):format(name, tried),
+            { module = name })
     end
     local source = read_file(path)
     local checksum = engine.sha256(source)
