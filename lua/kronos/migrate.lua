@@ -95,8 +95,8 @@ local function load_module(name, list, seen, stack)
     local checksum = engine.sha256(source)
     local value = evaluate(source, path, name, path)
     if type(value) ~= "table" then
-        fail("bad_migration", ("%s: migration module '%s' returned a %s, not a migration or a list"):format(path, name, type(value)),
-            { file = path, module = name })
+        fail("bad_migration", ("%s: migration module '%s' returned a %s, not a migration or a list")
+            :format(path, name, type(value)), { file = path, module = name })
     end
     -- a list has items (or is empty); anything else is a migration, which the engine checks
     if value[1] == nil and next(value) ~= nil then
