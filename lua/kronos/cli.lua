@@ -207,6 +207,10 @@ local function one_line(err)
 end
 
 function M.main(argv)
+    if argv[1] == "--version" then
+        io.stdout:write("kronos ", kronos._VERSION, "\n")
+        return 0
+    end
     local parser = build_parser()
     local ok, args = parser:pparse(argv)
     if not ok then
