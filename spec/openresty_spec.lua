@@ -157,13 +157,13 @@ describe("OpenResty example", function()
             assert.equals(400, bad)
             assert.equals("invalid_email", invalid.error.code)
 
-            local status, err = http(tmp, "POST", base .. "/users", '{"email": ')
-            assert.equals(400, status)
+            local code, err = http(tmp, "POST", base .. "/users", '{"email": ')
+            assert.equals(400, code)
             assert.equals("invalid_json", err.error.code)
             -- an array, even an empty one (which cjson decodes like {}), is not a user
-            for _, body in ipairs { '["ada@example.com"]', "[]", " [ ] " } do
-                status, err = http(tmp, "POST", base .. "/users", body)
-                assert.equals(400, status)
+            for _, array in ipairs { '["ada@example.com"]', "[]", " [ ] " } do
+                code, err = http(tmp, "POST", base .. "/users", array)
+                assert.equals(400, code)
                 assert.same({ code = "invalid_body", message = "a JSON object is expected as the request body" }, err.error)
             end
         end)

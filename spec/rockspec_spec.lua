@@ -33,11 +33,21 @@ local function clean(extra)
     return table.concat(env, " ") .. " "
 end
 
--- Runs `cmd` (with DIR replaced by `tree`) in a fresh clone of the checkout at `src`.
-local function install(cmd, src, tree)
-    local code, out = H.run(("git clone -q %s %s 2>&1"):format(q(H.root), q(src)))
-    if code ~= 0 then return code, out end
-    return H.run(("cd %s && %s%s"):format(q(src), clean(), (cmd:gsub("DIR", q(tree)))))
+-- Runs each job's `cmd` (with DIR replaced by its `tree`) in a fresh clone of the checkout at its
+-- `src`, all at once (the builds take most of this file's time); sets each job's code and out.
+local function install(jobs)
+    local script = {}
+    for _, job in ipairs(jobs) do
+        script[#script + 1] = ("(git clone -q %s %s && cd %s && %s%s) > %s 2>&1; echo $? > %s &"):format(
+            q(H.root), q(job.src), q(job.src), clean(), (job.cmd:gsub("DIR", q(job.tree))),
+            q(job.src .. ".out"), q(job.src .. ".rc"))
+    end
+    script[#script + 1] = "wait"
+    H.sh(table.concat(script, " "))
+    for _, job in ipairs(jobs) do
+        job.code = tonumber(trim(slurp(job.src .. ".rc") or ""))
+        job.out = slurp(job.src .. ".out") or ""
+    end
 end
 
 local function exists(path)
@@ -47,21 +57,26 @@ end
 describe("installing with LuaRocks", function()
     local tmp, outside
     local commands = readme_commands()
-    local builds = {} -- name -> {cmd, tree, code, out}
+    local builds = {} -- name -> {cmd, src, tree, code, out}
     local url, dbname
 
     setup(function()
         tmp = H.tmpdir("rock")
         outside = tmp .. "/elsewhere"
         H.sh("mkdir -p " .. q(outside))
+        local jobs = {}
         for _, cmd in ipairs(commands) do
             local name = cmd:find("luarocks-luajit", 1, true) and "luajit" or cmd:find("--lua-version 5.4", 1, true) and "lua54"
             if name then
-                local b = { cmd = cmd, tree = tmp .. "/tree-" .. name }
-                b.code, b.out = install(cmd, tmp .. "/src-" .. name, b.tree)
-                builds[name] = b
+                builds[name] = { cmd = cmd, src = tmp .. "/src-" .. name, tree = tmp .. "/tree-" .. name }
+                jobs[#jobs + 1] = builds[name]
             end
         end
+        -- what a Debian user gets from plain `luarocks make` (PUC Lua 5.1): a build that must fail
+        builds.lua51 = { cmd = "luarocks make --deps-mode none --tree DIR kronos-scm-1.rockspec",
+                         src = tmp .. "/src-lua51", tree = tmp .. "/tree-lua51" }
+        jobs[#jobs + 1] = builds.lua51
+        install(jobs)
         url, dbname = H.fresh_db("rock")
     end)
 
@@ -142,8 +157,7 @@ describe("installing with LuaRocks", function()
     end)
 
     it("a build for PUC Lua 5.1 (plain `luarocks make` on Debian) stops at build time and installs nothing", function()
-        local tree = tmp .. "/tree-lua51"
-        local code, out = install("luarocks make --deps-mode none --tree DIR kronos-scm-1.rockspec", tmp .. "/src-lua51", tree)
+        local tree, code, out = builds.lua51.tree, builds.lua51.code, builds.lua51.out
         assert.not_equals(0, code)
         assert.matches("kronos builds for Lua 5.4 or LuaJIT 2.1 only", out, 1, true)
         assert.is_false(exists(tree .. "/lib/lua/5.1/kronos"))
