@@ -35,6 +35,7 @@ build = {
             "src/migrate.c", "src/migrate_graph.c", "src/migrate_sql.c", "src/sha256.c",
             "src/users.c", "src/users_batch.c", "src/users_fields.c", "src/users_list.c", "src/utf8.c", "src/validate.c",
             "src/prepared.c",
+            "src/lint.c", "src/catalog.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
          -- Debian keeps libpq-fe.h in include/postgresql, other systems in include/
@@ -45,6 +46,7 @@ build = {
       ["kronos"] = "lua/kronos/init.lua",
       ["kronos.cli"] = "lua/kronos/cli.lua",
       ["kronos.console"] = "lua/kronos/console.lua",
+      ["kronos.deploy"] = "lua/kronos/deploy.lua",
       ["kronos.migrate"] = "lua/kronos/migrate.lua",
       ["kronos.users"] = "lua/kronos/users.lua",
    },

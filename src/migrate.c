@@ -22,6 +22,7 @@
 
 #include "migrate.h"
 #include "sha256.h"
+#include "lint.h"
 
 enum { CMD_UPGRADE, CMD_DOWNGRADE, CMD_STAMP };
 
@@ -305,6 +306,7 @@ static int op_builder(lua_State *L)
 {
     run *r = op_run(L);
     int n = lua_gettop(L);
+    kr_lint_strip_safe(L, n); /* safe = true is advice for the DDL check, not an option of the builder */
     lua_pushvalue(L, lua_upvalueindex(3));
     lua_insert(L, 1);
     lua_call(L, n, 1);
