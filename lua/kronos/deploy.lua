@@ -27,7 +27,7 @@ end
 function D.lint(opts)
     opts = opts or {}
     local out, blocking = {}, 0
-    for _, entry in ipairs(migrate().load(opts.dir)) do
+    for _, entry in ipairs(migrate().load({ dir = opts.dir, modules = opts.modules })) do
         for _, f in ipairs(D.lint_entry(entry, opts.x)) do
             out[#out + 1] = f
             if D.blocking(f) then blocking = blocking + 1 end
@@ -113,7 +113,7 @@ local function with_scratch(opts, fn)
 end
 
 local function run_opts(opts, db, extra)
-    local o = { db = db, dir = opts.dir, version_table = opts.version_table, x = opts.x,
+    local o = { db = db, dir = opts.dir, modules = opts.modules, version_table = opts.version_table, x = opts.x,
                 lock_timeout = opts.lock_timeout, allow_changed = true }
     for k, v in pairs(extra or {}) do o[k] = v end
     return o
