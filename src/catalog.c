@@ -67,14 +67,8 @@ static int l_snapshot(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *vt = luaL_optstring(L, 2, "kronos_version");
-    kr_params p = {1, &vt, NULL, NULL, NULL};
-    int lengths[1] = {(int)strlen(vt)};
-    int formats[1] = {0};
-    Oid types[1] = {0};
-    p.lengths = lengths;
-    p.formats = formats;
-    p.types = types;
-    PGresult *res = kr_execparams(L, c, SNAPSHOT_SQL, &p);
+    const char *values[1] = {vt};
+    PGresult *res = kr_prepared_exec(L, c, -1, SNAPSHOT_SQL, 1, values); /* -1: an unnamed statement */
     if (res == NULL) return 2;
     lua_createtable(L, 0, PQntuples(res));
     for (int row = 0; row < PQntuples(res); row++) {

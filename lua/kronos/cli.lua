@@ -190,7 +190,7 @@ end
 function verbs.revision(args)
     local path = migrate.revision { dir = args.dir, modules = args.module, message = args.message, revision = args.rev_id }
     io.stdout:write("created ", path, "\n")
-    require("kronos.deploy").warn_heads(args.dir, path, opts_of(args).on_lint)
+    require("kronos.deploy").warn_heads({ dir = args.dir, modules = args.module }, path, opts_of(args).on_lint)
 end
 
 function verbs.verify(args)
@@ -199,7 +199,7 @@ end
 
 -- lint: the findings that block (exit 1), the notes; --verbose adds the allowed ones.
 function verbs.lint(args)
-    local found, blocking = migrate.lint { dir = args.dir }
+    local found, blocking = migrate.lint { dir = args.dir, modules = args.module }
     local allowed = 0
     for _, f in ipairs(found) do
         if f.allowed then allowed = allowed + 1 end

@@ -220,7 +220,7 @@ end
 -- ---- the CLI's verbs (lua/kronos/cli.lua hands these over) ------------------------------------
 
 local function cli_opts(args)
-    return { url = args.database_url, dir = args.dir, version_table = args.version_table,
+    return { url = args.database_url, dir = args.dir, modules = args.module, version_table = args.version_table,
              scratch_url = args.scratch_url }
 end
 
@@ -257,8 +257,8 @@ end
 
 -- After `revision` wrote path: the blocking findings of the migrations it builds on (the heads
 -- before it, what the author most likely just wrote) go to warn(finding).
-function D.warn_heads(dir, path, warn)
-    local list = migrate().load(dir)
+function D.warn_heads(sources, path, warn)
+    local list = migrate().load(sources)
     local parents = {}
     for _, e in ipairs(list) do
         if e.file == path then
