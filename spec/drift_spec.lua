@@ -122,7 +122,8 @@ describe("drift and verify", function()
         files('op.drop_column("users", "nickname")') -- forgets the badge table
         local code, out, err = cli(("verify -d %q --dir %q"):format(url, dir))
         assert.equal(1, code, out)
-        assert.equal("kronos: " .. dir .. "/n2_nickname.lua: revision 'n2': after downgrade the schema differs (7 difference(s))\n", err)
+        assert.equal("kronos: " .. dir .. "/n2_nickname.lua: revision 'n2': after downgrade the schema differs "
+            .. "(7 difference(s))\n", err)
         assert.matches("relation public.badge is not expected (found table)", out, 1, true)
         assert.matches("relation public.badge_id_seq is not expected (found sequence)", out, 1, true)
         local ok, res = migrate.verify { url = url, dir = dir }
