@@ -90,7 +90,9 @@ describe("deploys without downtime", function()
             assert.equal(0, code)
             assert.equal("n2 (head)\nfinish pending: n2\n", out)
             code, out = cli(("history -d %q --dir %q"):format(url, dir))
-            assert.matches("4f1c2a9e7b30 -> n2 (head, current, finish pending), given_name replaces first_name [applied", out, 1, true)
+            assert.equal(0, code)
+            assert.matches("4f1c2a9e7b30 -> n2 (head, current, finish pending), given_name replaces first_name [applied",
+                out, 1, true)
             assert.not_matches("create users table [^\n]*finish", out)
 
             -- finish, as the CLI runs it after the last old instance stopped
@@ -101,6 +103,7 @@ describe("deploys without downtime", function()
             assert.is_true(has_finished_at())
             assert.is_true((migrate.check { db = db, dir = dir }))
             code, out = cli(("history -d %q --dir %q"):format(url, dir))
+            assert.equal(0, code)
             assert.matches("(head, current, finished)", out, 1, true)
             local hist = migrate.history { db = db, dir = dir }
             assert.is_true(hist[2].finished)
@@ -110,6 +113,7 @@ describe("deploys without downtime", function()
             -- nothing left
             assert.same({}, migrate.finish { db = db, dir = dir })
             code, out = cli(("finish -d %q --dir %q"):format(url, dir))
+            assert.equal(0, code)
             assert.equal("nothing to finish\n", out)
 
             -- downgrade of a finished migration: unfinish, then down
@@ -125,7 +129,8 @@ describe("deploys without downtime", function()
             local ok, err = pcall(migrate.downgrade, { db = db, dir = dir, target = "4f1c2a9e7b30" })
             assert.is_false(ok)
             assert.equal("finished_migration", err.code)
-            assert.matches("revision 'n2' is finished: its finish changed the schema and it has no unfinish function", tostring(err), 1, true)
+            assert.matches("revision 'n2' is finished: its finish changed the schema and it has no unfinish function",
+                tostring(err), 1, true)
             assert.equal("given_name", columns()) -- nothing changed
             assert.same({ "n2" }, migrate.current { db = db, dir = dir })
 
@@ -185,13 +190,14 @@ describe("deploys without downtime", function()
             assert.equal(2, retries)
             assert.equal(3, starts)
             assert.equal(1, #assert(db:exec("SELECT 1 FROM kronos_version WHERE revision = 'a2'")))
-            assert.equal(1, #assert(db:exec("SELECT 1 FROM pg_attribute WHERE attrelid = 'users'::regclass AND attname = 'nickname'")))
+            assert.equal(1, #assert(db:exec(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = 'users'::regclass AND attname = 'nickname'")))
         end)
 
         it("with per-migration transactions the kept steps stay and the rest is retried", function()
             local starts = 0
-            local applied = migrate.upgrade { db = db, dir = dir, lock_timeout = 50, retries = 5, transaction_per_migration = true,
-                on_event = function(ev)
+            local applied = migrate.upgrade { db = db, dir = dir, lock_timeout = 50, retries = 5,
+                transaction_per_migration = true, on_event = function(ev)
                     if ev.type == "step_start" and ev.revision == "a2" then starts = starts + 1 end
                     if ev.type == "lock_retry" then assert(holder:exec("COMMIT")) end
                 end }
@@ -203,7 +209,8 @@ describe("deploys without downtime", function()
             local pid = holder:backend_pid()
             local code, out, err = cli(("upgrade -d %q --dir %q --lock-timeout 50ms --retries 2"):format(url, dir))
             assert.equal(1, code, out)
-            assert.matches("n3%.lua: upgrade of revision 'n3' failed: canceling statement due to lock timeout %(after 2 retries%); "
+            assert.matches("n3%.lua: upgrade of revision 'n3' failed: canceling statement due to lock timeout "
+                .. "%(after 2 retries%); "
                 .. 'table "users" is locked %(AccessShareLock%) by pid ' .. pid .. ' %(application_name "busy%-reader"%), '
                 .. "idle in transaction for %d+ s %[lock_not_available 55P03%]", err)
             local ok, e = pcall(migrate.upgrade, { db = db, dir = dir, lock_timeout = 50, retries = 1 })
