@@ -200,6 +200,7 @@ describe("a rolling deploy with OpenResty", function()
         assert.equal(200, status)
         assert.same({ "ada", "bob", "cy" }, body.who)
         status, body = call(gated, "GET")
+        assert.equal(200, status)
         assert.same({ "ada", "bob", "cy" }, body.who)
 
         -- the last old instance stops; then the contraction
@@ -217,6 +218,7 @@ describe("a rolling deploy with OpenResty", function()
         status, body = call(new, "POST", "dee")
         assert.equal(200, status, body and body.error)
         status, body = call(gated, "GET")
+        assert.equal(200, status)
         assert.same({ "ada", "bob", "cy", "dee" }, body.who)
         -- and old code could not come back: its files do not know g2, so its startup refuses
         local ocode, oout = start("old-again", 1, tmp .. "/v1", "upgrade")
