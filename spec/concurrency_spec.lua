@@ -204,7 +204,8 @@ describe("concurrency", function()
             return out
         end
         local function up(name)
-            return spawn(("upgrade -d %s --dir %s"):format(H.shell_quote(url .. "?application_name=" .. name), H.shell_quote(dir)))
+            local target = H.shell_quote(url .. "?application_name=" .. name)
+            return spawn(("upgrade -d %s --dir %s"):format(target, H.shell_quote(dir)))
         end
 
         it("terminated during CREATE INDEX CONCURRENTLY: the INVALID index is dropped and rebuilt", function()
@@ -241,7 +242,8 @@ describe("concurrency", function()
             assert(blocker:exec("ROLLBACK")) -- the server finishes the build for a client that is gone
             blocker:close()
             wait_for("the orphaned build to end", function()
-                return assert(admin:exec([[SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1]], app))[1].n == 0
+                local r = assert(admin:exec("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1", app))
+                return r[1].n == 0
             end)
             assert.is_true(index_valid())
             assert.are.same({ "r1" }, revisions())
