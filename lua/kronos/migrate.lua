@@ -61,7 +61,7 @@ end
 
 local function run(cmd, opts)
     opts = opts or {}
-    local list = M.load(opts.dir)
+    local list = opts.files or M.load(opts.dir)
     if opts.sql then
         local _, out = engine.run(cmd, list, opts, nil, core.ddl)
         local text, statements = {}, {}
@@ -92,11 +92,22 @@ function M.stamp(opts)
     return run("stamp", opts)
 end
 
+-- has_down in each history entry: a migration without down is reported when the files are loaded.
+local function mark_down(list, s)
+    local by_file = {}
+    for _, f in ipairs(list) do by_file[f.file] = f.migration end
+    for _, h in ipairs(s.history or {}) do
+        local mig = by_file[h.file]
+        if h.has_down == nil and type(mig) == "table" then h.has_down = mig.down ~= nil end
+    end
+    return s
+end
+
 local function status(opts, need_db)
     opts = opts or {}
-    local list = M.load(opts.dir)
-    if not need_db then return engine.status(list, opts, nil) end
-    return with_db(opts, function(db) return engine.status(list, opts, db) end)
+    local list = opts.files or M.load(opts.dir)
+    if not need_db then return mark_down(list, engine.status(list, opts, nil)) end
+    return with_db(opts, function(db) return mark_down(list, engine.status(list, opts, db)) end)
 end
 
 M.status = function(opts) return status(opts, true) end
@@ -133,14 +144,35 @@ local function lua_list(revs)
     return "{ " .. table.concat(q, ", ") .. " }"
 end
 
--- revision{dir =, message =} writes a new migration whose down_revision is the current head
--- (several heads: a merge of them) and returns its path.
+-- What the revision template says about op, for authors who have not read the README.
+local TEMPLATE_HELP = {
+    "-- op.create_table(name, columns, {constraints =}), op.drop_table(name), op.rename_table(old, new),",
+    "-- op.add_column(table, column), op.drop_column(table, name), op.alter_column(table, name, {type =,",
+    "-- nullable =, server_default =, new_name =}), op.create_index(name, table, columns, {unique =,",
+    "-- concurrently =}), op.drop_index(name), op.create_unique_constraint / create_check_constraint /",
+    "-- create_foreign_key / create_primary_key / drop_constraint, op.execute(sql), op.sql(\"now()\")",
+    "-- (a raw expression), op.db (the connection; nil offline), op.x (the CLI's -x KEY=VALUE).",
+    "-- transactional = false runs it outside a transaction (needed by concurrently = true).",
+}
+
+-- revision{dir =, message =, revision =, down_revision =} writes a new migration on top of the
+-- head and returns its path and the history of the files it found. Several heads are refused
+-- (code multiple_heads): a merge names its parents in down_revision ({"a", "b"}).
 function M.revision(opts)
     opts = opts or {}
     local message = opts.message
     if type(message) ~= "string" or message == "" then fail("bad_argument", "revision needs a message") end
     local dir = opts.dir or default_dir()
-    local heads = status({ dir = dir }, false).heads
+    local s = status({ dir = dir }, false)
+    local parents = opts.down_revision
+    if type(parents) == "string" then parents = { parents } end
+    if parents == nil then
+        parents = s.heads
+        if #parents > 1 then
+            fail("multiple_heads", ("there are several heads (%s): merge them first with `kronos merge -m MESSAGE heads` "
+                .. "(or migrate.revision{down_revision = {...}})"):format(table.concat(parents, ", ")))
+        end
+    end
     local id = opts.revision or core.uuid():gsub("-", ""):sub(1, 12)
     local words = slug(message)
     local name = id .. (words ~= "" and "_" .. words or "") .. ".lua"
@@ -148,11 +180,13 @@ function M.revision(opts)
     local text = table.concat({
         "-- " .. message:gsub("[\r\n]+", " "),
         "-- Revision: " .. id,
-        "-- Revises: " .. (#heads > 0 and table.concat(heads, ", ") or "(base)"),
+        "-- Revises: " .. (#parents > 0 and table.concat(parents, ", ") or "(base)"),
         "-- Created: " .. os.date("!%Y-%m-%dT%H:%M:%SZ"),
+        "--",
+        table.concat(TEMPLATE_HELP, "\n"),
         "return {",
         "    revision = " .. ("%q"):format(id) .. ",",
-        "    down_revision = " .. lua_list(heads) .. ",",
+        "    down_revision = " .. lua_list(parents) .. ",",
         "    message = " .. ("%q"):format(message):gsub("\\\n", "\\n") .. ",",
         "    up = function(op)",
         "    end,",
@@ -171,7 +205,7 @@ function M.revision(opts)
     if not f then fail("io", tostring(err)) end
     f:write(text)
     f:close()
-    return path
+    return path, s.history
 end
 
 M.lock_key = engine.lock_key
