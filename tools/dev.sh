@@ -1,7 +1,7 @@
 #!/bin/sh
 # make dev / make dev-stop: the main job on a fresh machine.
 #   dev.sh start   with DATABASE_URL set: use that server. Otherwise start (or reuse) a development
-#                  cluster in ./.pgdata (tools/pg.sh). Then `kronos init` (create the database,
+#                  cluster in ./.pgdata (tools/pg.sh). Then `kronos createdb` (create the database,
 #                  upgrade to head) and show `kronos current` and `kronos history`.
 #   dev.sh stop    stop the ./.pgdata cluster (its data stays for the next `make dev`).
 set -eu
@@ -18,7 +18,7 @@ start)
     else
         echo "using DATABASE_URL"
     fi
-    $kronos init
+    $kronos createdb
     echo "== kronos current"
     $kronos current
     echo "== kronos history"

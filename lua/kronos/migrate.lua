@@ -92,22 +92,11 @@ function M.stamp(opts)
     return run("stamp", opts)
 end
 
--- has_down in each history entry: a migration without down is reported when the files are loaded.
-local function mark_down(list, s)
-    local by_file = {}
-    for _, f in ipairs(list) do by_file[f.file] = f.migration end
-    for _, h in ipairs(s.history or {}) do
-        local mig = by_file[h.file]
-        if h.has_down == nil and type(mig) == "table" then h.has_down = mig.down ~= nil end
-    end
-    return s
-end
-
 local function status(opts, need_db)
     opts = opts or {}
     local list = opts.files or M.load(opts.dir)
-    if not need_db then return mark_down(list, engine.status(list, opts, nil)) end
-    return with_db(opts, function(db) return mark_down(list, engine.status(list, opts, db)) end)
+    if not need_db then return engine.status(list, opts, nil) end
+    return with_db(opts, function(db) return engine.status(list, opts, db) end)
 end
 
 M.status = function(opts) return status(opts, true) end
@@ -129,6 +118,14 @@ function M.check(opts)
     local s = status(opts, true)
     if #s.pending == 0 and #s.changed == 0 and #s.unknown == 0 then return true end
     return false, { pending = s.pending, changed = s.changed, unknown = s.unknown, current = s.current }
+end
+
+-- repair{db = conn | url =} -> the revisions whose recorded checksum was replaced by their file's
+-- (an intended edit of an applied migration, accepted once; Flyway's repair).
+function M.repair(opts)
+    opts = opts or {}
+    local list = opts.files or M.load(opts.dir)
+    return with_db(opts, function(db) return engine.repair(list, opts, db) end)
 end
 
 local function slug(message)
