@@ -230,9 +230,12 @@ void kr_endstream(kr_conn *c)
     drain(c->pg);
 }
 
-/* Leaves the boxed result on the stack when it returns it. */
+/* Leaves the boxed result on the stack when it returns it. Inside a transaction kronos opened
+ * (conn:transaction, a migration run) a statement after which the server is idle has ended it:
+ * that is remembered, so the statements that follow are refused and the opener fails. */
 PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
 {
+    if (c->txdepth > 0 && c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE) c->tx_ended = 1;
     PGresult **box = kr_boxresult(L, res);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return res;
@@ -248,8 +251,20 @@ PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
     return NULL;
 }
 
+/* Refuses a statement once the transaction kronos opened was ended under it: it would run
+ * outside, autocommitted, while its opener still counts it as part of the transaction.
+ * Returns 1, or pushes nil, err and returns 0. */
+int kr_tx_open(lua_State *L, kr_conn *c)
+{
+    if (c->txdepth == 0 || !c->tx_ended) return 1;
+    kr_error_return(L, "transaction_ended", "the transaction was ended by a COMMIT or ROLLBACK inside it; "
+                    "no statement runs until its conn:transaction (or migration) returns");
+    return 0;
+}
+
 PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p)
 {
+    if (!kr_tx_open(L, c)) return NULL;
     kr_endstream(c);
     PGresult *res = PQexecParams(c->pg, sql, p->n, p->types, p->values, p->lengths, p->formats, 0);
     return kr_finish(L, c, res);
@@ -257,6 +272,7 @@ PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_para
 
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql)
 {
+    if (!kr_tx_open(L, c)) return NULL;
     kr_endstream(c);
     return kr_finish(L, c, PQexec(c->pg, sql));
 }
@@ -346,6 +362,7 @@ static int l_rows(lua_State *L)
     const char *sql = checksql(L, 2);
     kr_params p;
     kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
+    if (!kr_tx_open(L, c)) return lua_error(L);
     kr_endstream(c);
     /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
     c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
@@ -412,6 +429,7 @@ static int l_transaction(lua_State *L)
     else
         strcpy(sql, "BEGIN");
     if (!simple(L, c, sql)) return 2;
+    if (depth == 0) c->tx_ended = 0;
     c->txdepth = depth + 1;
     luaL_checkstack(L, nargs + 2, "too many arguments");
     lua_pushvalue(L, 2);
@@ -430,6 +448,13 @@ static int l_transaction(lua_State *L)
         return lua_error(L);
     }
     kr_endstream(c);
+    if (c->tx_ended || (!nested && PQtransactionStatus(c->pg) == PQTRANS_IDLE)) {
+        /* fn ran COMMIT or ROLLBACK: what came after it ran outside, so nothing is one unit */
+        if (!nested) rollback(c, 0, depth); /* a transaction fn began again is not ours to commit */
+        c->tx_ended = c->tx_ended && depth > 0; /* the outer transaction() fails too */
+        return kr_error_return(L, "transaction_ended", "the function ended the transaction itself (COMMIT or ROLLBACK "
+                               "inside conn:transaction): its work did not run as one transaction");
+    }
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
         /* fn caught an SQL error itself: committing would silently lose the work */
         rollback(c, nested, depth);

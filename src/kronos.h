@@ -15,6 +15,7 @@
 typedef struct kr_conn {
     PGconn *pg;        /* NULL once closed */
     int txdepth;       /* nesting of conn:transaction(): 0 = none, 1 = BEGIN, >1 = savepoints */
+    int tx_ended;      /* a statement ended that transaction (COMMIT/ROLLBACK run by the caller's code) */
     int streaming;     /* a conn:rows() iterator has results pending */
     int stream_drain;  /* an abandoned stream is read to its end instead of cancelled */
     unsigned stream_gen; /* bumped by each stream and each interruption, so stale iterators can tell */
@@ -80,6 +81,9 @@ PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
 /* Boxes a result of libpq's and checks it: the same contract as the two above. */
 PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
 void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
+/* 1 when a statement may run; 0 (nil, err pushed) once a COMMIT/ROLLBACK ran inside the
+ * transaction kronos opened (txdepth > 0): the statement would run outside it. */
+int kr_tx_open(lua_State *L, kr_conn *c);
 
 /* prepared.c: runs kronos's fixed statement number id (its text never changes for an id) as a
  * named prepared statement when the session allows it, else as PQexecParams. n text parameters;

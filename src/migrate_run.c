@@ -230,7 +230,10 @@ static void begin_tx(lua_State *L, body *b)
     batch_open(b->r); /* read_state sends it all */
     emitf(L, b, "BEGIN");
     b->r->intx = 1;
-    if (b->r->c) b->r->c->txdepth = 1; /* conn:transaction() inside a migration makes savepoints */
+    if (b->r->c) { /* conn:transaction() inside a migration makes savepoints */
+        b->r->c->txdepth = 1;
+        b->r->c->tx_ended = 0;
+    }
     emitf(L, b, "SET LOCAL lock_timeout = %s", b->lock_timeout);
     take_lock(L, b, b->r->xlock_sql);
     if (b->stmt_timeout) emitf(L, b, "SET LOCAL statement_timeout = %s", b->stmt_timeout);

@@ -135,3 +135,18 @@ int kr_sql_batchable(const char *sql)
     }
     return 1;
 }
+
+/* What ends a statement in the offline script. A statement whose end is not plain SQL (a
+ * trailing -- comment above all, which would swallow a ';' on its line and merge the next
+ * statement into this one under psql) gets its ';' on a line of its own. */
+const char *kr_sql_terminator(const char *sql)
+{
+    return kr_sql_batchable(sql) ? ";" : "\n;";
+}
+
+/* core.migrate.terminator(sql) -> what follows the statement in the offline script. */
+int kr_migrate_terminator(lua_State *L)
+{
+    lua_pushstring(L, kr_sql_terminator(luaL_checkstring(L, 1)));
+    return 1;
+}
