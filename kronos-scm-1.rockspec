@@ -45,6 +45,7 @@ build = {
       },
       ["kronos"] = "lua/kronos/init.lua",
       ["kronos.cli"] = "lua/kronos/cli.lua",
+      ["kronos.cli_verbs"] = "lua/kronos/cli_verbs.lua",
       ["kronos.console"] = "lua/kronos/console.lua",
       ["kronos.migrate"] = "lua/kronos/migrate.lua",
       ["kronos.users"] = "lua/kronos/users.lua",
