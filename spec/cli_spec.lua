@@ -458,3 +458,41 @@ describe("bin/kronos", function()
         H.drop_db(name)
     end)
 end)
+
+-- The README's CLI section: every `$ ` line of its console block runs in a fresh directory and its
+-- output (stdout and stderr together) must be the lines that follow, `...` matching anything.
+describe("the README's CLI session", function()
+    it("runs as shown", function()
+        local readme = assert(H.read_file(H.root .. "/README.md"))
+        local section = readme:match("<!%-%- section:cli %-%->(.-)<!%-%- /section:cli %-%->")
+        local block = assert(section:match("```console\n(.-)```"))
+        local steps = {}
+        for line in block:gmatch("([^\n]*)\n") do
+            local cmd = line:match("^%$ (.*)$")
+            if cmd then
+                steps[#steps + 1] = { cmd = cmd, out = {}, code = 0 }
+            else
+                local code = line:match("^%(exit (%d+)%)$")
+                if code then steps[#steps].code = tonumber(code) else table.insert(steps[#steps].out, line) end
+            end
+        end
+        assert.is_true(#steps > 20)
+        local dir = H.tmpdir("readme")
+        os.execute(("mkdir -p %s/.bin"):format(q(dir)))
+        H.write_file(dir .. "/.bin/kronos", ("#!/bin/sh\nexec %s %s/bin/kronos \"$@\"\n"):format(H.lua, H.root))
+        os.execute(("chmod +x %s/.bin/kronos"):format(q(dir)))
+        H.drop_db("kronos_readme")
+        local env = ("cd %s && PATH=%s/.bin:$PATH DATABASE_URL=%s && export DATABASE_URL && unset KRONOS_MIGRATIONS; ")
+            :format(q(dir), q(dir), q(H.url_for("kronos_readme")))
+        for _, step in ipairs(steps) do
+            local code, out = H.run(env .. "{ " .. step.cmd .. "\n}")
+            local want = table.concat(step.out, "\n")
+            local pattern = "^" .. want:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"):gsub("%%%.%%%.%%%.", ".-")
+                .. (want == "" and "" or "\n") .. "$"
+            assert.equal(step.code, code, step.cmd .. "\n" .. out)
+            assert.matches(pattern, out, nil, false, step.cmd)
+        end
+        H.drop_db("kronos_readme")
+        os.execute("rm -rf " .. q(dir))
+    end)
+end)
