@@ -130,8 +130,8 @@ function run.init(args)
         p:close()
         if listing ~= "" then fail("exists", dir .. " exists and is not empty: nothing created") end
     else
-        local okmk = os.execute(("mkdir -p %s"):format("'" .. dir:gsub("'", "'\\''") .. "'"))
-        if not okmk then fail("io", "cannot create " .. dir) end
+        local r = os.execute(("mkdir -p %s"):format("'" .. dir:gsub("'", "'\\''") .. "'"))
+        if r ~= true and r ~= 0 then fail("io", "cannot create " .. dir) end -- Lua 5.4: true; LuaJIT: 0
     end
     say("created ", one_line(dir), "/")
     say("next: kronos revision -m \"create my table\" --dir ", one_line(dir),
