@@ -176,5 +176,31 @@ describe("guarantees", function()
             db2:close()
             H.drop_db(name2)
         end)
+
+        it("a migration reading op.db leaves a visible mark; an unguarded use fails naming the file", function()
+            migration(dir, "d1.lua", "d1", nil, [[
+        op.execute("INSERT INTO item VALUES (1)")
+        if op.db then
+            assert(op.db:exec("INSERT INTO item SELECT g FROM generate_series(2, 5) g"))
+        end
+        if op.db then op.db:exec("SELECT 1") end]])
+            local sql = migrate.upgrade({ dir = dir, sql = true })
+            local _, marks = sql:gsub("%-%- [^\n]*d1%.lua: revision d1 reads op%.db, which is nil offline: the database "
+                .. "work it does through op%.db is NOT in this script\n", "")
+            assert.are.equal(1, marks, sql) -- once per migration, however often it reads op.db
+            assert.matches("INSERT INTO item VALUES (1);", sql, 1, true)
+            -- online the same migration does all of its work
+            assert.are.same({ "d1" }, migrate.upgrade({ db = db, dir = dir }))
+            assert.are.same({ 1, 2, 3, 4, 5 }, items())
+            -- unguarded: offline it fails, naming the file and the revision
+            migration(dir, "d2.lua", "d2", "d1", [[
+        op.db:exec("DELETE FROM item")]])
+            local ok, err = pcall(migrate.upgrade, { dir = dir, sql = true })
+            assert.is_false(ok)
+            assert.are.equal("migration_failed", err.code)
+            assert.matches("d2%.lua$", err.file)
+            assert.are.equal("d2", err.revision)
+            assert.matches("d2.lua: upgrade of revision 'd2' failed", tostring(err), 1, true)
+        end)
     end)
 end)

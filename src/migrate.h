@@ -90,6 +90,7 @@ typedef struct kr_run {
     kr_batch batch;          /* online round-trip batching; changed only by kr_batch_* */
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
+    const char *db_noted;    /* offline: the step whose reading of op.db the output already notes */
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
     char slock_sql[80];
     char unlock_sql[80];
@@ -101,6 +102,7 @@ typedef struct kr_run {
 
 void kr_emit(lua_State *L, kr_run *r, int env, const char *sql);  /* runs, collects or outputs one statement */
 void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what was collected, stops batching */
+void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline: an SQL comment line */
 int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
 
 /* migrate_op.c */

@@ -70,6 +70,14 @@ static int op_index(lua_State *L)
          * and from here on this migration's statements run one by one, in the order given. */
         kr_run *r = (kr_run *)lua_touserdata(L, lua_upvalueindex(UP_RUN));
         if (r->active) kr_batch_close(L, r, lua_upvalueindex(UP_ENV));
+        if (r->active && r->offline && r->cur_rev && r->db_noted != r->cur_rev) {
+            /* offline op.db is nil: a guarded use silently skips its work, so the script says so */
+            r->db_noted = r->cur_rev;
+            lua_pushfstring(L, "-- %s: revision %s reads op.db, which is nil offline: the database work it does "
+                               "through op.db is NOT in this script", r->cur_file, r->cur_rev);
+            kr_comment(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
+            lua_pop(L, 1);
+        }
         lua_getfield(L, lua_upvalueindex(UP_ENV), "db");
         return 1;
     }

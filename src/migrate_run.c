@@ -137,10 +137,10 @@ static void emitf(lua_State *L, body *b, const char *fmt, ...)
 
 /* An SQL comment line for the offline output; a line break (\n or \r) would end the comment and
  * turn the rest of a message into SQL, so control characters become spaces. */
-static void comment(lua_State *L, body *b, const char *text)
+void kr_comment(lua_State *L, kr_run *r, int env, const char *text)
 {
-    if (!b->r->offline) return;
-    lua_rawgeti(L, SLOT_ENV, KR_ENV_OUT);
+    if (!r->offline) return;
+    lua_rawgeti(L, env, KR_ENV_OUT);
     lua_createtable(L, 1, 0);
     luaL_Buffer buf;
     luaL_buffinit(L, &buf);
@@ -149,6 +149,11 @@ static void comment(lua_State *L, body *b, const char *text)
     lua_rawseti(L, -2, 1);
     lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
     lua_pop(L, 1);
+}
+
+static void comment(lua_State *L, body *b, const char *text)
+{
+    kr_comment(L, b->r, SLOT_ENV, text);
 }
 
 /* ---- the lock ------------------------------------------------------------------------- */

@@ -70,7 +70,7 @@ static int prepare_batch(lua_State *L, lua_Integer n, copybuf *b)
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, (int)i);
         if (!lua_istable(L, top + 1)) {
-            kr_users_error(L, "invalid_type", NULL, "must be a table of fields, got %s", luaL_typename(L, top + 1));
+            kr_error_push(L, "invalid_type", "must be a table of fields, got %s", luaL_typename(L, top + 1));
             set_index(L, i);
             return 0;
         }
@@ -149,7 +149,7 @@ int kr_users_create_many(lua_State *L)
     kr_users_checktable(L, 2, "list");
     lua_settop(L, 2);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-    if (n > 0x7fffffff) luaL_argerror(L, 2, "list too long");
+    if (n > 0x7fffffff) kr_error_arg(L, 2, "list too long");
     if (n == 0) {
         lua_pushinteger(L, 0);
         return 1;
