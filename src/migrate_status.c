@@ -150,10 +150,8 @@ int kr_migrate_repair(lua_State *L)
         int i = kr_graph_find(&g, PQgetvalue(res, row, 0));
         if (i < 0 || PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), g.m[i].checksum) == 0) continue;
         const char *values[3] = {g.m[i].checksum, g.m[i].rev, PQgetvalue(res, row, 1)};
-        int lengths[3] = {(int)strlen(values[0]), (int)strlen(values[1]), (int)strlen(values[2])};
-        int formats[3] = {0, 0, 0};
-        kr_params p = {3, values, lengths, formats, NULL};
-        PGresult *up = kr_execparams(L, c, lua_tostring(L, update), &p);
+        kr_conn_ready(L, c);
+        PGresult *up = kr_finish(L, c, PQexecParams(c->pg, lua_tostring(L, update), 3, NULL, values, NULL, NULL, 0));
         if (up == NULL) kr_error_throw(L);
         if (PQntuples(up) == 1) {
             lua_pushstring(L, g.m[i].rev);
