@@ -327,14 +327,14 @@ describe("bin/kronos", function()
             code, out = kronos_cmd(v .. " --help")
             assert.equal(0, code, v)
             assert.matches("^Usage: kronos " .. v, out)
-            for _, f in ipairs { "-d, --database-url URL", "--dir DIR", "--version-table NAME", "Exit status:" } do
+            for _, f in ipairs { "-d, --database-url URL", "--dir DIR", "--module NAME", "--version-table NAME", "Exit status:" } do
                 assert.matches(f, out, 1, true)
             end
             for _, f in ipairs(flags[v] or {}) do assert.matches(f, out, 1, true) end
         end
         code, out = kronos_cmd("--version")
         assert.equal(0, code)
-        assert.equal(kronos._VERSION .. "\n", out)
+        assert.equal("kronos " .. kronos._VERSION .. "\n", out)
     end)
 
     it("check: exit 4 for a changed file, naming --allow-changed; repair records the new checksum once", function()

@@ -52,8 +52,10 @@ end
 local OPTIONS = {
     { "-d", "--database-url", key = "database_url", value = "URL",
         help = "Database URL or libpq conninfo (default: $DATABASE_URL, then the PG* variables)." },
-    { nil, "--dir", key = "dir", value = "DIR",
-        help = "Migrations directory (default: $KRONOS_MIGRATIONS, else ./migrations)." },
+    { nil, "--dir", key = "dir", value = "DIR", list = true,
+        help = "Migrations directory, repeatable (default: $KRONOS_MIGRATIONS, ':'-separated, else ./migrations)." },
+    { nil, "--module", key = "module", value = "NAME", list = true,
+        help = "Lua module of migrations (e.g. kronos.migrations), repeatable." },
     { nil, "--version-table", key = "version_table", value = "NAME",
         help = "Name of the version table (default: kronos_version)." },
     { "-x", nil, key = "x", value = "KEY=VALUE", many = true,
@@ -81,7 +83,7 @@ for _, o in ipairs(OPTIONS) do
     if o[2] then BY_FLAG[o[2]] = o end
 end
 
-local COMMON = { "database_url", "dir", "version_table", "help" }
+local COMMON = { "database_url", "dir", "module", "version_table", "help" }
 
 -- The verbs in help order: usage of the positional arguments, the options beyond COMMON.
 local VERBS = {}
@@ -97,7 +99,8 @@ end
 
 verb("init", {
     summary = "Create a migrations directory for a new project (Alembic's init).",
-    args = { { "DIR", "?", "The directory to create (default: --dir, $KRONOS_MIGRATIONS, else ./migrations)." } },
+    args = { { "DIR", "?", "The directory to create (default: the first --dir, of $KRONOS_MIGRATIONS, else ./migrations).",
+        key = "init_dir" } },
     details = "Refuses a directory that exists and is not empty. Creates no database: see createdb.",
 })
 verb("createdb", {
@@ -190,7 +193,10 @@ local function parse(argv)
                     value = argv[i]
                     if value == nil then usage_error(("option '%s' needs a %s"):format(flag, o.value)) end
                 end
-                if o.many then
+                if o.list then
+                    args[o.key] = args[o.key] or {}
+                    table.insert(args[o.key], value)
+                elseif o.many then
                     local k, v = value:match("^([^=]+)=(.*)$")
                     if not k then usage_error(("option '%s' takes KEY=VALUE, not '%s'"):format(flag, value)) end
                     args[o.key] = args[o.key] or {}
@@ -233,9 +239,9 @@ local function validate(v, args)
                 many[#many + 1] = pos[k]
                 k = k + 1
             end
-            args[a[1]:lower()] = many
+            args[a.key or a[1]:lower()] = many
         elseif pos[k] ~= nil then
-            args[a[1]:lower()] = pos[k]
+            args[a.key or a[1]:lower()] = pos[k]
             k = k + 1
         elseif a[2] == "1" then
             usage_error(("'%s' needs %s"):format(v.name, a[1]))
@@ -254,6 +260,7 @@ local function opts_of(args)
     return {
         url = args.database_url,
         dir = args.dir,
+        modules = args.module,
         version_table = args.version_table,
         target = args.target,
         sql = args.sql or nil,
@@ -371,7 +378,7 @@ end
 local function move(cmd, args, db)
     local m = migrate()
     local opts = opts_of(args)
-    local files = m.load(opts.dir)
+    local files = m.load(opts)
     opts.files = files
     opts.db = db
     local seen = progress()
@@ -440,7 +447,7 @@ function M.main(argv)
     local v
     if ok then
         if args.version and not args.verb then
-            say(lazy_core()._VERSION)
+            say("kronos ", lazy_core()._VERSION)
             return EXIT_OK
         end
         if args.verb == nil then

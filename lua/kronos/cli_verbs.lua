@@ -119,8 +119,8 @@ local function warn_missing_down(history)
 end
 
 function run.init(args)
-    local dir = args.dir or os.getenv("KRONOS_MIGRATIONS")
-    if dir == nil or dir == "" then dir = "migrations" end
+    local dir = args.init_dir or args.dir and args.dir[1] or (os.getenv("KRONOS_MIGRATIONS") or ""):match("^[^:]+")
+    if dir == nil then dir = "migrations" end
     dir = dir:gsub("/+$", "")
     local probe = io.open(dir .. "/.", "r")
     if probe then
@@ -412,7 +412,8 @@ end
 
 local function write_revision(args, parents)
     local m = migrate()
-    local path, hist = m.revision { dir = args.dir, message = args.message, revision = args.rev_id, down_revision = parents }
+    local path, hist = m.revision { dir = args.dir, modules = args.module, message = args.message, revision = args.rev_id,
+        down_revision = parents }
     if hist then warn_missing_down(hist) end
     say("created ", one_line(path))
 end
@@ -450,7 +451,7 @@ end
 function run.console(args)
     local console = require "kronos.console"
     with_db(args, function(db)
-        console.start(db, { dir = args.dir, version_table = args.version_table })
+        console.start(db, { dir = args.dir, modules = args.module, version_table = args.version_table })
     end)
 end
 

@@ -140,7 +140,8 @@ end
 
 -- The warning printed at start when the database is not at head (or cannot be compared).
 local function head_warning(conn, opts)
-    local ok, up, why = pcall(require("kronos.migrate").check, { db = conn, dir = opts.dir, version_table = opts.version_table })
+    local ok, up, why = pcall(require("kronos.migrate").check,
+        { db = conn, dir = opts.dir, modules = opts.modules, version_table = opts.version_table })
     if not ok then
         return "warning: cannot compare the database with the migrations: " .. tostring(up):gsub("%c", " ")
     end
@@ -175,7 +176,7 @@ local function reader(input, output, opts)
     end, function() end
 end
 
--- start(conn [, {input =, output =, prompt = "kronos> ", dir =, version_table =, check = true,
+-- start(conn [, {input =, output =, prompt = "kronos> ", dir =, modules =, version_table =, check = true,
 -- readline =, histfile =}]): reads statements until end of input or `exit`; returns the
 -- environment the session ran in.
 function M.start(conn, opts)
