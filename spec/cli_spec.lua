@@ -327,7 +327,8 @@ describe("bin/kronos", function()
             code, out = kronos_cmd(v .. " --help")
             assert.equal(0, code, v)
             assert.matches("^Usage: kronos " .. v, out)
-            for _, f in ipairs { "-d, --database-url URL", "--dir DIR", "--module NAME", "--version-table NAME", "Exit status:" } do
+            local common = { "-d, --database-url URL", "--dir DIR", "--module NAME", "--version-table NAME", "Exit status:" }
+            for _, f in ipairs(common) do
                 assert.matches(f, out, 1, true)
             end
             for _, f in ipairs(flags[v] or {}) do assert.matches(f, out, 1, true) end

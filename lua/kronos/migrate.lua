@@ -215,7 +215,7 @@ end
 -- (an intended edit of an applied migration, accepted once; Flyway's repair).
 function M.repair(opts)
     opts = opts or {}
-    local list = opts.files or M.load(opts.dir)
+    local list = opts.files or M.load(opts)
     return with_db(opts, function(db) return engine.repair(list, opts, db) end)
 end
 
