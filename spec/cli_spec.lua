@@ -315,13 +315,14 @@ describe("bin/kronos", function()
         local verbs = {}
         for line in out:match("Verbs:\n(.-)\n\n"):gmatch("[^\n]+") do verbs[#verbs + 1] = line:match("^   (%w+) ") end
         assert.same({ "init", "createdb", "upgrade", "downgrade", "current", "heads", "branches", "history", "show",
-            "stamp", "check", "revision", "merge", "repair", "console" }, verbs)
+            "stamp", "check", "revision", "merge", "verify", "lint", "repair", "console" }, verbs)
         local flags = {
             upgrade = { "--sql", "--lock-timeout", "--statement-timeout", "--per-migration", "--allow-changed", "-x KEY=VALUE" },
             downgrade = { "--sql", "--per-migration", "-x KEY=VALUE" },
             current = { "--verbose", "--json" }, heads = { "--json" }, history = { "--verbose", "--json" },
-            stamp = { "--sql", "--purge" }, check = { "--json" }, revision = { "-m, --message", "--rev-id" },
-            merge = { "-m, --message" }, createdb = { "--lock-timeout" },
+            stamp = { "--sql", "--purge" }, check = { "--json", "--drift", "--scratch-url URL" },
+            revision = { "-m, --message", "--rev-id" }, merge = { "-m, --message" }, createdb = { "--lock-timeout" },
+            verify = { "--scratch-url URL" }, lint = { "--verbose" },
         }
         for _, v in ipairs(verbs) do
             code, out = kronos_cmd(v .. " --help")

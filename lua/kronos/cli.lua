@@ -73,7 +73,11 @@ local OPTIONS = {
         help = "Delete every row of the version table first (also revisions no file provides)." },
     { "-m", "--message", key = "message", value = "MESSAGE", help = "What the migration does." },
     { nil, "--rev-id", key = "rev_id", value = "ID", help = "Use this revision id instead of a random one." },
-    { "-v", "--verbose", key = "verbose", help = "Show every field of each revision." },
+    { nil, "--drift", key = "drift",
+        help = "Compare the live schema with what its applied migrations build in a scratch database (exit 1 on drift)." },
+    { nil, "--scratch-url", key = "scratch_url", value = "URL",
+        help = "An empty database to build in (default: kronos creates and drops one on the server)." },
+    { "-v", "--verbose", key = "verbose", help = "Show more: every field of each revision; lint: the allowed findings." },
     { nil, "--json", key = "json", help = "Print JSON for scripts instead of text." },
     { "-h", "--help", key = "help", help = "Show this help and exit." },
 }
@@ -140,7 +144,7 @@ verb("stamp", {
 })
 verb("check", {
     summary = "Exit 0 when the database is at head with unchanged files; 3 pending, 4 changed, 5 unknown.",
-    options = { "json" },
+    options = { "json", "drift", "scratch_url" },
     details = "When several apply, the highest code wins (unknown over changed over pending). "
         .. "Migrations without a down function are reported as warnings on stderr.",
 })
@@ -154,6 +158,14 @@ verb("merge", {
     args = { { "REV", "+", "Two or more revisions, or heads." } },
     options = { "message", "rev_id" },
     required = { message = true },
+})
+verb("verify", {
+    summary = "On a scratch database, check that every migration's down undoes its up (exit 1 names the first that does not).",
+    options = { "scratch_url" },
+})
+verb("lint", {
+    summary = "Check the migrations' DDL for locks and rewrites of busy tables, offline (exit 1 on blocking findings).",
+    options = { "verbose" },
 })
 verb("repair", {
     summary = "Accept edits to applied migration files: record their current checksums (Flyway's repair).",
@@ -270,6 +282,8 @@ local function opts_of(args)
         allow_changed = args.allow_changed or nil,
         purge = args.purge or nil,
         x = args.x,
+        -- the DDL safety check's findings on the migrations a run applies (kronos.deploy)
+        on_lint = function(f) warn(f.text) end,
     }
 end
 

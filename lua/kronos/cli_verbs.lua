@@ -6,6 +6,7 @@ return function(K)
 local one_line, say, warn, fail, lazy_core, migrate = K.one_line, K.say, K.warn, K.fail, K.lazy_core, K.migrate
 local opts_of, with_db, move = K.opts_of, K.with_db, K.move
 local OPTIONS, VERBS, ORDER, COMMON = K.OPTIONS, K.VERBS, K.ORDER, K.COMMON
+local EXIT_FAIL = K.exit_codes.failure
 local EXIT_OK, EXIT_PENDING, EXIT_CHANGED, EXIT_UNKNOWN = K.exit_codes.ok, K.exit_codes.pending,
     K.exit_codes.changed, K.exit_codes.unknown
 
@@ -387,6 +388,7 @@ function run.stamp(args)
 end
 
 function run.check(args)
+    if args.drift then return require("kronos.deploy").cli_drift(args) end
     local s = status_of(args)
     local missing = warn_missing_down(s.history)
     local code = #s.unknown > 0 and EXIT_UNKNOWN or #s.changed > 0 and EXIT_CHANGED or #s.pending > 0 and EXIT_PENDING or EXIT_OK
@@ -416,6 +418,7 @@ local function write_revision(args, parents)
         down_revision = parents }
     if hist then warn_missing_down(hist) end
     say("created ", one_line(path))
+    require("kronos.deploy").warn_heads({ dir = args.dir, modules = args.module }, path, function(f) warn(f.text) end)
 end
 
 function run.revision(args) write_revision(args, nil) end
@@ -433,6 +436,23 @@ function run.merge(args)
     end
     if #parents < 2 then fail("bad_target", "merge needs two or more revisions (there is one head: nothing to merge)") end
     write_revision(args, parents)
+end
+
+function run.verify(args)
+    return require("kronos.deploy").cli_verify(args)
+end
+
+-- lint: the findings that block (exit 1), the notes; --verbose adds the allowed ones.
+function run.lint(args)
+    local found, blocking = migrate().lint { dir = args.dir, modules = args.module }
+    local allowed = 0
+    for _, f in ipairs(found) do
+        if f.allowed then allowed = allowed + 1 end
+        if not f.allowed or args.verbose then say(f.level, ": ", one_line(f.text)) end
+    end
+    say(("%d finding(s)"):format(blocking), allowed > 0 and
+        (", %d allowed by safe%s"):format(allowed, args.verbose and "" or " (--verbose lists them)") or "")
+    return blocking > 0 and EXIT_FAIL or EXIT_OK
 end
 
 function run.repair(args)
