@@ -223,7 +223,8 @@ describe("bin/kronos", function()
         assert.equal(0, (k2("upgrade aaa111 --dir " .. q(dir))))
         local code, out = k2("current --json --dir " .. q(dir))
         assert.equal(0, code)
-        assert.same({ current = { "aaa111" }, heads = { "ccc333" }, unknown = {}, at_head = false }, cjson.decode(out))
+        assert.same({ current = { "aaa111" }, heads = { "ccc333" }, unknown = {}, finish_pending = {}, at_head = false },
+            cjson.decode(out))
         assert.matches('"unknown":[]', out, 1, true)
         code, out = kronos_cmd("heads --json --dir " .. q(dir))
         assert.equal(0, code)
@@ -314,7 +315,7 @@ describe("bin/kronos", function()
         assert.equal(0, code)
         local verbs = {}
         for line in out:match("Verbs:\n(.-)\n\n"):gmatch("[^\n]+") do verbs[#verbs + 1] = line:match("^   (%w+) ") end
-        assert.same({ "init", "createdb", "upgrade", "downgrade", "current", "heads", "branches", "history", "show",
+        assert.same({ "init", "createdb", "upgrade", "downgrade", "finish", "current", "heads", "branches", "history", "show",
             "stamp", "check", "revision", "merge", "verify", "lint", "repair", "console" }, verbs)
         local flags = {
             upgrade = { "--sql", "--lock-timeout", "--statement-timeout", "--per-migration", "--allow-changed", "-x KEY=VALUE" },

@@ -65,6 +65,8 @@ local OPTIONS = {
         help = "How long to wait for another process's migration lock (default: 60s)." },
     { nil, "--statement-timeout", key = "statement_timeout", value = "DURATION",
         help = "statement_timeout for the migrations (default: the server's)." },
+    { nil, "--retries", key = "retries", value = "N",
+        help = "Retry a step whose lock wait ran out (lock_timeout) N times, with backoff (default: 0)." },
     { nil, "--per-migration", key = "per_migration",
         help = "Commit after each migration instead of running the whole run as one transaction." },
     { nil, "--allow-changed", key = "allow_changed",
@@ -109,19 +111,24 @@ verb("init", {
 })
 verb("createdb", {
     summary = "Create the database if it does not exist (from the `postgres` database), then upgrade to head.",
-    options = { "lock_timeout", "statement_timeout", "per_migration", "x" },
+    options = { "lock_timeout", "statement_timeout", "per_migration", "retries", "x" },
 })
 verb("upgrade", {
     summary = "Upgrade the database to TARGET (default: head).",
     args = { { "TARGET", "?", "head, heads, a revision or unique prefix, +N (the next N), REV+N; "
         .. "with --sql also FROM:TO." } },
-    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "x", "allow_changed" },
+    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "retries", "x", "allow_changed" },
 })
 verb("downgrade", {
     summary = "Downgrade the database to TARGET (required: `base` reverts everything).",
     args = { { "TARGET", "1", "base, a revision or unique prefix, -N (the last N applied), REV-N; "
         .. "with --sql FROM:TO, such as head:base." } },
-    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "x" },
+    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "retries", "x" },
+})
+verb("finish", {
+    summary = "Run the pending finish of every applied two-phase migration (once every instance runs the new code).",
+    args = { { "TARGET", "?", "With --sql: FROM:TO, the finishes of TO's lineage not in FROM's." } },
+    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "retries", "x" },
 })
 verb("current", {
     summary = "Show the revisions the database is at (exit 1 when it has revisions no file provides).",
@@ -277,6 +284,7 @@ local function opts_of(args)
         target = args.target,
         sql = args.sql or nil,
         lock_timeout = args.lock_timeout,
+        retries = args.retries and (tonumber(args.retries) or -1), -- not a number: refused by the engine side
         statement_timeout = args.statement_timeout,
         transaction_per_migration = args.per_migration or nil,
         allow_changed = args.allow_changed or nil,

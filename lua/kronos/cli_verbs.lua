@@ -200,7 +200,7 @@ function run.current(args)
     local by = index_history(s.history)
     if args.json then
         say(to_json({ current = array(s.current), heads = array(s.heads), unknown = array(s.unknown),
-            at_head = #s.pending == 0 and #s.unknown == 0 }))
+            finish_pending = array(s.finish_pending or {}), at_head = #s.pending == 0 and #s.unknown == 0 }))
     else
         if #s.current == 0 and #s.unknown == 0 then say("base (no revision applied)") end
         for _, rev in ipairs(s.current) do
@@ -212,6 +212,9 @@ function run.current(args)
             end
         end
         for _, rev in ipairs(s.unknown) do say(one_line(rev), " (unknown: no migration file provides it)") end
+        if #(s.finish_pending or {}) > 0 then -- two-phase migrations: up applied, finish not yet run
+            say("finish pending: ", table.concat(s.finish_pending, ", "))
+        end
     end
     if #s.unknown > 0 then
         fail("unknown_revision", ("the database has revision(s) that no migration file provides: %s "
@@ -277,6 +280,7 @@ local function tags_of(h)
     if h.head then tags[#tags + 1] = "head" end
     if h.current then tags[#tags + 1] = "current" end
     if h.changed then tags[#tags + 1] = "CHANGED" end
+    if h.finish_pending then tags[#tags + 1] = "finish pending" elseif h.finished then tags[#tags + 1] = "finished" end
     return tags
 end
 
@@ -394,11 +398,13 @@ function run.check(args)
     local code = #s.unknown > 0 and EXIT_UNKNOWN or #s.changed > 0 and EXIT_CHANGED or #s.pending > 0 and EXIT_PENDING or EXIT_OK
     if args.json then
         say(to_json({ ok = code == EXIT_OK, exit = code, current = array(s.current), pending = array(s.pending),
-            changed = array(s.changed), unknown = array(s.unknown), missing_down = array(missing) }))
+            changed = array(s.changed), unknown = array(s.unknown), missing_down = array(missing),
+            finish_pending = array(s.finish_pending or {}) }))
         return code
     end
     if code == EXIT_OK then
-        say("up to date")
+        local fp = s.finish_pending or {}
+        say("up to date", #fp > 0 and (" (finish pending: " .. table.concat(fp, ", ") .. ")") or "")
         return code
     end
     local parts = {}
@@ -436,6 +442,18 @@ function run.merge(args)
     end
     if #parents < 2 then fail("bad_target", "merge needs two or more revisions (there is one head: nothing to merge)") end
     write_revision(args, parents)
+end
+
+-- finish: the pending finishes of two-phase migrations (after every instance runs the new code).
+function run.finish(args)
+    local opts = opts_of(args)
+    if args.sql then
+        io.stdout:write((migrate().finish(opts)))
+        return
+    end
+    opts.log = function(line) say(one_line(line)) end
+    local res = migrate().finish(opts)
+    if #res == 0 then say("nothing to finish") end
 end
 
 function run.verify(args)
