@@ -454,6 +454,20 @@ describe("bin/kronos", function()
         H.drop_db(name)
         os.execute("rm -rf " .. q(base))
     end)
+
+    it("while waiting on the migration lock, says who holds it", function()
+        local k2, u, name = fresh()
+        local holder = assert(kronos.connect({ url = u, application_name = "spec-holder" }))
+        assert(holder:exec("SELECT pg_advisory_lock(" .. require("kronos.migrate").lock_key() .. ")"))
+        local pid = holder:backend_pid()
+        local code, out, err = k2("upgrade --lock-timeout 300ms --dir " .. q(FIX .. "linear"))
+        holder:close()
+        assert.equal(1, code, out)
+        assert.matches("^waiting for the migration lock, held by pid " .. pid
+            .. ' %(application_name "spec%-holder"%) for %d+ s\n', out)
+        assert.matches("migration_locked", err, 1, true)
+        H.drop_db(name)
+    end)
 end)
 
 -- The README's CLI section: every `$ ` line of its console block runs in a fresh directory and its
