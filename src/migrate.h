@@ -129,6 +129,7 @@ void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts); /* 
 
 /* migrate_status.c */
 int kr_migrate_status(lua_State *L);                              /* core.migrate.status */
+int kr_migrate_repair(lua_State *L);                              /* core.migrate.repair */
 
 /* migrate_files.c */
 int kr_migrate_scan(lua_State *L);                                /* core.migrate.scan */
