@@ -101,7 +101,12 @@ typedef struct kr_run {
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
     int cur_transactional;
-    const char *db_noted;    /* offline: the step whose reading of op.db the output already notes */
+    const char *db_noted;
+    const char *vt;          /* the quoted version table */
+    int nontx_step;          /* a transactional = false step's up/down is running: its statements are watched */
+    int in_builder;          /* the statements come from an op.<helper> (kronos generated them) */
+    int raw_marked;          /* the step's marker says it ran raw SQL (or op.db): no automatic resume */
+    int resume;              /* re-running a generated step that a previous run left unfinished */    /* offline: the step whose reading of op.db the output already notes */
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
     char slock_sql[80];
     char unlock_sql[80];
@@ -116,6 +121,7 @@ typedef struct kr_run {
 void kr_emit(lua_State *L, kr_run *r, int env, const char *sql);  /* runs, collects or outputs one statement */
 void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what was collected, stops batching */
 void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline: an SQL comment line */
+void kr_step_raw(lua_State *L, kr_run *r, int env); /* a non-transactional step does work kronos cannot redo */
 int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
 
 /* migrate_op.c */
