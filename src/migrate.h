@@ -13,6 +13,7 @@
 #define KRONOS_MIGRATE_H
 
 #include "kronos.h"
+#include "sqlscan.h"
 
 /* One migration file. The strings belong to Lua values the caller keeps on the stack. */
 typedef struct kr_mig {
@@ -57,9 +58,6 @@ _Noreturn void kr_migrate_raise(lua_State *L, const char *code, const char *file
 void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier */
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
-int kr_sql_batchable(const char *sql);                  /* safe to join with ";\n" to others */
-const char *kr_sql_txcontrol(const char *sql);          /* "COMMIT", "ROLLBACK", ... when it ends a transaction */
-const char *kr_sql_terminator(const char *sql);         /* ";" or "\n;" after it in a script */
 int kr_migrate_terminator(lua_State *L);                /* core.migrate.terminator(sql) */
 /* opts.version_table (default kronos_version), checked; pushes its quoted form and returns the name. */
 const char *kr_version_table(lua_State *L, int opts);

@@ -42,7 +42,7 @@ static int op_execute(lua_State *L)
         len--;
     if (len == 0) return 0;
     lua_pushlstring(L, sql, len);
-    const char *ends = r->intx ? kr_sql_txcontrol(lua_tostring(L, -1)) : NULL;
+    const char *ends = r->intx ? kr_sqlscan_txcontrol(lua_tostring(L, -1)) : NULL;
     if (ends)
         /* it would end the run's transaction and its lock, and what follows would run outside */
         kr_error_raise(L, "transaction_control", "op.execute: %s would end the migration's transaction (and release the "

@@ -142,7 +142,7 @@ void kr_emit(lua_State *L, kr_run *r, int env, const char *sql)
         append(L, env, KR_ENV_OUT, sql);
         return;
     }
-    int alone = !r->batch.on || !kr_sql_batchable(sql);
+    int alone = !r->batch.on || !kr_sqlscan_batchable(sql);
     if (alone) batch_flush(L, r, env); /* what came before runs first */
     append(L, env, KR_ENV_PENDING, sql);
     r->batch.n++;
