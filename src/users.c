@@ -257,6 +257,60 @@ static int l_users_new(lua_State *L)
     return 1;
 }
 
+/* kronos.core.users_model() -> a new table of the facts the C model assumes about the users
+ * table: the column list it selects (COLS), the positions it reads by number, each field's kind
+ * and lengths, and the constraint names it maps server errors by. A fresh copy each call, so Lua
+ * cannot change what C uses; spec/users_model_spec.lua proves every value against pg_catalog. */
+static int l_users_model(lua_State *L)
+{
+    lua_createtable(L, 0, 5);
+    lua_pushliteral(L, "users");
+    lua_setfield(L, -2, "table");
+    lua_newtable(L); /* columns, in COLS order */
+    int n = 0;
+    for (const char *col = COLS; *col; col += strspn(col, ", ")) {
+        size_t clen = strcspn(col, ",");
+        lua_pushlstring(L, col, clen);
+        lua_rawseti(L, -2, ++n);
+        col += clen;
+    }
+    lua_setfield(L, -2, "columns");
+    lua_createtable(L, 0, 2); /* 1-based positions in columns of what C reads by number */
+    lua_pushinteger(L, COL_ID + 1);
+    lua_setfield(L, -2, "id");
+    lua_pushinteger(L, COL_CREATED_AT + 1);
+    lua_setfield(L, -2, "created_at");
+    lua_setfield(L, -2, "positions");
+    lua_createtable(L, 0, KR_USER_NFIELDS);
+    for (int i = 0; i < KR_USER_NFIELDS; i++) {
+        const struct kr_user_field *f = &kr_user_fields[i];
+        lua_createtable(L, 0, 3);
+        static const char *const kinds[] = {[K_EMAIL] = "email", [K_NAME] = "text", [K_URL] = "url", [K_BOOL] = "boolean"};
+        lua_pushstring(L, kinds[f->kind]);
+        lua_setfield(L, -2, "kind");
+        int max = f->kind == K_EMAIL ? KR_EMAIL_MAX : f->kind == K_NAME ? KR_NAME_MAX : f->kind == K_URL ? KR_URL_MAX : 0;
+        if (max) {
+            lua_pushinteger(L, max);
+            lua_setfield(L, -2, "max_length");
+        }
+        if (f->kind == K_EMAIL) {
+            lua_pushinteger(L, KR_EMAIL_MIN);
+            lua_setfield(L, -2, "min_length");
+        }
+        lua_setfield(L, -2, f->name);
+    }
+    lua_setfield(L, -2, "fields");
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, KR_USERS_PKEY);
+    lua_setfield(L, -2, "primary_key");
+    lua_pushliteral(L, KR_USERS_EMAIL_UNIQUE);
+    lua_setfield(L, -2, "email_unique");
+    lua_pushliteral(L, KR_USERS_EMAIL_LENGTH);
+    lua_setfield(L, -2, "email_length");
+    lua_setfield(L, -2, "constraints");
+    return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"create", l_create},
     {"create_many", kr_users_create_many},
@@ -280,4 +334,6 @@ void kr_open_users(lua_State *L)
     kr_newclass(L, KR_USER_CLASS, NULL, user_meta);
     lua_pushcfunction(L, l_users_new);
     lua_setfield(L, -2, "users_new");
+    lua_pushcfunction(L, l_users_model);
+    lua_setfield(L, -2, "users_model");
 }

@@ -36,7 +36,7 @@ void kr_users_map_error(lua_State *L)
     if (state && strcmp(state, "23505") == 0 && con && strcmp(con, KR_USERS_EMAIL_UNIQUE) == 0) {
         code = "duplicate_email", field = "email", msg = "a user with this email already exists";
     } else if (state && strcmp(state, "23514") == 0 && con && strcmp(con, KR_USERS_EMAIL_LENGTH) == 0) {
-        code = "invalid_email", field = "email", msg = "email must be at least 5 characters";
+        code = "invalid_email", field = "email", msg = "email must be at least " KR_TEXT(KR_EMAIL_MIN) " characters";
     } else if (state && strcmp(state, "22001") == 0) {
         code = "too_long";
     } else if (state && strcmp(state, "22021") == 0) {

@@ -42,7 +42,7 @@ kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *out
     size_t chars = kr_utf8_chars(out, len, is_space_or_control, &space);
     if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
     if (chars > KR_EMAIL_MAX) return KR_TOO_LONG;
-    if (chars < KR_EMAIL_MIN) return malformed(why, "must be at least 5 characters");
+    if (chars < KR_EMAIL_MIN) return malformed(why, "must be at least " KR_TEXT(KR_EMAIL_MIN) " characters");
     if (space) return malformed(why, "must not contain whitespace or control characters");
     const char *at = memchr(out, '@', len);
     if (at == NULL) return malformed(why, "must contain an @");

@@ -9,6 +9,9 @@
 #define KR_EMAIL_MAX 255
 #define KR_NAME_MAX 100
 #define KR_URL_MAX 2048
+/* A number macro as a string literal, for messages (KR_TEXT(KR_EMAIL_MIN) is "5"). */
+#define KR_TEXT_(x) #x
+#define KR_TEXT(x) KR_TEXT_(x)
 
 typedef enum kr_verdict {
     KR_VALID = 0,
