@@ -506,6 +506,82 @@ describe("kronos.users", function()
             assert.is_true(pages >= 11)
             assert.are.equal(10001 + inserted, users:count())
         end)
+
+        it("pages over rows sharing one created_at in order, each once, while rows come and go", function()
+            -- one create_many gives its whole batch one created_at (one transaction, one now());
+            -- rows at distinct times before and after it, and statistics that know the batch
+            local batch = {}
+            for i = 1, 3000 do batch[i] = { email = ("same%04d@x.org"):format(i), is_active = i % 7 ~= 0 } end
+            assert.are.equal(3000, users:create_many(batch))
+            local shared = db:exec("SELECT created_at::text AS t FROM users LIMIT 1")[1].t
+            for i = 1, 10 do
+                assert(db:exec([[INSERT INTO users (id, email, created_at)
+                    VALUES ($1, $2, $3::timestamptz + $4 * interval '1 second')]],
+                    kronos.uuid(), ("around%02d@x.org"):format(i), shared, i <= 5 and -i or i))
+            end
+            assert(db:exec("ANALYZE users"))
+            assert.are.equal(3000, db:exec("SELECT count(*) AS n FROM users WHERE created_at = $1", shared)[1].n)
+            local other = assert(kronos.connect(url))
+            -- (created_at, id) of a against b, compared by the server: -1, 0 or 1
+            local function cmp(a_ts, a_id, b_ts, b_id)
+                return other:exec([[SELECT CASE WHEN ($1::timestamptz, $2::uuid) < ($3::timestamptz, $4::uuid) THEN -1
+                    WHEN ($1::timestamptz, $2::uuid) = ($3::timestamptz, $4::uuid) THEN 0 ELSE 1 END AS c]],
+                    a_ts, a_id, b_ts, b_id)[1].c
+            end
+            for _, active in ipairs { "all", false } do
+                local filter = active == "all" and "" or " WHERE NOT is_active"
+                local expect = {}
+                for _, row in ipairs(db:exec("SELECT id::text FROM users" .. filter)) do expect[row.id] = true end
+                local seen, order, cursor, pages, last = {}, {}, nil, 0, nil
+                repeat
+                    local page
+                    local opts = { limit = active == "all" and 97 or 29, after = cursor }
+                    if active ~= "all" then opts.active = active end
+                    page, cursor = assert(users:list(opts))
+                    pages = pages + 1
+                    for _, u in ipairs(page) do
+                        assert.is_nil(seen[u.id], "a user came twice")
+                        if last then assert.are.equal(-1, cmp(last.created_at, last.id, u.created_at, u.id)) end
+                        assert.is_true(expect[u.id] == true, "a user that should not be listed was")
+                        seen[u.id], last = true, u
+                        order[#order + 1] = u.id
+                    end
+                    if cursor then
+                        -- a row not listed yet goes away: it must not come
+                        local gone = other:exec([[SELECT id::text FROM users WHERE (created_at, id) > ($1::timestamptz, $2::uuid)]]
+                            .. (active == "all" and "" or " AND NOT is_active") .. " ORDER BY random() LIMIT 1",
+                            last.created_at, last.id)[1]
+                        if gone then
+                            assert(other:exec("DELETE FROM users WHERE id = $1", gone.id))
+                            expect[gone.id] = nil
+                        end
+                        -- a listed one goes away: no page shifts
+                        assert(other:exec("DELETE FROM users WHERE id = $1", order[1 + (pages * 31) % #order]))
+                        -- new rows with the shared created_at: listed exactly when after the cursor
+                        for _ = 1, 2 do
+                            local id = kronos.uuid()
+                            assert(other:exec([[INSERT INTO users (id, email, created_at, is_active)
+                                VALUES ($1, $2, $3, false)]], id, id .. "@x.org", shared))
+                            if cmp(shared, id, last.created_at, last.id) > 0 then expect[id] = true end
+                        end
+                    end
+                until cursor == nil
+                assert.is_true(pages > 10)
+                for id in pairs(expect) do assert.is_true(seen[id], "a user was skipped") end
+                -- the listed order is the server's (created_at, id) order of what is left
+                local left, exists = {}, {}
+                for _, row in ipairs(db:exec("SELECT id::text FROM users ORDER BY created_at, id")) do
+                    if seen[row.id] then left[#left + 1] = row.id end
+                    exists[row.id] = true
+                end
+                local listed = {}
+                for _, id in ipairs(order) do
+                    if exists[id] then listed[#listed + 1] = id end
+                end
+                assert.are.same(left, listed)
+            end
+            other:close()
+        end)
     end)
 
     describe("create_many", function()
