@@ -646,6 +646,44 @@ describe("kronos.users", function()
             assert.are.equal(1, count_rows())
         end)
 
+        it("streams a batch of many COPY chunks whole or not at all, with distinct v4 ids", function()
+            -- about 3 MB of lines: dozens of 64 KB chunks reach the server before the last entry
+            local url_tail = ("/p"):rep(500)
+            local batch = {}
+            for i = 1, 3000 do
+                batch[i] = { email = ("chunk%04d@x.org"):format(i), profile_image_url = "https://x.org" .. url_tail .. i }
+            end
+            batch[3000].email = "CHUNK0001@x.org" -- the first entry's email again, in the last chunk
+            local n, err = users:create_many(batch)
+            assert.is_nil(n)
+            assert.are.equal("duplicate_email", err.code)
+            assert.are.equal(3000, err.index)
+            assert.are.equal(0, count_rows())
+            assert.are.equal("ok", db:status())
+            batch[3000].email = "chunk3000@x.org"
+            assert.are.equal(3000, users:create_many(batch))
+            local r = db:exec([[SELECT count(*) AS n, count(DISTINCT id) AS ids,
+                count(*) FILTER (WHERE id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS v4,
+                count(*) FILTER (WHERE profile_image_url = 'https://x.org' || repeat('/p', 500) || substr(email, 6, 4)::int) AS urls
+                FROM users]])[1]
+            assert.are.same({ n = 3000, ids = 3000, v4 = 3000, urls = 3000 }, { n = r.n, ids = r.ids, v4 = r.v4, urls = r.urls })
+            -- the 122 random bits are random: every hex digit outside the fixed ones takes many values
+            local digits = {}
+            for _, row in ipairs(db:exec("SELECT id::text FROM users")) do
+                for pos = 1, 36 do
+                    local ch = row.id:sub(pos, pos)
+                    digits[pos] = digits[pos] or {}
+                    digits[pos][ch] = true
+                end
+            end
+            for pos = 1, 36 do
+                local kinds = 0
+                for _ in pairs(digits[pos]) do kinds = kinds + 1 end
+                local expect = (pos == 9 or pos == 14 or pos == 19 or pos == 24 or pos == 15) and 1 or pos == 20 and 4 or 16
+                assert.are.equal(expect, kinds, "position " .. pos)
+            end
+        end)
+
         it("leaves the connection usable after a refused batch", function()
             assert(users:create { email = "x1@x.org" })
             assert.is_nil(users:create_many { { email = "x1@x.org" } })
