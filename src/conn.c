@@ -269,8 +269,8 @@ static const char *checksql(lua_State *L, int idx)
     return sql;
 }
 
-/* conn:exec(sql, ...) -> rows | nil, err */
-static int l_exec(lua_State *L)
+/* conn:exec(sql, ...) and its compact shapes: the result in the given shape | nil, err */
+static int exec_as(lua_State *L, int shape)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = checksql(L, 2);
@@ -278,10 +278,17 @@ static int l_exec(lua_State *L)
     kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
     PGresult *res = kr_execparams(L, c, sql, &p);
     if (res == NULL) return 2;
-    kr_pushrows(L, res);
+    kr_pushrows_as(L, res, shape);
     kr_clearbox((PGresult **)lua_touserdata(L, -2));
     return 1;
 }
+
+/* conn:exec(sql, ...) -> rows (tables keyed by column name) | nil, err */
+static int l_exec(lua_State *L) { return exec_as(L, KR_ROWS_NAMED); }
+/* conn:exec_arrays(sql, ...) -> rows as arrays (row[j]: column j) | nil, err */
+static int l_exec_arrays(lua_State *L) { return exec_as(L, KR_ROWS_ARRAYS); }
+/* conn:exec_columns(sql, ...) -> one array per column (t[j][i]), t.n rows | nil, err */
+static int l_exec_columns(lua_State *L) { return exec_as(L, KR_ROWS_COLUMNS); }
 
 /* conn:script(sql) -> rows of the last statement | nil, err: several statements, no parameters. */
 static int l_script(lua_State *L)
@@ -549,6 +556,8 @@ static int l_in_transaction(lua_State *L)
 
 static const luaL_Reg methods[] = {
     {"exec", l_exec},
+    {"exec_arrays", l_exec_arrays},
+    {"exec_columns", l_exec_columns},
     {"script", l_script},
     {"rows", l_rows},
     {"transaction", l_transaction},

@@ -1,4 +1,5 @@
 /* Server text -> exact values (see convert.h). */
+#include <fenv.h>
 #include <float.h>
 #include <locale.h>
 #include <math.h>
@@ -233,22 +234,47 @@ size_t kr_format_double(double d, char *out)
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
+#if defined(__x86_64__) && LDBL_MANT_DIG == 64
+/* The server prints a float8 with up to 17 significant digits (the shortest text that reads back),
+ * past Clinger's 2^53, and strtod's general algorithm costs several times the rest of a row's
+ * conversion. With x86-64's 80-bit long double, m < 2^64 and 10^|e| for |e| <= 27 are exact,
+ * so m * 10^e (m / 10^-e) is the exact value rounded once to 64 bits, r. Rounding r to 53 bits
+ * gives the double nearest the exact value unless r lies exactly halfway between two doubles
+ * (its 11 lowest mantissa bits 10000000000): the exact value is within half a 64-bit unit of r,
+ * and no other halfway point is that close. That case, and other rounding modes, go to strtod. */
+static int parse_double_extended(unsigned long long m, int e, double *out)
+{
+    static const long double pow10l[28] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
+                                           1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
+                                           1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+    if (e < -27 || e > 27 || fegetround() != FE_TONEAREST) return 0;
+    long double r = e < 0 ? (long double)m / pow10l[-e] : (long double)m * pow10l[e];
+    unsigned long long mant;
+    memcpy(&mant, &r, sizeof mant); /* x87 extended: the explicit 64-bit mantissa comes first */
+    if ((mant & 0x7ff) == 0x400) return 0;
+    *out = (double)r;
+    return 1;
+}
+#else
+static int parse_double_extended(unsigned long long m, int e, double *out) { (void)m; (void)e; (void)out; return 0; }
+#endif
+
+/* Reads up to 19 significant digits into m (so m < 10^19 < 2^64), then Clinger's path, else the
+ * extended one. */
 static int parse_double_exact(const char *p, double *out)
 {
     static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     unsigned long long m = 0;
-    int neg = *p == '-', any = 0, e = 0;
+    int neg = *p == '-', digits = 0, e = 0; /* digits: how many went into m, leading zeros too */
+    unsigned d;
     p += neg;
-    /* m only grows with each digit: past 2^53 the fast path cannot apply, so it stops there
-     * (before m * 10 could overflow) */
-    for (; is_digit(*p); p++, any = 1)
-        if ((m = m * 10 + (unsigned)(*p - '0')) > (1ULL << 53)) return 0;
+    for (; (d = (unsigned)(unsigned char)*p - '0') <= 9; p++, digits++) m = m * 10 + d;
     if (*p == '.')
-        for (p++; is_digit(*p); p++, any = 1, e--)
-            if ((m = m * 10 + (unsigned)(*p - '0')) > (1ULL << 53)) return 0;
-    if (!any) return 0;
+        for (p++; (d = (unsigned)(unsigned char)*p - '0') <= 9; p++, digits++, e--) m = m * 10 + d;
+    /* 19 digits or fewer: m < 10^19 < 2^64, never wrapped */
+    if (digits == 0 || digits > 19) return 0;
     if (*p == 'e' || *p == 'E') {
         int eneg = p[1] == '-', x = 0, k = 0;
         p += 1 + (p[1] == '-' || p[1] == '+');
@@ -256,8 +282,12 @@ static int parse_double_exact(const char *p, double *out)
         if (k == 0) return 0;
         e += eneg ? -x : x;
     }
-    if (*p != '\0' || m > (1ULL << 53) || e < -22 || e > 22) return 0;
-    double v = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
+    if (*p != '\0') return 0;
+    double v;
+    if (m <= (1ULL << 53) && e >= -22 && e <= 22)
+        v = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
+    else if (!parse_double_extended(m, e, &v))
+        return 0;
     *out = neg ? -v : v;
     return 1;
 }
