@@ -180,7 +180,8 @@ describe("hostile input", function()
             local where = ("call %d: users:%s"):format(i, name)
             if not ok then
                 misuse = misuse + 1
-                assert(type(res) == "string" and res:match("bad argument #%d"), tell(where .. " raised: " .. tostring(res)))
+                assert(kronos.is_error(res) and res.code == "bad_argument" and res.message:match("bad argument #%d"),
+                    tell(where .. " raised: " .. tostring(res)))
             elseif res == nil then
                 if err ~= nil then
                     assert(kronos.is_error(err), tell(where .. " returned a non-error: " .. tostring(err)))

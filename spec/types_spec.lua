@@ -230,7 +230,7 @@ describe("kronos types", function()
 
         it("a string with a NUL byte raises naming the parameter", function()
             assert.has_error(function() conn:exec("SELECT $1::text, $2::text", "ok", "a\0b") end,
-                "bad argument #3 to 'exec' (parameter $2 contains a NUL byte (send binary data with kronos.bytea))")
+                "bad argument #3 to 'exec' (parameter $2 contains a NUL byte (send binary data with kronos.bytea)) [bad_argument]")
             assert.has_error(function() conn:rows("SELECT $1::text", "\0") end)
         end)
 
@@ -245,9 +245,9 @@ describe("kronos types", function()
 
         it("any other type raises naming the parameter", function()
             assert.has_error(function() conn:exec("SELECT $1", {}) end,
-                "bad argument #2 to 'exec' (parameter $1: unsupported type table)")
+                "bad argument #2 to 'exec' (parameter $1: unsupported type table) [bad_argument]")
             assert.has_error(function() conn:exec("SELECT $1, $2", 1, print) end,
-                "bad argument #3 to 'exec' (parameter $2: unsupported type function)")
+                "bad argument #3 to 'exec' (parameter $2: unsupported type function) [bad_argument]")
             assert.has_error(function() conn:exec("SELECT $1", io.stdout) end)
             assert.has_error(function() conn:exec("SELECT $1", coroutine.create(print)) end)
         end)

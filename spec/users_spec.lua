@@ -240,16 +240,22 @@ describe("kronos.users", function()
                 { function() return users:record_login(nil) end, "id must be a string" },
                 { function() return users:find_by_email(7) end, "email must be a string" },
                 { function() return users:create_many("x") end, "list must be a table" },
-                { function() return users:list("x") end, "options must be a table" },
-                { function() return users:count(5) end, "options must be a table" },
+                { function() return users:list("x") end, "options: table expected, got string" },
+                { function() return users:count(5) end, "options: table expected, got number" },
                 { function() return kronos.users("db") end, "kronos connection expected" },
             }
             for _, case in ipairs(cases) do
-                local ok, msg = pcall(case[1])
+                local ok, err = pcall(case[1])
                 assert.is_false(ok)
-                assert.matches("bad argument", msg, 1, true)
-                assert.matches(case[2], msg, 1, true)
+                assert.is_true(kronos.is_error(err))
+                assert.are.equal("bad_argument", err.code)
+                assert.matches("^bad argument #%d to '[%w_?]+' %(", tostring(err)) -- '?': LuaJIT's tail calls
+                assert.matches(case[2], tostring(err), 1, true)
+                assert.is_nil(tostring(err):find("\n"))
             end
+            -- the error names the method the caller used
+            local _, err = pcall(function() local u = users:get(42); return u end)
+            assert.are.equal("bad argument #1 to 'get' (id must be a string, got number) [bad_argument]", tostring(err))
         end)
     end)
 
@@ -428,27 +434,36 @@ describe("kronos.users", function()
             assert.are.equal(0, users:count())
         end)
 
-        it("refuses bad options and forged cursors", function()
-            local cases = {
-                { { limit = 0 }, "invalid_field", "limit" },
-                { { limit = 1001 }, "invalid_field", "limit" },
-                { { limit = 2.5 }, "invalid_field", "limit" },
-                { { limit = "10" }, "invalid_type", "limit" },
-                { { active = "yes" }, "invalid_type", "active" },
-                { { after = 5 }, "invalid_type", "after" },
-                { { after = "not a cursor" }, "invalid_field", "after" },
-                { { after = "" }, "invalid_field", "after" },
-                { { offset = 10 }, "invalid_field", "offset" },
+        it("raises on bad options (misuse), returns invalid_field for forged cursors (data)", function()
+            local misuse = {
+                { { limit = 0 }, "options.limit: must be from 1 to 1000, got 0" },
+                { { limit = 1001 }, "options.limit: must be from 1 to 1000, got 1001" },
+                { { limit = 2.5 }, "options.limit: integer expected, got a fraction" },
+                { { limit = "10" }, "options.limit: integer expected, got string" },
+                { { active = "yes" }, "options.active: boolean expected, got string" },
+                { { after = 5 }, "options.after: string expected, got number" },
+                { { offset = 10 }, 'options: unknown key "offset" (expected active, limit, after)' },
+                { { limt = 10 }, 'options: unknown key "limt" (did you mean "limit"?)' },
             }
-            for _, case in ipairs(cases) do
-                local page, err = users:list(case[1])
-                assert.is_nil(page)
-                assert.are.equal(case[2], err.code)
-                assert.are.equal(case[3], err.field)
+            for _, case in ipairs(misuse) do
+                local ok, err = pcall(users.list, users, case[1])
+                assert.is_false(ok)
+                assert.are.equal("bad_argument", err.code)
+                assert.are.equal("bad argument #2 to '?' (" .. case[2] .. ")", err.message)
+                ok, err = pcall(function() local page = users:list(case[1]); return page end)
+                assert.are.equal("bad argument #1 to 'list' (" .. case[2] .. ") [bad_argument]", tostring(err))
             end
-            local n, err = users:count { limit = 5 }
-            assert.is_nil(n)
-            assert.are.equal("invalid_field", err.code)
+            for _, after in ipairs { "not a cursor", "" } do
+                local page, err = users:list { after = after }
+                assert.is_nil(page)
+                assert.are.equal("invalid_field", err.code)
+                assert.are.equal("after", err.field)
+            end
+            local ok, err = pcall(function() local n = users:count { limit = 5 }; return n end)
+            assert.is_false(ok)
+            assert.are.equal("bad argument #1 to 'count' (options: unknown key \"limit\" (expected active)) [bad_argument]",
+                tostring(err))
+            local page
             -- a cursor of the right shape whose date the server refuses
             local function b64(s)
                 local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -464,7 +479,6 @@ describe("kronos.users", function()
                     return chars:sub(v + 1, v + 1)
                 end))
             end
-            local page
             page, err = users:list { after = b64("1|2024-13-45 99:99:99+00|" .. kronos.uuid()) }
             assert.is_nil(page)
             assert.are.equal("invalid_field", err.code)

@@ -67,7 +67,7 @@ typedef struct {
 
 static void kw_add(lua_State *L, kwlist *k, const char *kw, const char *val)
 {
-    if (k->n >= KR_MAXKW) luaL_error(L, "too many connection parameters");
+    if (k->n >= KR_MAXKW) kr_error_raise(L, "bad_argument", "too many connection parameters (at most %d)", KR_MAXKW);
     k->kw[k->n] = kw;
     k->val[k->n] = val;
     k->n++;
@@ -139,12 +139,12 @@ static void table_keywords(lua_State *L, int t, kwlist *k)
 {
     lua_pushnil(L);
     while (lua_next(L, t)) {
-        if (lua_type(L, -2) != LUA_TSTRING) luaL_argerror(L, t, "connection parameter names must be strings");
+        if (lua_type(L, -2) != LUA_TSTRING) kr_error_arg(L, t, "connection parameter names must be strings");
         const char *key = lua_tostring(L, -2);
         if (strcmp(key, "url") != 0) {
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-                luaL_argerror(L, t, lua_pushfstring(L, "connection parameter '%s' must be a string or number", key));
-            luaL_checkstack(L, 3, "too many connection parameters");
+                kr_error_arg(L, t, "connection parameter '%s' must be a string or number", key);
+            kr_checkstack(L, 3);
             lua_pushvalue(L, -1);
             const char *val = lua_tostring(L, -1); /* the copy stays on the stack: val lives on */
             lua_insert(L, -3);
@@ -159,7 +159,7 @@ static int l_connect(lua_State *L)
 {
     int t = lua_type(L, 1);
     if (t != LUA_TNONE && t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TTABLE)
-        luaL_argerror(L, 1, lua_pushfstring(L, "conninfo string or table expected, got %s", luaL_typename(L, 1)));
+        kr_error_arg(L, 1, "conninfo string or table expected, got %s", luaL_typename(L, 1));
     lua_settop(L, 1);
     kwlist k;
     k.n = 0;
@@ -171,7 +171,7 @@ static int l_connect(lua_State *L)
     const char *conninfo = NULL;
     if (t == LUA_TTABLE) {
         lua_getfield(L, 1, "url");
-        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, 1, "field 'url' must be a string");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) kr_error_arg(L, 1, "field 'url' must be a string");
         /* no url: the keywords refine DATABASE_URL, as they would refine the PG* variables */
         conninfo = lua_isstring(L, -1) ? lua_tostring(L, -1) : database_url();
     } else if (t == LUA_TSTRING) {
@@ -230,9 +230,12 @@ void kr_endstream(kr_conn *c)
     drain(c->pg);
 }
 
-/* Leaves the boxed result on the stack when it returns it. */
+/* Leaves the boxed result on the stack when it returns it. Inside a transaction kronos opened
+ * (conn:transaction, a migration run) a statement after which the server is idle has ended it:
+ * that is remembered, so the statements that follow are refused and the opener fails. */
 PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
 {
+    if (c->txdepth > 0 && c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE) c->tx_ended = 1;
     PGresult **box = kr_boxresult(L, res);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return res;
@@ -248,8 +251,20 @@ PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
     return NULL;
 }
 
-PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p)
+/* Refuses a statement once the transaction kronos opened was ended under it: it would run
+ * outside, autocommitted, while its opener still counts it as part of the transaction.
+ * Returns 1, or pushes nil, err and returns 0. */
+int kr_tx_open(lua_State *L, kr_conn *c)
 {
+    if (c->txdepth == 0 || !c->tx_ended) return 1;
+    kr_error_return(L, "transaction_ended", "the transaction was ended by a COMMIT or ROLLBACK inside it; "
+                    "no statement runs until its conn:transaction (or migration) returns");
+    return 0;
+}
+
+static PGresult *execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p)
+{
+    if (!kr_tx_open(L, c)) return NULL;
     kr_endstream(c);
     PGresult *res = PQexecParams(c->pg, sql, p->n, p->types, p->values, p->lengths, p->formats, 0);
     return kr_finish(L, c, res);
@@ -257,6 +272,7 @@ PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_para
 
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql)
 {
+    if (!kr_tx_open(L, c)) return NULL;
     kr_endstream(c);
     return kr_finish(L, c, PQexec(c->pg, sql));
 }
@@ -264,9 +280,7 @@ PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql)
 static const char *checksql(lua_State *L, int idx)
 {
     size_t len;
-    const char *sql = luaL_checklstring(L, idx, &len);
-    if (strlen(sql) != len) luaL_argerror(L, idx, "SQL contains a NUL byte");
-    return sql;
+    return kr_checktext(L, idx, &len, "SQL");
 }
 
 /* conn:exec(sql, ...) and its compact shapes: the result in the given shape | nil, err */
@@ -276,10 +290,10 @@ static int exec_as(lua_State *L, int shape)
     const char *sql = checksql(L, 2);
     kr_params p;
     kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
-    PGresult *res = kr_execparams(L, c, sql, &p);
+    PGresult *res = execparams(L, c, sql, &p);
     if (res == NULL) return 2;
     kr_pushrows_as(L, res, shape);
-    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    kr_dropbox(L, -2);
     return 1;
 }
 
@@ -298,7 +312,7 @@ static int l_script(lua_State *L)
     PGresult *res = kr_execscript(L, c, sql);
     if (res == NULL) return 2;
     kr_pushrows(L, res);
-    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    kr_dropbox(L, -2);
     return 1;
 }
 
@@ -308,9 +322,9 @@ static int l_script(lua_State *L)
 static int rows_iter(lua_State *L)
 {
     kr_conn *c = (kr_conn *)lua_touserdata(L, lua_upvalueindex(1));
-    if (c->pg == NULL) luaL_error(L, "rows(): the connection was closed during the loop");
+    if (c->pg == NULL) kr_error_raise(L, "connection", "rows(): the connection was closed during the loop");
     if ((unsigned)lua_tointeger(L, lua_upvalueindex(3)) != c->stream_gen)
-        luaL_error(L, "rows(): this iterator has ended (its loop was closed, or the connection ran another statement)");
+        kr_error_raise(L, "iterator_ended", "rows(): this iterator has ended (its loop was closed, or the connection ran another statement)");
     if (!c->streaming) return 0;
     PGresult *res = PQgetResult(c->pg);
     PGresult **box = kr_boxresult(L, res);
@@ -353,6 +367,7 @@ static int l_rows(lua_State *L)
     const char *sql = checksql(L, 2);
     kr_params p;
     kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
+    if (!kr_tx_open(L, c)) return lua_error(L);
     kr_endstream(c);
     /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
     c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
@@ -384,7 +399,7 @@ static int simple(lua_State *L, kr_conn *c, const char *sql)
 {
     PGresult *res = kr_execscript(L, c, sql);
     if (res == NULL) return 0;
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 1);
     return 1;
 }
@@ -408,7 +423,7 @@ static void rollback(kr_conn *c, int nested, int depth)
 static int l_transaction(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (lua_type(L, 2) != LUA_TFUNCTION) kr_error_arg(L, 2, "function expected, got %s", luaL_typename(L, 2));
     int nargs = lua_gettop(L) - 2;
     int depth = c->txdepth;
     kr_endstream(c);
@@ -419,8 +434,9 @@ static int l_transaction(lua_State *L)
     else
         strcpy(sql, "BEGIN");
     if (!simple(L, c, sql)) return 2;
+    if (depth == 0) c->tx_ended = 0;
     c->txdepth = depth + 1;
-    luaL_checkstack(L, nargs + 2, "too many arguments");
+    kr_checkstack(L, nargs + 2);
     lua_pushvalue(L, 2);
     lua_pushvalue(L, 1);
     for (int i = 0; i < nargs; i++) lua_pushvalue(L, 3 + i);
@@ -437,6 +453,13 @@ static int l_transaction(lua_State *L)
         return lua_error(L);
     }
     kr_endstream(c);
+    if (c->tx_ended || (!nested && PQtransactionStatus(c->pg) == PQTRANS_IDLE)) {
+        /* fn ran COMMIT or ROLLBACK: what came after it ran outside, so nothing is one unit */
+        if (!nested) rollback(c, 0, depth); /* a transaction fn began again is not ours to commit */
+        c->tx_ended = c->tx_ended && depth > 0; /* the outer transaction() fails too */
+        return kr_error_return(L, "transaction_ended", "the function ended the transaction itself (COMMIT or ROLLBACK "
+                               "inside conn:transaction): its work did not run as one transaction");
+    }
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
         /* fn caught an SQL error itself: committing would silently lose the work */
         rollback(c, nested, depth);
@@ -451,7 +474,7 @@ static int l_transaction(lua_State *L)
     if (res == NULL) return 2;
     /* COMMIT of an aborted transaction succeeds as "ROLLBACK": the work is lost, so say so. */
     int rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 1);
     if (rolled_back)
         return kr_error_return(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
@@ -462,7 +485,7 @@ static int l_transaction(lua_State *L)
 
 static int l_close(lua_State *L)
 {
-    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    kr_conn *c = kr_checkconn_any(L, 1);
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
     c->streaming = 0;
@@ -472,7 +495,7 @@ static int l_close(lua_State *L)
 
 static int l_gc(lua_State *L)
 {
-    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    kr_conn *c = kr_checkconn_any(L, 1);
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
     return 0;
@@ -482,7 +505,7 @@ static const char *orempty(const char *s) { return s ? s : ""; }
 
 static int l_tostring(lua_State *L)
 {
-    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    kr_conn *c = kr_checkconn_any(L, 1);
     if (c->pg == NULL)
         lua_pushliteral(L, "kronos.connection (closed)");
     else
@@ -495,8 +518,7 @@ static int l_escape(lua_State *L, int identifier)
 {
     kr_conn *c = kr_checkconn(L, 1);
     size_t len;
-    const char *s = luaL_checklstring(L, 2, &len);
-    if (strlen(s) != len) luaL_argerror(L, 2, "string contains a NUL byte"); /* libpq would cut it there */
+    const char *s = kr_checktext(L, 2, &len, "string"); /* a NUL byte: libpq would cut it there */
     char *out = identifier ? PQescapeIdentifier(c->pg, s, len) : PQescapeLiteral(c->pg, s, len);
     if (out == NULL) {
         kr_error_pushoneline(L, PQerrorMessage(c->pg));
@@ -530,7 +552,7 @@ static int l_reset(lua_State *L)
 
 static int l_status(lua_State *L)
 {
-    kr_conn *c = (kr_conn *)luaL_checkudata(L, 1, KR_CONN_CLASS);
+    kr_conn *c = kr_checkconn_any(L, 1);
     lua_pushstring(L, c->pg == NULL ? "closed" : PQstatus(c->pg) == CONNECTION_OK ? "ok" : "bad");
     return 1;
 }

@@ -27,7 +27,7 @@ static int sql_tostring(lua_State *L)
 {
     size_t len;
     const char *s = kr_ddl_tosql(L, 1, &len);
-    if (s == NULL) return luaL_argerror(L, 1, "ddl.sql() expected");
+    if (s == NULL) kr_error_arg(L, 1, "ddl.sql() expected");
     lua_pushlstring(L, s, len);
     return 1;
 }
@@ -46,7 +46,7 @@ static int l_quote_ident(lua_State *L)
 /* A literal as a DEFAULT would render it; a ddl.sql() marker passes through. */
 static int l_quote_literal(lua_State *L)
 {
-    luaL_checkany(L, 1);
+    if (lua_isnone(L, 1)) kr_error_arg(L, 1, "value expected");
     kr_sql b;
     kr_sql_init(L, &b);
     kr_ddl_addvalue(&b, 1, 1, "value");

@@ -15,11 +15,11 @@ static const char *optional_name(lua_State *L, size_t *len)
 static void add_action(kr_sql *b, kr_ddl_arg actions, const char *key, const char *sql)
 {
     size_t len;
-    const char *s = kr_ddl_optstring(b->L, actions.idx, actions.arg, actions.path, key, &len);
+    const char *s = kr_option_string(b->L, actions.idx, actions.arg, actions.path, key, &len);
     if (s == NULL) return;
     char act[KR_DDL_ACTIONMAX];
     int rc = kr_ddl_fk_action(s, len, act, sizeof act);
-    if (rc < 0) kr_ddl_error(b->L, actions.arg, "%s.%s: %s, got \"%s\"", actions.path, key, kr_ddl_strerror(rc), s);
+    if (rc < 0) kr_error_arg(b->L, actions.arg, "%s.%s: %s, got \"%s\"", actions.path, key, kr_ddl_strerror(rc), s);
     kr_sql_adds(b, sql);
     kr_sql_add(b, act, (size_t)rc);
 }
@@ -40,7 +40,7 @@ void kr_ddl_addfk(kr_sql *b, kr_ddl_arg local, kr_ddl_arg remote, const char *re
     int nl = kr_ddl_checkarray(L, local.idx, local.arg, local.path);
     int nr = kr_ddl_checkarray(L, remote.idx, remote.arg, remote.path);
     if (nl != nr)
-        kr_ddl_error(L, remote.arg, "%s: %d column(s) for the %d of %s", remote.path, nr, nl, local.path);
+        kr_error_arg(L, remote.arg, "%s: %d column(s) for the %d of %s", remote.path, nr, nl, local.path);
     kr_sql_adds(b, "FOREIGN KEY ");
     kr_ddl_addnames(b, local.idx, local.arg, local.path);
     kr_sql_adds(b, " REFERENCES ");
@@ -49,19 +49,19 @@ void kr_ddl_addfk(kr_sql *b, kr_ddl_arg local, kr_ddl_arg remote, const char *re
     kr_ddl_addnames(b, remote.idx, remote.arg, remote.path);
     add_action(b, actions, "ondelete", " ON DELETE ");
     add_action(b, actions, "onupdate", " ON UPDATE ");
-    int deferrable = kr_ddl_optbool(L, actions.idx, actions.arg, actions.path, "deferrable", -1);
+    int deferrable = kr_option_bool(L, actions.idx, actions.arg, actions.path, "deferrable", -1);
     size_t len;
-    const char *initially = kr_ddl_optstring(L, actions.idx, actions.arg, actions.path, "initially", &len);
+    const char *initially = kr_option_string(L, actions.idx, actions.arg, actions.path, "initially", &len);
     if (deferrable != -1) kr_sql_adds(b, deferrable ? " DEFERRABLE" : " NOT DEFERRABLE");
     if (initially != NULL) {
         if (ieq(initially, "deferred")) {
             if (deferrable != 1)
-                kr_ddl_error(L, actions.arg, "%s.initially: \"deferred\" needs deferrable = true", actions.path);
+                kr_error_arg(L, actions.arg, "%s.initially: \"deferred\" needs deferrable = true", actions.path);
             kr_sql_adds(b, " INITIALLY DEFERRED");
         } else if (ieq(initially, "immediate")) {
             kr_sql_adds(b, " INITIALLY IMMEDIATE");
         } else {
-            kr_ddl_error(L, actions.arg, "%s.initially: expected \"deferred\" or \"immediate\"", actions.path);
+            kr_error_arg(L, actions.arg, "%s.initially: expected \"deferred\" or \"immediate\"", actions.path);
         }
     }
 }
@@ -83,7 +83,7 @@ static void add_method(kr_sql *b, const char *s, size_t len, int arg)
         ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
         m[i] = c;
     }
-    if (!ok) kr_ddl_error(b->L, arg, "opts.using: index method name (btree, hash, gin, gist, brin, ...) expected, got \"%s\"", s);
+    if (!ok) kr_error_arg(b->L, arg, "opts.using: index method name (btree, hash, gin, gist, brin, ...) expected, got \"%s\"", s);
     kr_sql_adds(b, " USING ");
     kr_sql_ident(b, m, len);
 }
@@ -116,11 +116,11 @@ static void add_index_item_table(kr_sql *b, int idx, int arg, const char *path)
                  : (kr_isinteger(L, -1) && kr_tointeger(L, -1) == 1);
         if (!ok) {
             const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : luaL_typename(L, -1);
-            kr_ddl_error(L, arg, "%s: unknown key \"%s\" (expected [1], desc, nulls, opclass)", path, k);
+            kr_error_arg(L, arg, "%s: unknown key \"%s\" (expected [1], desc, nulls, opclass)", path, k);
         }
     }
     lua_rawgeti(L, idx, 1);
-    if (lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s[1]: column name or ddl.sql() expected", path);
+    if (lua_isnil(L, -1)) kr_error_arg(L, arg, "%s[1]: column name or ddl.sql() expected", path);
     snprintf(sub, sizeof sub, "%s[1]", path);
     add_index_target(b, lua_gettop(L), arg, sub);
     lua_pop(L, 1);
@@ -130,12 +130,12 @@ static void add_index_item_table(kr_sql *b, int idx, int arg, const char *path)
         kr_sql_add(b, " ", 1);
         kr_sql_ident(b, opclass, len);
     }
-    if (kr_ddl_optbool(L, idx, arg, path, "desc", 0)) kr_sql_adds(b, " DESC");
-    const char *nulls = kr_ddl_optstring(L, idx, arg, path, "nulls", &len);
+    if (kr_option_bool(L, idx, arg, path, "desc", 0)) kr_sql_adds(b, " DESC");
+    const char *nulls = kr_option_string(L, idx, arg, path, "nulls", &len);
     if (nulls != NULL) {
         if (ieq(nulls, "first")) kr_sql_adds(b, " NULLS FIRST");
         else if (ieq(nulls, "last")) kr_sql_adds(b, " NULLS LAST");
-        else kr_ddl_error(L, arg, "%s.nulls: expected \"first\" or \"last\"", path);
+        else kr_error_arg(L, arg, "%s.nulls: expected \"first\" or \"last\"", path);
     }
 }
 
@@ -172,16 +172,16 @@ int kr_ddl_create_index(lua_State *L)
     luaL_checkstack(L, 20, "kronos.ddl");
     const char *name = optional_name(L, &nlen);
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
-    int opts = kr_ddl_checkopts(L, 4, create_index_keys);
+    int opts = kr_option_check(L, 4, "opts", create_index_keys);
     const char *schema = kr_ddl_optname(L, opts, 4, "opts", "schema", &slen);
-    int unique = kr_ddl_optbool(L, opts, 4, "opts", "unique", 0);
-    int concurrently = kr_ddl_optbool(L, opts, 4, "opts", "concurrently", 0);
-    int if_not_exists = kr_ddl_optbool(L, opts, 4, "opts", "if_not_exists", 0);
-    const char *method = kr_ddl_optstring(L, opts, 4, "opts", "using", &len);
+    int unique = kr_option_bool(L, opts, 4, "opts", "unique", 0);
+    int concurrently = kr_option_bool(L, opts, 4, "opts", "concurrently", 0);
+    int if_not_exists = kr_option_bool(L, opts, 4, "opts", "if_not_exists", 0);
+    const char *method = kr_option_string(L, opts, 4, "opts", "using", &len);
     const char *where = NULL;
     size_t wlen = 0;
     if (opts) {
-        kr_ddl_rawfield(L, opts, "where");
+        kr_option_field(L, opts, "where");
         if (!lua_isnil(L, -1)) where = kr_ddl_checksqltext(L, -1, 4, "opts.where", &wlen);
         lua_pop(L, 1);
     }
@@ -192,7 +192,7 @@ int kr_ddl_create_index(lua_State *L)
     kr_sql_init(L, &items);
     int named = add_index_items(&items, 3, 3);
     if (name == NULL) {
-        if (!named) kr_ddl_error(L, 1, "name: required when the index has an expression");
+        if (!named) kr_error_arg(L, 1, "name: required when the index has an expression");
         name = kr_ddl_pushname(L, "ix", table, tlen, 3, 0, NULL);
         nlen = strlen(name);
     }
@@ -221,12 +221,12 @@ int kr_ddl_drop_index(lua_State *L)
 {
     size_t nlen, slen;
     const char *name = kr_ddl_checkname(L, 1, 1, "name", &nlen);
-    int opts = kr_ddl_checkopts(L, 2, drop_index_keys);
+    int opts = kr_option_check(L, 2, "opts", drop_index_keys);
     const char *schema = kr_ddl_optname(L, opts, 2, "opts", "schema", &slen);
-    int concurrently = kr_ddl_optbool(L, opts, 2, "opts", "concurrently", 0);
-    int if_exists = kr_ddl_optbool(L, opts, 2, "opts", "if_exists", 0);
-    int cascade = kr_ddl_optbool(L, opts, 2, "opts", "cascade", 0);
-    if (concurrently && cascade) kr_ddl_error(L, 2, "opts.cascade: DROP INDEX CONCURRENTLY cannot cascade");
+    int concurrently = kr_option_bool(L, opts, 2, "opts", "concurrently", 0);
+    int if_exists = kr_option_bool(L, opts, 2, "opts", "if_exists", 0);
+    int cascade = kr_option_bool(L, opts, 2, "opts", "cascade", 0);
+    if (concurrently && cascade) kr_error_arg(L, 2, "opts.cascade: DROP INDEX CONCURRENTLY cannot cascade");
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
@@ -268,7 +268,7 @@ static int keyed_constraint(lua_State *L, const char *prefix, const char *body)
     const char *name = optional_name(L, &nlen);
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
     kr_ddl_checkarray(L, 3, 3, "columns");
-    int opts = kr_ddl_checkopts(L, 4, keyed_keys);
+    int opts = kr_option_check(L, 4, "opts", keyed_keys);
     const char *schema = kr_ddl_optname(L, opts, 4, "opts", "schema", &slen);
     lua_newtable(L);
     int list = lua_gettop(L);
@@ -305,12 +305,12 @@ int kr_ddl_create_check_constraint(lua_State *L)
     const char *name = optional_name(L, &nlen);
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
     const char *cond = kr_ddl_checksqltext(L, 3, 3, "condition", &clen);
-    int opts = kr_ddl_checkopts(L, 4, check_keys);
+    int opts = kr_option_check(L, 4, "opts", check_keys);
     const char *schema = kr_ddl_optname(L, opts, 4, "opts", "schema", &slen);
     const char *hint = kr_ddl_optname(L, opts, 4, "opts", "column_hint", &hlen);
-    int not_valid = kr_ddl_optbool(L, opts, 4, "opts", "not_valid", 0);
+    int not_valid = kr_option_bool(L, opts, 4, "opts", "not_valid", 0);
     if (name == NULL) {
-        if (hint == NULL) kr_ddl_error(L, 1, "name: required for a check constraint (or opts.column_hint, to name it ck_<table>_<column_hint>)");
+        if (hint == NULL) kr_error_arg(L, 1, "name: required for a check constraint (or opts.column_hint, to name it ck_<table>_<column_hint>)");
         name = kr_ddl_pushname(L, "ck", table, tlen, 0, 0, hint);
         nlen = strlen(name);
     }
@@ -339,10 +339,10 @@ int kr_ddl_create_foreign_key(lua_State *L)
     const char *ref = kr_ddl_checkname(L, 3, 3, "referent_table", &rlen);
     kr_ddl_checkarray(L, 4, 4, "local_cols");
     kr_ddl_checkarray(L, 5, 5, "remote_cols");
-    int opts = kr_ddl_checkopts(L, 6, fk_keys);
+    int opts = kr_option_check(L, 6, "opts", fk_keys);
     const char *schema = kr_ddl_optname(L, opts, 6, "opts", "schema", &slen);
     const char *ref_schema = kr_ddl_optname(L, opts, 6, "opts", "referent_schema", &rslen);
-    int not_valid = kr_ddl_optbool(L, opts, 6, "opts", "not_valid", 0);
+    int not_valid = kr_option_bool(L, opts, 6, "opts", "not_valid", 0);
     lua_newtable(L);
     int list = lua_gettop(L);
     kr_sql b;

@@ -5,8 +5,7 @@
 
 #include "kronos.h"
 #include "ddl.h"
-
-#define KR_DDL_SQL_CLASS "kronos.ddl.sql"
+#include "option.h"
 
 /* A growing text whose storage is a userdata at a fixed stack slot: a raise frees it. */
 typedef struct kr_sql {
@@ -25,26 +24,11 @@ void kr_sql_qualified(kr_sql *b, const char *schema, const char *name, size_t le
 void kr_sql_alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen); /* "ALTER TABLE t" */
 int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char *name_label);
 
-/* Raises "bad argument #arg to 'f' (<message>)"; the message starts with the argument path. */
-_Noreturn void kr_ddl_error(lua_State *L, int arg, const char *fmt, ...);
-
 /* Checks the value at idx is a valid identifier; path names it in errors. */
 const char *kr_ddl_checkname(lua_State *L, int idx, int arg, const char *path, size_t *len);
-/* The field key of the table at tidx as an identifier, NULL when absent (nil). */
+/* The field key of the table at tidx (0: none) as an identifier, NULL when absent (nil). The
+ * other options are read with option.h's kr_option_* (the one option reader). */
 const char *kr_ddl_optname(lua_State *L, int tidx, int arg, const char *path, const char *key, size_t *len);
-/* Pushes t[key] without metamethods (option tables are plain data, and the values read stay
- * referenced by the table); returns its type. */
-int kr_ddl_rawfield(lua_State *L, int tidx, const char *key);
-/* Boolean field, def when nil. */
-int kr_ddl_optbool(lua_State *L, int tidx, int arg, const char *path, const char *key, int def);
-/* String field, NULL when nil. */
-const char *kr_ddl_optstring(lua_State *L, int tidx, int arg, const char *path, const char *key, size_t *len);
-
-/* The options table at arg (nil allowed) holding only string keys among allowed (NULL-ended);
- * returns its absolute index or 0 when nil/none. */
-int kr_ddl_checkopts(lua_State *L, int arg, const char *const *allowed);
-/* Same for a table inside an argument (a column spec, a constraint): idx must be a table. */
-void kr_ddl_checkfields(lua_State *L, int idx, int arg, const char *path, const char *const *allowed);
 /* A non-empty array (no other keys) at idx; returns its length. */
 int kr_ddl_checkarray(lua_State *L, int idx, int arg, const char *path);
 

@@ -19,7 +19,7 @@ struct column {
 
 static int column_check(lua_State *L, int col_idx)
 {
-    kr_ddl_rawfield(L, col_idx, "check");
+    kr_option_field(L, col_idx, "check");
     int has = !lua_isnil(L, -1);
     lua_pop(L, 1);
     return has;
@@ -30,25 +30,25 @@ static void add_column_def(kr_sql *b, int col_idx, int arg, const char *path, st
 {
     lua_State *L = b->L;
     char sub[128];
-    kr_ddl_checkfields(L, col_idx, arg, path, column_keys);
+    kr_option_checkfields(L, col_idx, arg, path, column_keys);
     c->name = kr_ddl_optname(L, col_idx, arg, path, "name", &c->len);
-    if (c->name == NULL) kr_ddl_error(L, arg, "%s.name: required", path);
-    c->primary_key = kr_ddl_optbool(L, col_idx, arg, path, "primary_key", 0);
-    c->unique = kr_ddl_optbool(L, col_idx, arg, path, "unique", 0);
-    c->index = kr_ddl_optbool(L, col_idx, arg, path, "index", 0);
-    int nullable = kr_ddl_optbool(L, col_idx, arg, path, "nullable", -1);
+    if (c->name == NULL) kr_error_arg(L, arg, "%s.name: required", path);
+    c->primary_key = kr_option_bool(L, col_idx, arg, path, "primary_key", 0);
+    c->unique = kr_option_bool(L, col_idx, arg, path, "unique", 0);
+    c->index = kr_option_bool(L, col_idx, arg, path, "index", 0);
+    int nullable = kr_option_bool(L, col_idx, arg, path, "nullable", -1);
     if (c->primary_key && nullable == 1)
-        kr_ddl_error(L, arg, "%s.nullable: a primary key column cannot be nullable", path);
+        kr_error_arg(L, arg, "%s.nullable: a primary key column cannot be nullable", path);
 
     kr_sql_ident(b, c->name, c->len);
     kr_sql_add(b, " ", 1);
-    kr_ddl_rawfield(L, col_idx, "type");
-    if (lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s.type: required", path);
+    kr_option_field(L, col_idx, "type");
+    if (lua_isnil(L, -1)) kr_error_arg(L, arg, "%s.type: required", path);
     snprintf(sub, sizeof sub, "%s.type", path);
     kr_ddl_addtype(b, -1, arg, sub);
     lua_pop(L, 1);
 
-    kr_ddl_rawfield(L, col_idx, "server_default");
+    kr_option_field(L, col_idx, "server_default");
     if (!lua_isnil(L, -1)) {
         snprintf(sub, sizeof sub, "%s.server_default", path);
         kr_sql_adds(b, " DEFAULT ");
@@ -60,7 +60,7 @@ static void add_column_def(kr_sql *b, int col_idx, int arg, const char *path, st
     c->check = column_check(L, col_idx);
     if (c->check) {
         size_t len;
-        kr_ddl_rawfield(L, col_idx, "check");
+        kr_option_field(L, col_idx, "check");
         snprintf(sub, sizeof sub, "%s.check", path);
         kr_ddl_checksqltext(L, -1, arg, sub, &len);
         lua_pop(L, 1);
@@ -85,7 +85,7 @@ static void add_named(kr_sql *b, const char *prefix, const char *table, size_t t
 static void add_check_body(kr_sql *b, int col_idx)
 {
     size_t len;
-    kr_ddl_rawfield(b->L, col_idx, "check");
+    kr_option_field(b->L, col_idx, "check");
     const char *cond = kr_ddl_tosql(b->L, -1, &len);
     if (cond == NULL) cond = lua_tolstring(b->L, -1, &len);
     kr_sql_adds(b, " CHECK (");
@@ -120,9 +120,9 @@ static const char *const constraint_keys[] = {
 static void forbid(lua_State *L, int idx, int arg, const char *path, const char *kind, const char *const *keys)
 {
     for (; *keys; keys++) {
-        kr_ddl_rawfield(L, idx, *keys);
+        kr_option_field(L, idx, *keys);
         if (!lua_isnil(L, -1))
-            kr_ddl_error(L, arg, "%s.%s: not allowed for a %s constraint", path, *keys, kind);
+            kr_error_arg(L, arg, "%s.%s: not allowed for a %s constraint", path, *keys, kind);
         lua_pop(L, 1);
     }
 }
@@ -134,16 +134,16 @@ static const char *const not_check[] = {"condition", NULL};
 
 static int field(lua_State *L, int idx, const char *key, int arg, const char *path, int required)
 {
-    kr_ddl_rawfield(L, idx, key);
-    if (required && lua_isnil(L, -1)) kr_ddl_error(L, arg, "%s.%s: required", path, key);
+    kr_option_field(L, idx, key);
+    if (required && lua_isnil(L, -1)) kr_error_arg(L, arg, "%s.%s: required", path, key);
     return lua_gettop(L);
 }
 
 static const char *constraint_kind(lua_State *L, int idx, int arg, const char *path)
 {
     size_t len;
-    const char *kind = kr_ddl_optstring(L, idx, arg, path, "kind", &len);
-    if (kind == NULL) kr_ddl_error(L, arg, "%s.kind: required", path);
+    const char *kind = kr_option_string(L, idx, arg, path, "kind", &len);
+    if (kind == NULL) kr_error_arg(L, arg, "%s.kind: required", path);
     return kind;
 }
 
@@ -156,13 +156,13 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
     char sub[160];
     size_t len, nlen;
     int top = lua_gettop(L);
-    kr_ddl_checkfields(L, idx, arg, path, constraint_keys);
+    kr_option_checkfields(L, idx, arg, path, constraint_keys);
     const char *kind = constraint_kind(L, idx, arg, path);
     const char *name = kr_ddl_optname(L, idx, arg, path, "name", &nlen);
     kr_sql_adds(b, ",\n    CONSTRAINT ");
     if (strcmp(kind, "primary_key") == 0) {
         if (has_column_pk)
-            kr_ddl_error(L, arg, "%s: the columns already declare a primary key", path);
+            kr_error_arg(L, arg, "%s: the columns already declare a primary key", path);
         forbid(L, idx, arg, path, kind, fk_only);
         forbid(L, idx, arg, path, kind, not_check);
         int cols = field(L, idx, "columns", arg, path, 1);
@@ -187,7 +187,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
         int cols = field(L, idx, "columns", arg, path, 0);
         if (name == NULL) {
             if (lua_isnil(L, cols))
-                kr_ddl_error(L, arg, "%s.name: required for a check constraint (or columns, to name it ck_<table>_<columns>)", path);
+                kr_error_arg(L, arg, "%s.name: required for a check constraint (or columns, to name it ck_<table>_<columns>)", path);
             snprintf(sub, sizeof sub, "%s.columns", path);
             kr_ddl_checknames(L, cols, arg, sub);
             name = kr_ddl_pushname(L, "ck", table, tlen, cols, 0, NULL);
@@ -204,7 +204,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
         int remote = field(L, idx, "remote_columns", arg, path, 1);
         size_t rlen;
         const char *ref = kr_ddl_optname(L, idx, arg, path, "references", &rlen);
-        if (ref == NULL) kr_ddl_error(L, arg, "%s.references: required", path);
+        if (ref == NULL) kr_error_arg(L, arg, "%s.references: required", path);
         size_t rslen;
         const char *ref_schema = kr_ddl_optname(L, idx, arg, path, "referent_schema", &rslen);
         char lpath[160], rpath[160];
@@ -217,7 +217,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
         kr_ddl_arg local = {cols, arg, lpath}, rem = {remote, arg, rpath}, acts = {idx, arg, path};
         kr_ddl_addfk(b, local, rem, ref_schema, ref, rlen, acts);
     } else {
-        kr_ddl_error(L, arg, "%s.kind: expected primary_key, unique, check or foreign_key, got \"%s\"", path, kind);
+        kr_error_arg(L, arg, "%s.kind: expected primary_key, unique, check or foreign_key, got \"%s\"", path, kind);
     }
     lua_settop(L, top);
 }
@@ -228,12 +228,12 @@ int kr_ddl_create_table(lua_State *L)
     luaL_checkstack(L, 40, "kronos.ddl");
     const char *table = kr_ddl_checkname(L, 1, 1, "name", &tlen);
     int ncols = kr_ddl_checkarray(L, 2, 2, "columns");
-    int opts = kr_ddl_checkopts(L, 3, create_table_keys);
+    int opts = kr_option_check(L, 3, "opts", create_table_keys);
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
-    int if_not_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_not_exists", 0);
+    int if_not_exists = kr_option_bool(L, opts, 3, "opts", "if_not_exists", 0);
     int constraints = 0, ncons = 0;
     if (opts) {
-        kr_ddl_rawfield(L, opts, "constraints");
+        kr_option_field(L, opts, "constraints");
         constraints = lua_gettop(L);
         if (lua_isnil(L, constraints)) constraints = 0;
         else ncons = kr_ddl_checkarray(L, constraints, 3, "opts.constraints");
@@ -310,10 +310,10 @@ int kr_ddl_drop_table(lua_State *L)
 {
     size_t tlen, slen;
     const char *table = kr_ddl_checkname(L, 1, 1, "name", &tlen);
-    int opts = kr_ddl_checkopts(L, 2, drop_table_keys);
+    int opts = kr_option_check(L, 2, "opts", drop_table_keys);
     const char *schema = kr_ddl_optname(L, opts, 2, "opts", "schema", &slen);
-    int if_exists = kr_ddl_optbool(L, opts, 2, "opts", "if_exists", 0);
-    int cascade = kr_ddl_optbool(L, opts, 2, "opts", "cascade", 0);
+    int if_exists = kr_option_bool(L, opts, 2, "opts", "if_exists", 0);
+    int cascade = kr_option_bool(L, opts, 2, "opts", "cascade", 0);
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
@@ -332,7 +332,7 @@ int kr_ddl_rename_table(lua_State *L)
     size_t olen, nlen, slen;
     const char *old = kr_ddl_checkname(L, 1, 1, "old", &olen);
     const char *to = kr_ddl_checkname(L, 2, 2, "new", &nlen);
-    int opts = kr_ddl_checkopts(L, 3, schema_keys);
+    int opts = kr_option_check(L, 3, "opts", schema_keys);
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
     lua_newtable(L);
     kr_sql b;
@@ -357,10 +357,10 @@ int kr_ddl_add_column(lua_State *L)
     luaL_checkstack(L, 20, "kronos.ddl");
     const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
     if (lua_type(L, 2) != LUA_TTABLE)
-        kr_ddl_error(L, 2, "column: column spec (table) expected, got %s", luaL_typename(L, 2));
-    int opts = kr_ddl_checkopts(L, 3, add_column_keys);
+        kr_error_arg(L, 2, "column: column spec (table) expected, got %s", luaL_typename(L, 2));
+    int opts = kr_option_check(L, 3, "opts", add_column_keys);
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
-    int if_not_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_not_exists", 0);
+    int if_not_exists = kr_option_bool(L, opts, 3, "opts", "if_not_exists", 0);
     lua_newtable(L);
     int list = lua_gettop(L);
     kr_sql b;
@@ -408,10 +408,10 @@ int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char
         name = kr_ddl_checkname(L, 1, 1, name_label, &nlen);
         table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
     }
-    int opts = kr_ddl_checkopts(L, 3, drop_member_keys);
+    int opts = kr_option_check(L, 3, "opts", drop_member_keys);
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
-    int if_exists = kr_ddl_optbool(L, opts, 3, "opts", "if_exists", 0);
-    int cascade = kr_ddl_optbool(L, opts, 3, "opts", "cascade", 0);
+    int if_exists = kr_option_bool(L, opts, 3, "opts", "if_exists", 0);
+    int cascade = kr_option_bool(L, opts, 3, "opts", "cascade", 0);
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
@@ -451,24 +451,24 @@ int kr_ddl_alter_column(lua_State *L)
     size_t tlen, clen, slen, nlen, ulen;
     const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
     const char *column = kr_ddl_checkname(L, 2, 2, "column", &clen);
-    int opts = kr_ddl_checkopts(L, 3, alter_column_keys);
-    if (opts == 0) kr_ddl_error(L, 3, "opts: required (type, using, nullable, server_default or new_name)");
+    int opts = kr_option_check(L, 3, "opts", alter_column_keys);
+    if (opts == 0) kr_error_arg(L, 3, "opts: required (type, using, nullable, server_default or new_name)");
     const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
     const char *new_name = kr_ddl_optname(L, opts, 3, "opts", "new_name", &nlen);
-    int nullable = kr_ddl_optbool(L, opts, 3, "opts", "nullable", -1);
-    kr_ddl_rawfield(L, opts, "type");
+    int nullable = kr_option_bool(L, opts, 3, "opts", "nullable", -1);
+    kr_option_field(L, opts, "type");
     int type = lua_gettop(L);
-    kr_ddl_rawfield(L, opts, "server_default");
+    kr_option_field(L, opts, "server_default");
     int def = lua_gettop(L);
-    kr_ddl_rawfield(L, opts, "using");
+    kr_option_field(L, opts, "using");
     const char *using = NULL;
     if (!lua_isnil(L, -1)) {
         using = kr_ddl_checksqltext(L, -1, 3, "opts.using", &ulen);
-        if (lua_isnil(L, type)) kr_ddl_error(L, 3, "opts.using: only with opts.type");
+        if (lua_isnil(L, type)) kr_error_arg(L, 3, "opts.using: only with opts.type");
     }
     int changes = !lua_isnil(L, type) + !lua_isnil(L, def) + (nullable != -1);
     if (changes == 0 && new_name == NULL)
-        kr_ddl_error(L, 3, "opts: nothing to alter (type, nullable, server_default or new_name)");
+        kr_error_arg(L, 3, "opts: nothing to alter (type, nullable, server_default or new_name)");
 
     lua_newtable(L);
     int list = lua_gettop(L);

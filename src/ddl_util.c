@@ -47,7 +47,7 @@ void kr_sql_ident(kr_sql *b, const char *name, size_t len)
 {
     char q[KR_DDL_QUOTEDMAX + 1];
     int n = kr_ddl_quote_ident(name, len, q, sizeof q);
-    if (n < 0) luaL_error(b->L, "kronos.ddl: unchecked name (%s)", kr_ddl_strerror(n));
+    if (n < 0) kr_error_raise(b->L, "internal", "kronos.ddl: unchecked name (%s)", kr_ddl_strerror(n));
     kr_sql_add(b, q, (size_t)n);
 }
 
@@ -76,33 +76,15 @@ void kr_ddl_emit(kr_sql *b, int list_idx)
 
 /* ---- errors and argument checking ---- */
 
-_Noreturn void kr_ddl_error(lua_State *L, int arg, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    const char *msg = lua_pushvfstring(L, fmt, ap);
-    va_end(ap);
-    luaL_argerror(L, arg, msg);
-    abort();  /* not reached: luaL_argerror raises */
-}
-
 const char *kr_ddl_checkname(lua_State *L, int idx, int arg, const char *path, size_t *len)
 {
     if (lua_type(L, idx) != LUA_TSTRING)
-        kr_ddl_error(L, arg, "%s: name (string) expected, got %s", path, luaL_typename(L, idx));
+        kr_error_arg(L, arg, "%s: name (string) expected, got %s", path, luaL_typename(L, idx));
     const char *s = lua_tolstring(L, idx, len);
     char q[KR_DDL_QUOTEDMAX + 1];
     int rc = kr_ddl_quote_ident(s, *len, q, sizeof q);
-    if (rc < 0) kr_ddl_error(L, arg, "%s: %s", path, kr_ddl_strerror(rc));
+    if (rc < 0) kr_error_arg(L, arg, "%s: %s", path, kr_ddl_strerror(rc));
     return s;
-}
-
-/* Raw access: option tables are plain data, and values read stay referenced by the table. */
-int kr_ddl_rawfield(lua_State *L, int tidx, const char *key)
-{
-    lua_pushstring(L, key);
-    lua_rawget(L, tidx < 0 ? tidx - 1 : tidx);
-    return lua_type(L, -1);
 }
 
 static void subpath(char *out, size_t outsz, const char *path, const char *key)
@@ -114,7 +96,7 @@ const char *kr_ddl_optname(lua_State *L, int tidx, int arg, const char *path, co
 {
     const char *s = NULL;
     if (tidx == 0) return NULL;
-    if (kr_ddl_rawfield(L, tidx, key) != LUA_TNIL) {
+    if (kr_option_field(L, tidx, key) != LUA_TNIL) {
         char sub[128];
         subpath(sub, sizeof sub, path, key);
         s = kr_ddl_checkname(L, -1, arg, sub, len);
@@ -123,65 +105,19 @@ const char *kr_ddl_optname(lua_State *L, int tidx, int arg, const char *path, co
     return s;
 }
 
-int kr_ddl_optbool(lua_State *L, int tidx, int arg, const char *path, const char *key, int def)
-{
-    if (tidx == 0) return def;
-    int t = kr_ddl_rawfield(L, tidx, key);
-    if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-        kr_ddl_error(L, arg, "%s.%s: boolean expected, got %s", path, key, lua_typename(L, t));
-    int v = t == LUA_TNIL ? def : lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-const char *kr_ddl_optstring(lua_State *L, int tidx, int arg, const char *path, const char *key, size_t *len)
-{
-    if (tidx == 0) return NULL;
-    int t = kr_ddl_rawfield(L, tidx, key);
-    if (t != LUA_TNIL && t != LUA_TSTRING)
-        kr_ddl_error(L, arg, "%s.%s: string expected, got %s", path, key, lua_typename(L, t));
-    const char *s = t == LUA_TNIL ? NULL : lua_tolstring(L, -1, len);
-    lua_pop(L, 1);
-    return s;
-}
-
-void kr_ddl_checkfields(lua_State *L, int idx, int arg, const char *path, const char *const *allowed)
-{
-    idx = lua_absindex(L, idx);
-    if (lua_type(L, idx) != LUA_TTABLE)
-        kr_ddl_error(L, arg, "%s: table expected, got %s", path, luaL_typename(L, idx));
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TSTRING)
-            kr_ddl_error(L, arg, "%s: unexpected %s key", path, luaL_typename(L, -1));
-        const char *key = lua_tostring(L, -1);
-        const char *const *a = allowed;
-        while (*a != NULL && strcmp(*a, key) != 0) a++;
-        if (*a == NULL) kr_ddl_error(L, arg, "%s: unknown key \"%s\"", path, key);
-    }
-}
-
-int kr_ddl_checkopts(lua_State *L, int arg, const char *const *allowed)
-{
-    if (lua_isnoneornil(L, arg)) return 0;
-    kr_ddl_checkfields(L, arg, arg, "opts", allowed);
-    return lua_absindex(L, arg);
-}
-
 int kr_ddl_checkarray(lua_State *L, int idx, int arg, const char *path)
 {
     idx = lua_absindex(L, idx);
     if (lua_type(L, idx) != LUA_TTABLE || kr_ddl_tosql(L, idx, NULL) != NULL)
-        kr_ddl_error(L, arg, "%s: array expected, got %s", path, luaL_typename(L, idx));
+        kr_error_arg(L, arg, "%s: array expected, got %s", path, luaL_typename(L, idx));
     int n = (int)lua_rawlen(L, idx), count = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
         count++;
     }
-    if (n == 0) kr_ddl_error(L, arg, "%s: must not be empty", path);
-    if (count != n) kr_ddl_error(L, arg, "%s: array expected (it has non-sequence keys)", path);
+    if (n == 0) kr_error_arg(L, arg, "%s: must not be empty", path);
+    if (count != n) kr_error_arg(L, arg, "%s: array expected (it has non-sequence keys)", path);
     return n;
 }
 
@@ -194,7 +130,7 @@ const char *kr_ddl_tosql(lua_State *L, int idx, size_t *len)
     int is = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     if (!is) return NULL;
-    kr_ddl_rawfield(L, idx, "sql");
+    kr_option_field(L, idx, "sql");
     size_t l = 0;
     const char *s = lua_tolstring(L, -1, &l);
     lua_pop(L, 1);  /* the marker holds the string */
@@ -214,11 +150,11 @@ const char *kr_ddl_checksqltext(lua_State *L, int idx, int arg, const char *path
     const char *s = kr_ddl_tosql(L, idx, len);
     if (s == NULL) {
         if (lua_type(L, idx) != LUA_TSTRING)
-            kr_ddl_error(L, arg, "%s: SQL text (string or ddl.sql()) expected, got %s", path, luaL_typename(L, idx));
+            kr_error_arg(L, arg, "%s: SQL text (string or ddl.sql()) expected, got %s", path, luaL_typename(L, idx));
         s = lua_tolstring(L, idx, len);
     }
-    if (s == NULL || blank(s, *len)) kr_ddl_error(L, arg, "%s: SQL text must not be empty", path);
-    if (memchr(s, '\0', *len) != NULL) kr_ddl_error(L, arg, "%s: SQL text must not contain a NUL byte", path);
+    if (s == NULL || blank(s, *len)) kr_error_arg(L, arg, "%s: SQL text must not be empty", path);
+    if (memchr(s, '\0', *len) != NULL) kr_error_arg(L, arg, "%s: SQL text must not contain a NUL byte", path);
     return s;
 }
 
@@ -234,12 +170,14 @@ void kr_ddl_addtype(kr_sql *b, int idx, int arg, const char *path)
         return;
     }
     if (lua_type(L, idx) != LUA_TSTRING)
-        kr_ddl_error(L, arg, "%s: type name (string) or ddl.sql() expected, got %s", path, luaL_typename(L, idx));
+        kr_error_arg(L, arg, "%s: type name (string) or ddl.sql() expected, got %s", path, luaL_typename(L, idx));
     const char *s = lua_tolstring(L, idx, &len);
     char t[KR_DDL_TYPEMAX];
     int n = kr_ddl_parse_type(s, len, t, sizeof t);
-    if (n == KR_DDL_ERANGE) kr_ddl_error(L, arg, "%s: type modifier out of range in \"%s\"", path, s);
-    if (n < 0) kr_ddl_error(L, arg, "%s: unknown type \"%s\"", path, s);
+    if (n == KR_DDL_ERANGE) kr_error_arg(L, arg, "%s: type modifier out of range in \"%s\"", path, s);
+    if (n < 0)
+        kr_error_arg(L, arg, "%s: unknown type \"%s\" (a type kronos does not list passes as raw SQL: op.sql(\"%s\"))",
+                     path, s, s);
     kr_sql_add(b, t, (size_t)n);
 }
 
@@ -250,7 +188,7 @@ static void addnumber(kr_sql *b, int idx, int arg, const char *path)
         snprintf(num, sizeof num, "%lld", kr_tointeger(b->L, idx));
     } else {
         double v = (double)lua_tonumber(b->L, idx);
-        if (!isfinite(v)) kr_ddl_error(b->L, arg, "%s: number must be finite", path);
+        if (!isfinite(v)) kr_error_arg(b->L, arg, "%s: number must be finite", path);
         /* the shortest form that reads back as the same double */
         snprintf(num, sizeof num, "%.15g", v);
         if (strtod(num, NULL) != v) snprintf(num, sizeof num, "%.17g", v);
@@ -273,7 +211,7 @@ void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path)
     case LUA_TSTRING: {
         const char *s = lua_tolstring(L, idx, &len);
         long need = kr_ddl_quote_literal(s, len, NULL, 0);
-        if (need < 0) kr_ddl_error(L, arg, "%s: string %s", path, kr_ddl_strerror((int)need));
+        if (need < 0) kr_error_arg(L, arg, "%s: string %s", path, kr_ddl_strerror((int)need));
         char *out = kr_sql_reserve(b, (size_t)need + 1);
         kr_ddl_quote_literal(s, len, out, (size_t)need + 1);
         b->n += (size_t)need;
@@ -294,7 +232,7 @@ void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path)
     default:
         break;
     }
-    kr_ddl_error(L, arg, "%s: literal (string, number, boolean, kronos.null) or ddl.sql() expected, got %s",
+    kr_error_arg(L, arg, "%s: literal (string, number, boolean, kronos.null) or ddl.sql() expected, got %s",
                  path, luaL_typename(L, idx));
 }
 
@@ -370,7 +308,7 @@ const char *kr_ddl_pushname(lua_State *L, const char *prefix, const char *table,
     char out[KR_DDL_NAMEMAX + 1];
     int rc = kr_ddl_fit_name(b.p, b.n, out, sizeof out);
     lua_pop(L, 1);
-    if (rc < 0) luaL_error(L, "kronos.ddl: cannot form a name (%s)", kr_ddl_strerror(rc));
+    if (rc < 0) kr_error_raise(L, "internal", "kronos.ddl: cannot form a name (%s)", kr_ddl_strerror(rc));
     lua_pushlstring(L, out, (size_t)rc);
     return lua_tostring(L, -1);
 }

@@ -164,26 +164,28 @@ int kr_error_result(lua_State *L, kr_conn *c, const PGresult *res)
     return 2;
 }
 
-/* Messages may quote user input (an unknown field name): control bytes are escaped so that
- * tostring(err) stays one line in a log. */
-static void push_escaped(lua_State *L, const char *msg)
+/* The one escaping of text for a one-line message. Messages may quote user input (an unknown
+ * field name), and tostring(user) prints user data: \n, \r, \t and every other control byte
+ * become Lua escapes (\ddd), so the line stays one line and reads back in Lua 5.1 and 5.4;
+ * with quote (not 0) that quote character and the backslash are escaped too. */
+void kr_error_addescaped(luaL_Buffer *b, const char *s, size_t len, char quote)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
-        if (*p == '\n') {
-            luaL_addstring(&b, "\\n");
-        } else if (*p == '\t') {
-            luaL_addstring(&b, "\\t");
-        } else if (*p < 0x20 || *p == 0x7f) {
-            char hex[8];
-            snprintf(hex, sizeof hex, "\\x%02x", *p);
-            luaL_addstring(&b, hex);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (quote && (ch == (unsigned char)quote || ch == '\\')) {
+            luaL_addchar(b, '\\');
+            luaL_addchar(b, (char)ch);
+        } else if (ch == '\n' || ch == '\t' || ch == '\r') {
+            luaL_addchar(b, '\\');
+            luaL_addchar(b, ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r');
+        } else if (ch < 0x20 || ch == 0x7f) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\%03d", ch);
+            luaL_addstring(b, esc);
         } else {
-            luaL_addchar(&b, (char)*p);
+            luaL_addchar(b, (char)ch);
         }
     }
-    luaL_pushresult(&b);
 }
 
 /* tostring(err): "message [code sqlstate]" on one line. */
@@ -193,7 +195,13 @@ static int error_tostring(lua_State *L)
     lua_getfield(L, 1, "code");
     lua_getfield(L, 1, "sqlstate");
     const char *code = lua_tostring(L, 3), *state = lua_tostring(L, 4);
-    push_escaped(L, lua_tostring(L, 2) ? lua_tostring(L, 2) : "error");
+    size_t len;
+    const char *raw = lua_tolstring(L, 2, &len);
+    if (raw == NULL) raw = "error", len = 5;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    kr_error_addescaped(&b, raw, len, 0);
+    luaL_pushresult(&b);
     const char *msg = lua_tostring(L, -1);
     if (state && code && strcmp(state, code) != 0)
         lua_pushfstring(L, "%s [%s %s]", msg, code, state);
@@ -205,8 +213,9 @@ static int error_tostring(lua_State *L)
 /* kronos.error(code, message [, fields]) builds an error object from Lua (the thin layers use it). */
 static int error_new(lua_State *L)
 {
-    const char *code = luaL_checkstring(L, 1);
-    const char *msg = luaL_checkstring(L, 2);
+    if (lua_type(L, 1) != LUA_TSTRING) kr_error_arg(L, 1, "code (string) expected, got %s", luaL_typename(L, 1));
+    if (lua_type(L, 2) != LUA_TSTRING) kr_error_arg(L, 2, "message (string) expected, got %s", luaL_typename(L, 2));
+    const char *code = lua_tostring(L, 1), *msg = lua_tostring(L, 2);
     kr_error_new(L, code, msg);
     if (lua_type(L, 3) == LUA_TTABLE) {
         lua_pushnil(L);

@@ -7,14 +7,32 @@
 #include <libpq-fe.h>
 #include "compat.h"
 
+/* Class names: the registry keys of the metatables (see kr_newclass, kr_testclass). */
 #define KR_CONN_CLASS "kronos.connection"
 #define KR_ERROR_CLASS "kronos.error"
+#define KR_BYTEA_CLASS "kronos.bytea"
+#define KR_RESULT_CLASS "kronos.result"     /* a PGresult box (result.c) */
+#define KR_DDL_SQL_CLASS "kronos.ddl.sql"   /* a ddl.sql() marker */
+#define KR_USERS_CLASS "kronos.users"
+#define KR_USER_CLASS "kronos.user"
+
+/* The type OIDs kronos sends or reads (PostgreSQL's pg_type.oid, fixed since 7.x). */
+#define BOOLOID 16
+#define BYTEAOID 17
+#define INT8OID 20
+#define INT2OID 21
+#define INT4OID 23
+#define OIDOID 26
+#define FLOAT4OID 700
+#define FLOAT8OID 701
+#define TIMESTAMPTZOID 1184
 
 #define KR_PREPARED_MAX 96   /* statement ids of kr_prepared_exec: 0 .. KR_PREPARED_MAX - 1 */
 
 typedef struct kr_conn {
     PGconn *pg;        /* NULL once closed */
     int txdepth;       /* nesting of conn:transaction(): 0 = none, 1 = BEGIN, >1 = savepoints */
+    int tx_ended;      /* a statement ended that transaction (COMMIT/ROLLBACK run by the caller's code) */
     int streaming;     /* a conn:rows() iterator has results pending */
     int stream_drain;  /* an abandoned stream is read to its end instead of cancelled */
     unsigned stream_gen; /* bumped by each stream and each interruption, so stale iterators can tell */
@@ -24,15 +42,16 @@ typedef struct kr_conn {
     unsigned char prepared[KR_PREPARED_MAX]; /* by statement id: unprepared, prepared, stale */
 } kr_conn;
 
-#define KR_BYTEA_CLASS "kronos.bytea"
-
 /* uuid.c */
-int kr_uuid_valid(const char *s, size_t len);
-void kr_pushuuid(lua_State *L);              /* pushes a new random (v4) UUID string */
-void kr_uuid_format(char out[37]);           /* writes one, lower case, NUL-terminated */
+void kr_uuid_format(char out[37]);           /* writes a new random (v4) UUID, lower case, NUL-terminated */
 
-/* auxiliar.c: class checking */
+/* auxiliar.c: class and argument checking; each raises a bad_argument object (kr_error_arg). */
+int kr_testclass(lua_State *L, int idx, const char *name);   /* idx has metatable `name` */
 kr_conn *kr_checkconn(lua_State *L, int idx);            /* raises on a non-connection or a closed one */
+kr_conn *kr_checkconn_any(lua_State *L, int idx);        /* a connection, open or closed */
+/* A string (or number) without NUL bytes; `what` names it in the error ("SQL contains a NUL byte"). */
+const char *kr_checktext(lua_State *L, int idx, size_t *len, const char *what);
+void kr_checkstack(lua_State *L, int n);                 /* raises a stack_overflow object */
 /* Registers metatable `name` with metamethods `meta` and, unless NULL, an __index of `methods`. */
 void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
 
@@ -50,10 +69,13 @@ void kr_error_setfname(lua_State *L, const char *name);  /* the name for callers
 int kr_error_result(lua_State *L, kr_conn *c, const PGresult *res);       /* nil, err from a failed result */
 void kr_error_setfield(lua_State *L, const char *key, const char *value); /* on the object at -1 */
 void kr_error_pushoneline(lua_State *L, const char *msg);                 /* newlines folded */
+/* Appends s with control bytes escaped (and quote and backslash, when quote is not 0). */
+void kr_error_addescaped(luaL_Buffer *b, const char *s, size_t len, char quote);
 
 /* result.c: PGresult lifetime and conversion to Lua */
 PGresult **kr_boxresult(lua_State *L, PGresult *res);  /* pushes a userdata that PQclears on __gc */
 void kr_clearbox(PGresult **box);
+void kr_dropbox(lua_State *L, int idx);                /* kr_clearbox of the box at idx */
 void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col);
 void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx);
 void kr_pushcolnames(lua_State *L, const PGresult *res);   /* array of names */
@@ -75,18 +97,19 @@ typedef struct kr_params {
  * (n == 0: nothing is pushed and the arrays are NULL). */
 void kr_checkparams(lua_State *L, int first, int n, kr_params *p);
 
-/* conn.c: run one statement with parameters; on success returns a boxed result left on the stack
- * (pop it or leave it), on failure pushes nil, err and returns NULL. */
-PGresult *kr_execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p);
-/* Same but for a simple script (no parameters, may hold several statements). */
+/* conn.c: runs a simple script (no parameters, may hold several statements); on success returns
+ * a boxed result left on the stack (pop it or leave it), on failure pushes nil, err and returns NULL. */
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
-/* Boxes a result of libpq's and checks it: the same contract as the two above. */
+/* Boxes a result of libpq's and checks it: the same contract as above. */
 PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
 void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
+/* 1 when a statement may run; 0 (nil, err pushed) once a COMMIT/ROLLBACK ran inside the
+ * transaction kronos opened (txdepth > 0): the statement would run outside it. */
+int kr_tx_open(lua_State *L, kr_conn *c);
 
 /* prepared.c: runs kronos's fixed statement number id (its text never changes for an id) as a
  * named prepared statement when the session allows it, else as PQexecParams. n text parameters;
- * like kr_execparams, leaves the boxed result or pushes nil, err and returns NULL. */
+ * like kr_execscript, leaves the boxed result or pushes nil, err and returns NULL. */
 PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char *const *values);
 
 /* Module parts: each adds its functions to the module table at -1. */

@@ -1,4 +1,14 @@
-/* Internal API of the migration engine (migrate*.c). */
+/* Internal API of the migration engine (migrate*.c).
+ *
+ * Files, each depending only on those listed before it:
+ *   migrate_sql.c     SQL text of the version table and the lock (no libpq: offline too)
+ *   migrate_graph.c   the revision graph: validation, order, lookups
+ *   migrate_plan.c    target strings -> the set of revisions a run aims at, and its steps
+ *   migrate_run.c     the run: segments, batching, steps, options, core.migrate.run
+ *   migrate_op.c      the op proxy given to migrations (DDL helpers, execute, db)
+ *   migrate_status.c  core.migrate.status: heads, current, pending, history
+ *   migrate_files.c   the loader's C side: scan a directory, SHA-256 of a file
+ *   migrate.c         the module table kronos.core.migrate */
 #ifndef KRONOS_MIGRATE_H
 #define KRONOS_MIGRATE_H
 
@@ -12,7 +22,7 @@ typedef struct kr_mig {
     const char *checksum;    /* SHA-256 hex of the file */
     int transactional;
     int has_down;
-    int par0, npar;          /* parents: g->par[par0 .. par0 + npar) */
+    int par0, npar;          /* parents: g->par[par0 .. par0 + npar) (down_revision) */
     int nchild;
     int slot;                /* index of its entry in the Lua list (1-based) */
 } kr_mig;
@@ -34,12 +44,76 @@ unsigned char *kr_newset(lua_State *L, const kr_graph *g);               /* zero
 void kr_graph_close(const kr_graph *g, unsigned char *set);              /* adds every ancestor */
 int kr_graph_heads(const kr_graph *g, int *out);                         /* returns the count */
 int kr_applied_heads(const kr_graph *g, const unsigned char *applied, int *out);
-_Noreturn void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...);
+/* Raises an error object {code, message, file}; the message starts with the file when there is one. */
+_Noreturn void kr_migrate_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...);
 
 /* migrate_sql.c: SQL text of the version table and the lock (also used offline, so no libpq). */
 void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier */
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
 int kr_sql_batchable(const char *sql);                  /* safe to join with ";\n" to others */
+const char *kr_sql_terminator(const char *sql);         /* ";" or "\n;" after it in a script */
+int kr_migrate_terminator(lua_State *L);                /* core.migrate.terminator(sql) */
+/* opts.version_table (default kronos_version), checked; pushes its quoted form and returns the name. */
+const char *kr_version_table(lua_State *L, int opts);
+int kr_migrate_lock_key(lua_State *L);                  /* core.migrate.lock_key(name) */
+
+/* migrate_plan.c: what a run aims at. */
+enum { KR_CMD_UPGRADE, KR_CMD_DOWNGRADE, KR_CMD_STAMP };
+typedef struct kr_plan {
+    kr_graph g;
+    int cmd;
+    unsigned char *applied;  /* the database's revisions (kept up to date as steps run) */
+    unsigned char *target;   /* upgrade: to be applied; downgrade: to be removed; stamp: to be recorded */
+    int *steps;              /* filled by kr_plan_steps */
+    int resolved;            /* the target is fixed once, from the state first read */
+} kr_plan;
+void kr_plan_init(lua_State *L, kr_plan *p, int list_idx, int cmd);     /* arrays left on the stack */
+void kr_plan_closure(lua_State *L, const kr_graph *g, const char *spec, unsigned char *set);
+void kr_plan_resolve(lua_State *L, kr_plan *p, const char *spec);
+int kr_plan_steps(kr_plan *p);                                          /* what is left, in run order */
+
+/* migrate_run.c: the state of one run, shared with the op proxy. */
+typedef struct kr_batch {
+    int on;                  /* emit collects batchable statements instead of sending each */
+    int n;                   /* statements collected, sent as one query by kr_batch_flush */
+} kr_batch;
+
+typedef struct kr_run {
+    kr_conn *c;              /* NULL offline */
+    int offline;
+    int active;              /* op closures refuse to work outside their run */
+    int intx;                /* our BEGIN is open */
+    int session_lock;        /* pg_advisory_lock is held */
+    int has_echo;
+    int up;                  /* direction of the step running */
+    kr_batch batch;          /* online round-trip batching; changed only by kr_batch_* */
+    const char *cur_file;    /* the migration running, for errors (a string the list holds) */
+    const char *cur_rev;
+    const char *db_noted;    /* offline: the step whose reading of op.db the output already notes */
+    char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
+    char slock_sql[80];
+    char unlock_sql[80];
+} kr_run;
+
+/* The run's environment table: statements by number, values by name (echo, ddl, log, db, op). */
+#define KR_ENV_OUT 1      /* env[1] = offline statements */
+#define KR_ENV_PENDING 2  /* env[2] = statements collected for the next round trip (online) */
+
+void kr_emit(lua_State *L, kr_run *r, int env, const char *sql);  /* runs, collects or outputs one statement */
+void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what was collected, stops batching */
+void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline: an SQL comment line */
+int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
+
+/* migrate_op.c */
+void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx); /* sets env.op and env.db */
+
+/* migrate_status.c */
+int kr_migrate_status(lua_State *L);                              /* core.migrate.status */
+
+/* migrate_files.c */
+int kr_migrate_scan(lua_State *L);                                /* core.migrate.scan */
+int kr_migrate_sha256(lua_State *L);                              /* core.migrate.sha256 */
+void kr_migrate_files_open(lua_State *L);                         /* registers the dir class */
 
 #endif

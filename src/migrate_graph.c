@@ -1,22 +1,23 @@
 /* The revision graph of a migrations directory: validation, order, lookups. */
 #include <stdarg.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "migrate.h"
 
-/* Raises an error object {code, message, file}; the message starts with the file when there is one. */
-_Noreturn void kr_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...)
+/* Raises an error object of kronos's one family: {code, message, file}, the message starting
+ * with the file when there is one, so that a graph error tells which file to fix. */
+_Noreturn void kr_migrate_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     const char *msg = lua_pushvfstring(L, fmt, ap);
     va_end(ap);
-    if (file) msg = lua_pushfstring(L, "%s: %s", file, msg);
-    kr_error_new(L, code, msg);
+    if (file)
+        kr_error_push(L, code, "%s: %s", file, msg);
+    else
+        kr_error_push(L, code, "%s", msg);
     kr_error_setfield(L, "file", file);
-    lua_error(L);
-    abort(); /* not reached: lua_error does not return */
+    kr_error_throw(L);
 }
 
 static const char *entry_file(lua_State *L, int entry)
@@ -35,7 +36,7 @@ static const char *opt_string(lua_State *L, int t, const char *key, const char *
     lua_pop(L, 1);
     if (type == LUA_TNIL && !required) return NULL;
     if (s == NULL || (required && *s == '\0'))
-        kr_raise(L, "bad_migration", file, "field '%s' must be a %sstring", key, required ? "non-empty " : "");
+        kr_migrate_raise(L, "bad_migration", file, "field '%s' must be a %sstring", key, required ? "non-empty " : "");
     return s;
 }
 
@@ -44,21 +45,21 @@ static int read_entry(lua_State *L, int list, int i, kr_mig *m)
 {
     lua_rawgeti(L, list, i + 1);
     int entry = lua_gettop(L);
-    if (!lua_istable(L, entry)) kr_raise(L, "bad_migration", NULL, "migration list entry %d is not a table", i + 1);
+    if (!lua_istable(L, entry)) kr_migrate_raise(L, "bad_migration", NULL, "migration list entry %d is not a table", i + 1);
     const char *file = entry_file(L, entry);
     lua_getfield(L, entry, "migration");
     int t = lua_gettop(L);
     if (!lua_istable(L, t))
-        kr_raise(L, "bad_migration", file, "the file must return a migration table, it returned %s", luaL_typename(L, t));
+        kr_migrate_raise(L, "bad_migration", file, "the file must return a migration table, it returned %s", luaL_typename(L, t));
     memset(m, 0, sizeof *m);
     m->slot = i + 1;
     m->file = file;
     m->rev = opt_string(L, t, "revision", file, 1);
     for (const char *p = m->rev; *p; p++)
         if (*p == ':' || *p == '+' || *p == ' ' || (unsigned char)*p < 32)
-            kr_raise(L, "bad_migration", file, "revision '%s' may not contain ':', '+', spaces or control characters", m->rev);
+            kr_migrate_raise(L, "bad_migration", file, "revision '%s' may not contain ':', '+', spaces or control characters", m->rev);
     if (strcmp(m->rev, "base") == 0 || strcmp(m->rev, "head") == 0 || strcmp(m->rev, "heads") == 0)
-        kr_raise(L, "bad_migration", file, "'%s' is a reserved word, not a revision id", m->rev);
+        kr_migrate_raise(L, "bad_migration", file, "'%s' is a reserved word, not a revision id", m->rev);
     m->message = opt_string(L, t, "message", file, 0);
     if (m->message == NULL) m->message = "";
     lua_getfield(L, entry, "checksum");
@@ -66,13 +67,13 @@ static int read_entry(lua_State *L, int list, int i, kr_mig *m)
     lua_pop(L, 1);
     if (m->checksum == NULL) m->checksum = "";
     lua_getfield(L, t, "up");
-    if (!lua_isfunction(L, -1)) kr_raise(L, "bad_migration", file, "field 'up' must be a function");
+    if (!lua_isfunction(L, -1)) kr_migrate_raise(L, "bad_migration", file, "field 'up' must be a function");
     lua_getfield(L, t, "down");
-    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) kr_raise(L, "bad_migration", file, "field 'down' must be a function");
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) kr_migrate_raise(L, "bad_migration", file, "field 'down' must be a function");
     m->has_down = lua_isfunction(L, -1);
     lua_getfield(L, t, "transactional");
     if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
-        kr_raise(L, "bad_migration", file, "field 'transactional' must be a boolean");
+        kr_migrate_raise(L, "bad_migration", file, "field 'transactional' must be a boolean");
     m->transactional = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_getfield(L, t, "down_revision");
     int npar = 0, dt = lua_type(L, -1);
@@ -82,11 +83,11 @@ static int read_entry(lua_State *L, int list, int i, kr_mig *m)
         for (int k = 1; k <= npar; k++) {
             lua_rawgeti(L, -1, k);
             if (lua_type(L, -1) != LUA_TSTRING)
-                kr_raise(L, "bad_migration", file, "down_revision must be nil, a revision id or a list of ids");
+                kr_migrate_raise(L, "bad_migration", file, "down_revision must be nil, a revision id or a list of ids");
             lua_pop(L, 1);
         }
     } else if (dt != LUA_TNIL)
-        kr_raise(L, "bad_migration", file, "down_revision must be nil, a revision id or a list of ids");
+        kr_migrate_raise(L, "bad_migration", file, "down_revision must be nil, a revision id or a list of ids");
     lua_settop(L, entry - 1);
     return npar;
 }
@@ -94,8 +95,8 @@ static int read_entry(lua_State *L, int list, int i, kr_mig *m)
 static int find_parent(lua_State *L, const kr_graph *g, int i, const char *rev)
 {
     int p = kr_graph_find(g, rev);
-    if (p < 0) kr_raise(L, "unknown_revision", g->m[i].file, "down_revision '%s' is not the revision of any migration file", rev);
-    if (p == i) kr_raise(L, "cycle", g->m[i].file, "revision '%s' is its own down_revision", rev);
+    if (p < 0) kr_migrate_raise(L, "unknown_revision", g->m[i].file, "down_revision '%s' is not the revision of any migration file", rev);
+    if (p == i) kr_migrate_raise(L, "cycle", g->m[i].file, "revision '%s' is its own down_revision", rev);
     return p;
 }
 
@@ -115,7 +116,7 @@ static void link_parents(lua_State *L, int list, kr_graph *g)
                 lua_rawgeti(L, -1, j);
                 int p = find_parent(L, g, i, lua_tostring(L, -1));
                 for (int q = m->par0; q < k; q++)
-                    if (g->par[q] == p) kr_raise(L, "bad_migration", m->file, "down_revision lists '%s' twice", g->m[p].rev);
+                    if (g->par[q] == p) kr_migrate_raise(L, "bad_migration", m->file, "down_revision lists '%s' twice", g->m[p].rev);
                 g->par[k++] = p;
                 lua_pop(L, 1);
             }
@@ -137,7 +138,7 @@ static void sort_graph(lua_State *L, kr_graph *g)
         if (pick < 0) {
             for (int i = 0; i < g->n; i++)
                 if (indeg[i] > 0)
-                    kr_raise(L, "cycle", g->m[i].file, "revision '%s' is part of a cycle of down_revisions", g->m[i].rev);
+                    kr_migrate_raise(L, "cycle", g->m[i].file, "revision '%s' is part of a cycle of down_revisions", g->m[i].rev);
         }
         indeg[pick] = -1;
         g->order[k] = pick;
@@ -165,7 +166,7 @@ void kr_graph_build(lua_State *L, int list, kr_graph *g)
     for (int i = 0; i < g->n; i++)
         for (int j = 0; j < i; j++)
             if (strcmp(g->m[i].rev, g->m[j].rev) == 0)
-                kr_raise(L, "duplicate_revision", g->m[i].file, "revision '%s' is also the revision of %s",
+                kr_migrate_raise(L, "duplicate_revision", g->m[i].file, "revision '%s' is also the revision of %s",
                          g->m[i].rev, g->m[j].file);
     g->par = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)total + 1));
     g->order = (int *)lua_newuserdata(L, sizeof(int) * n1);
@@ -192,7 +193,7 @@ int kr_graph_lookup(lua_State *L, const kr_graph *g, const char *spec)
             found = i;
             count++;
         }
-    if (count == 0) kr_raise(L, "unknown_revision", NULL, "no migration has revision '%s'", spec);
+    if (count == 0) kr_migrate_raise(L, "unknown_revision", NULL, "no migration has revision '%s'", spec);
     if (count > 1) {
         luaL_Buffer b;
         luaL_buffinit(L, &b);
@@ -202,7 +203,7 @@ int kr_graph_lookup(lua_State *L, const kr_graph *g, const char *spec)
                 luaL_addstring(&b, g->m[i].rev);
             }
         luaL_pushresult(&b);
-        kr_raise(L, "ambiguous_revision", NULL, "'%s' is a prefix of several revisions:%s", spec, lua_tostring(L, -1));
+        kr_migrate_raise(L, "ambiguous_revision", NULL, "'%s' is a prefix of several revisions:%s", spec, lua_tostring(L, -1));
     }
     return found;
 }

@@ -1,5 +1,6 @@
 /* SQL text for the version table and the migration lock. It is also produced offline (--sql),
  * so the quoting here needs no connection. */
+#include <stdio.h>
 #include <string.h>
 
 #include "migrate.h"
@@ -48,6 +49,30 @@ long long kr_lock_key(const char *version_table)
     for (int i = 0; i < 8; i++) k = k << 8 | d[i];
     /* two's complement without implementation-defined conversion */
     return k <= 0x7fffffffffffffffULL ? (long long)k : -(long long)(~k) - 1;
+}
+
+/* core.migrate.lock_key(name): the lock key as a decimal string (exact under LuaJIT too). */
+int kr_migrate_lock_key(lua_State *L)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", kr_lock_key(luaL_optstring(L, 1, "kronos_version")));
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+/* The version table every run and status read uses: opts.version_table, 1 to 63 bytes (what
+ * PostgreSQL keeps of an identifier; a longer name would be truncated silently). */
+const char *kr_version_table(lua_State *L, int opts)
+{
+    lua_getfield(L, opts, "version_table");
+    int t = lua_type(L, -1);
+    if (t != LUA_TNIL && t != LUA_TSTRING) kr_error_raise(L, "bad_argument", "option 'version_table' must be a string");
+    const char *name = t == LUA_TSTRING ? lua_tostring(L, -1) : "kronos_version";
+    lua_pop(L, 1); /* opts holds the string */
+    size_t len = strlen(name);
+    if (len == 0 || len > 63) kr_error_raise(L, "bad_argument", "option 'version_table' must be 1 to 63 bytes long");
+    kr_push_ident(L, name);
+    return name;
 }
 
 /* ---- batching ------------------------------------------------------------------------------ */
@@ -108,5 +133,20 @@ int kr_sql_batchable(const char *sql)
             p++;
         }
     }
+    return 1;
+}
+
+/* What ends a statement in the offline script. A statement whose end is not plain SQL (a
+ * trailing -- comment above all, which would swallow a ';' on its line and merge the next
+ * statement into this one under psql) gets its ';' on a line of its own. */
+const char *kr_sql_terminator(const char *sql)
+{
+    return kr_sql_batchable(sql) ? ";" : "\n;";
+}
+
+/* core.migrate.terminator(sql) -> what follows the statement in the offline script. */
+int kr_migrate_terminator(lua_State *L)
+{
+    lua_pushstring(L, kr_sql_terminator(luaL_checkstring(L, 1)));
     return 1;
 }

@@ -5,9 +5,6 @@
 #include "kronos.h"
 #include "convert.h"
 
-#define BOOLOID 16
-#define BYTEAOID 17
-
 /* Shortest text that reads back as the same double (as PostgreSQL's float8out does). */
 static const char *push_double(lua_State *L, double d)
 {
@@ -27,11 +24,7 @@ static const char *push_integer(lua_State *L, long long v)
 /* The raw bytes of kronos.bytea(s), or NULL when the value is not one. */
 static const char *tobytea(lua_State *L, int idx, size_t *len)
 {
-    if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return NULL;
-    luaL_getmetatable(L, KR_BYTEA_CLASS);
-    int is = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (!is) return NULL;
+    if (!lua_istable(L, idx) || !kr_testclass(L, idx, KR_BYTEA_CLASS)) return NULL;
     lua_rawgeti(L, idx, 1);
     const char *s = lua_tolstring(L, -1, len);
     lua_pop(L, 1); /* still referenced by the bytea table, which stays on the stack */
@@ -40,8 +33,8 @@ static const char *tobytea(lua_State *L, int idx, size_t *len)
 
 void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
 {
-    if (n > 65535) luaL_error(L, "too many parameters (%d, at most 65535)", n);
-    luaL_checkstack(L, n + 4, "too many parameters");
+    if (n > 65535) kr_error_arg(L, first + 65535, "too many parameters (%d, at most 65535)", n);
+    kr_checkstack(L, n + 4);
     p->n = n;
     if (n == 0) { /* most statements: nothing to allocate */
         p->values = NULL;
@@ -66,7 +59,7 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
             break;
         case LUA_TLIGHTUSERDATA:
             if (lua_touserdata(L, idx) != NULL)
-                luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d: unsupported type userdata", i + 1));
+                kr_error_arg(L, idx, "parameter $%d: unsupported type userdata", i + 1);
             break; /* kronos.null, cjson.null, ngx.null */
         case LUA_TBOOLEAN:
             s = lua_toboolean(L, idx) ? "true" : "false";
@@ -80,21 +73,21 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
         case LUA_TSTRING:
             s = lua_tolstring(L, idx, &len);
             if (strlen(s) != len)
-                luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d contains a NUL byte (send binary data with kronos.bytea)", i + 1));
+                kr_error_arg(L, idx, "parameter $%d contains a NUL byte (send binary data with kronos.bytea)", i + 1);
             break;
         case LUA_TTABLE:
             s = tobytea(L, idx, &len);
             if (s != NULL) {
-                if (len > 0x7fffffff) luaL_argerror(L, idx, "bytea parameter too large");
+                if (len > 0x7fffffff) kr_error_arg(L, idx, "bytea parameter too large");
                 p->formats[i] = 1;
                 p->types[i] = BYTEAOID;
                 break;
             }
             /* fall through */
         default:
-            luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d: unsupported type %s", i + 1, luaL_typename(L, idx)));
+            kr_error_arg(L, idx, "parameter $%d: unsupported type %s", i + 1, luaL_typename(L, idx));
         }
-        if (len > 0x7fffffff) luaL_argerror(L, idx, lua_pushfstring(L, "parameter $%d too large", i + 1));
+        if (len > 0x7fffffff) kr_error_arg(L, idx, "parameter $%d too large", i + 1);
         p->values[i] = s;
         p->lengths[i] = (int)len;
     }
@@ -103,7 +96,7 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
 /* kronos.bytea(s): marks a string to be sent as raw bytes. */
 static int l_bytea(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TSTRING);
+    if (lua_type(L, 1) != LUA_TSTRING) kr_error_arg(L, 1, "string expected, got %s", luaL_typename(L, 1));
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, 1);
     lua_rawseti(L, -2, 1);

@@ -77,6 +77,7 @@ static int prepare(lua_State *L, kr_conn *c, int id, const char *name, const cha
 
 PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char *const *values)
 {
+    if (!kr_tx_open(L, c)) return NULL;
     kr_endstream(c);
     if (id < 0 || id >= KR_PREPARED_MAX || !usable(c))
         return kr_finish(L, c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0));

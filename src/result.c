@@ -4,23 +4,10 @@
 #include "kronos.h"
 #include "convert.h"
 
-#define BOOLOID 16
-#define BYTEAOID 17
-#define INT8OID 20
-#define INT2OID 21
-#define INT4OID 23
-#define OIDOID 26
-#define FLOAT4OID 700
-#define FLOAT8OID 701
-#define TIMESTAMPTZOID 1184
-
-#define KR_RESULT_BOX "kronos.result"
-
 /* A PGresult held while Lua may raise (out of memory, a bad argument) is freed by __gc. */
 static int box_gc(lua_State *L)
 {
-    PGresult **box = (PGresult **)luaL_checkudata(L, 1, KR_RESULT_BOX);
-    kr_clearbox(box);
+    kr_clearbox((PGresult **)lua_touserdata(L, 1));
     return 0;
 }
 
@@ -28,7 +15,7 @@ PGresult **kr_boxresult(lua_State *L, PGresult *res)
 {
     PGresult **box = (PGresult **)lua_newuserdata(L, sizeof(PGresult *));
     *box = res;
-    if (luaL_newmetatable(L, KR_RESULT_BOX)) {
+    if (luaL_newmetatable(L, KR_RESULT_CLASS)) {
         lua_pushcfunction(L, box_gc);
         lua_setfield(L, -2, "__gc");
     }
@@ -40,6 +27,11 @@ void kr_clearbox(PGresult **box)
 {
     if (*box) PQclear(*box);
     *box = NULL;
+}
+
+void kr_dropbox(lua_State *L, int idx)
+{
+    kr_clearbox((PGresult **)lua_touserdata(L, idx));
 }
 
 #if LUA_VERSION_NUM < 503
@@ -86,7 +78,7 @@ static void push_bytea(lua_State *L, const char *s, size_t len)
     /* bytea_output = escape: let libpq undo it */
     size_t n;
     unsigned char *raw = PQunescapeBytea((const unsigned char *)s, &n);
-    if (raw == NULL) luaL_error(L, "out of memory decoding bytea");
+    if (raw == NULL) kr_error_raise(L, "out_of_memory", "out of memory decoding bytea");
     lua_pushlstring(L, (const char *)raw, n);
     PQfreemem(raw);
 }
@@ -288,7 +280,7 @@ static void push_columns_body(lua_State *L, const PGresult *res, const unsigned 
 static void push_rows(lua_State *L, const PGresult *res, int shape)
 {
     int ncols = PQnfields(res), top = lua_gettop(L);
-    luaL_checkstack(L, 2 * ncols + 8, "pushing rows");
+    kr_checkstack(L, 2 * ncols + 8); /* names, and the column arrays of exec_columns */
     unsigned char few[32] = {0}, *kinds = few;
     if (ncols > (int)sizeof few) kinds = (unsigned char *)lua_newuserdata(L, (size_t)ncols);
     int names = lua_gettop(L) + 1;

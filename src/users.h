@@ -1,18 +1,22 @@
-/* Internal API of the user model, shared by users.c (methods), users_fields.c (validation),
- * users_list.c (list, count) and users_batch.c (create_many). */
+/* Internal API of the user model. The files depend one way: users.c (the methods and the class)
+ * -> users_list.c (list, count), users_batch.c (create_many) -> users_base.c (the receiver,
+ * running a statement, the server's errors) and users_fields.c (validation). */
 #ifndef KRONOS_USERS_H
 #define KRONOS_USERS_H
 
 #include "kronos.h"
 #include "validate.h"
 
-#define KR_USERS_CLASS "kronos.users"
-#define KR_USER_CLASS "kronos.user"
-
+/* The users table as migrations/4f1c2a9e7b30_create_users_table.lua creates it. The migration's
+ * bytes never change (databases record its checksum), so these facts are kept here and proven
+ * against pg_catalog by spec/users_model_spec.lua (through kronos.core.users_model()). The
+ * lengths are validate.h's KR_EMAIL_MIN/MAX, KR_NAME_MAX and KR_URL_MAX. */
 #define COLS "id, email, first_name, last_name, is_active, profile_image_url, last_login, created_at, updated_at"
 #define COL_ID 0
 #define COL_CREATED_AT 7
-#define MAXPARAMS 8
+#define KR_USERS_PKEY "pk_users"
+#define KR_USERS_EMAIL_UNIQUE "uq_users_email"
+#define KR_USERS_EMAIL_LENGTH "ck_users_email_length"   /* CHECK (char_length(email) >= KR_EMAIL_MIN) */
 
 /* Statement ids of the model's fixed SQL (kr_prepared_exec): create and update have one
  * statement per set of given fields (a bit mask over kr_user_fields). */
@@ -30,6 +34,7 @@ struct kr_user_field {
     enum kr_field_kind kind;
 };
 #define KR_USER_NFIELDS 5
+#define KR_USER_MAXPARAMS (1 + KR_USER_NFIELDS)   /* the id and every field */
 extern const struct kr_user_field kr_user_fields[KR_USER_NFIELDS];
 
 typedef struct {
@@ -38,23 +43,21 @@ typedef struct {
     size_t len;
 } kr_fieldval;
 
-/* users_fields.c */
-/* Pushes an error object (not nil) with err.field set when field is not NULL. */
-void kr_users_error(lua_State *L, const char *code, const char *field, const char *fmt, ...);
-/* The model's codes for server errors it can explain; err at -1. */
-void kr_users_map_error(lua_State *L);
+/* users_fields.c: errors are kronos error objects (kr_error_push) with err.field set. */
 /* The value at -1 for field f: fills v (pushes the normalized email) or pushes an error object. */
 int kr_users_field_value(lua_State *L, const struct kr_user_field *f, kr_fieldval *v);
 /* The fields table at t: 1 with the normalized email (or nil) pushed, 0 with the error pushed. */
 int kr_users_check_fields(lua_State *L, int t, kr_fieldval *vals, int need_email);
 
-/* users.c */
+/* users_base.c */
 kr_conn *kr_users_self(lua_State *L);   /* self at 1; raises when it is not a users object */
 void kr_users_checktable(lua_State *L, int idx, const char *what);   /* raises naming the argument */
 /* Statement id with n text parameters; the boxed result is left on the stack, or nil, err
  * (mapped codes). */
 PGresult *kr_users_run(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char **values);
 void kr_users_pushuser(lua_State *L, const PGresult *res, int row, int names);
+/* The model's codes for server errors it can explain; err at -1. */
+void kr_users_map_error(lua_State *L);
 
 /* users_list.c, users_batch.c: methods */
 int kr_users_list(lua_State *L);

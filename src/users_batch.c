@@ -112,7 +112,7 @@ static int check_entry(lua_State *L, int list, lua_Integer i, int top, kr_fieldv
 {
     lua_rawgeti(L, list, (int)i);
     if (!lua_istable(L, top + 1)) {
-        kr_users_error(L, "invalid_type", NULL, "must be a table of fields, got %s", luaL_typename(L, top + 1));
+        kr_error_push(L, "invalid_type", "must be a table of fields, got %s", luaL_typename(L, top + 1));
         set_index(L, i);
         return 0;
     }
@@ -236,7 +236,7 @@ int kr_users_create_many(lua_State *L)
     kr_users_checktable(L, 2, "list");
     lua_settop(L, 2);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
-    if (n > 0x7fffffff) luaL_argerror(L, 2, "list too long");
+    if (n > 0x7fffffff) kr_error_arg(L, 2, "list too long");
     if (n == 0) {
         lua_pushinteger(L, 0);
         return 1;

@@ -1,45 +1,7 @@
 /* User-model field validation: Lua values -> checked, normalized text, or an error object. */
-#include <stdarg.h>
 #include <string.h>
 
 #include "users.h"
-
-/* ---- errors ---------------------------------------------------------------------------- */
-
-/* Pushes an error object (not nil) with err.field set when field is not NULL. */
-void kr_users_error(lua_State *L, const char *code, const char *field, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    const char *msg = lua_pushvfstring(L, fmt, ap);
-    va_end(ap);
-    kr_error_new(L, code, msg);
-    lua_remove(L, -2);
-    kr_error_setfield(L, "field", field);
-}
-
-/* Server errors the model can explain (a unique race, the email check) get the model's codes;
- * the server's fields (sqlstate, constraint, detail) stay. err at -1. */
-void kr_users_map_error(lua_State *L)
-{
-    lua_getfield(L, -1, "sqlstate");
-    lua_getfield(L, -2, "constraint");
-    const char *state = lua_tostring(L, -2), *con = lua_tostring(L, -1);
-    const char *code = NULL, *field = NULL, *msg = NULL;
-    if (state && strcmp(state, "23505") == 0 && (con == NULL || strstr(con, "email") != NULL)) {
-        code = "duplicate_email", field = "email", msg = "a user with this email already exists";
-    } else if (state && strcmp(state, "23514") == 0 && con && strcmp(con, "ck_users_email_length") == 0) {
-        code = "invalid_email", field = "email", msg = "email must be at least 5 characters";
-    } else if (state && strcmp(state, "22001") == 0) {
-        code = "too_long";
-    } else if (state && strcmp(state, "22021") == 0) {
-        code = "invalid_utf8";
-    }
-    lua_pop(L, 2);
-    kr_error_setfield(L, "code", code);
-    kr_error_setfield(L, "field", field);
-    kr_error_setfield(L, "message", msg);
-}
 
 /* ---- fields ---------------------------------------------------------------------------- */
 
@@ -47,14 +9,17 @@ const struct kr_user_field kr_user_fields[KR_USER_NFIELDS] = {
     {"email", K_EMAIL}, {"first_name", K_NAME}, {"last_name", K_NAME},
     {"profile_image_url", K_URL}, {"is_active", K_BOOL},
 };
+
+/* Pushes the error object of a verdict on field; returns 0. */
 static int verdict_error(lua_State *L, kr_verdict v, const char *field, const char *code, const char *why, size_t max)
 {
     if (v == KR_BAD_UTF8)
-        kr_users_error(L, "invalid_utf8", field, "%s is not valid UTF-8 text", field);
+        kr_error_push(L, "invalid_utf8", "%s is not valid UTF-8 text", field);
     else if (v == KR_TOO_LONG)
-        kr_users_error(L, "too_long", field, "%s is longer than %d characters", field, (int)max);
+        kr_error_push(L, "too_long", "%s is longer than %d characters", field, (int)max);
     else
-        kr_users_error(L, code, field, "%s %s", field, why ? why : "is not valid");
+        kr_error_push(L, code, "%s %s", field, why ? why : "is not valid");
+    kr_error_setfield(L, "field", field);
     return 0;
 }
 
@@ -85,12 +50,14 @@ int kr_users_field_value(lua_State *L, const struct kr_user_field *f, kr_fieldva
     v->len = 0;
     if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) { /* kronos.null */
         if (f->kind == K_NAME || f->kind == K_URL) return 1;
-        kr_users_error(L, "invalid_type", f->name, "%s cannot be null", f->name);
+        kr_error_push(L, "invalid_type", "%s cannot be null", f->name);
+        kr_error_setfield(L, "field", f->name);
         return 0;
     }
     if (f->kind == K_BOOL) {
         if (t != LUA_TBOOLEAN) {
-            kr_users_error(L, "invalid_type", f->name, "%s must be a boolean, got %s", f->name, luaL_typename(L, -1));
+            kr_error_push(L, "invalid_type", "%s must be a boolean, got %s", f->name, luaL_typename(L, -1));
+            kr_error_setfield(L, "field", f->name);
             return 0;
         }
         v->s = lua_toboolean(L, -1) ? "true" : "false";
@@ -98,7 +65,8 @@ int kr_users_field_value(lua_State *L, const struct kr_user_field *f, kr_fieldva
         return 1;
     }
     if (t != LUA_TSTRING) {
-        kr_users_error(L, "invalid_type", f->name, "%s must be a string, got %s", f->name, luaL_typename(L, -1));
+        kr_error_push(L, "invalid_type", "%s must be a string, got %s", f->name, luaL_typename(L, -1));
+        kr_error_setfield(L, "field", f->name);
         return 0;
     }
     if (f->kind == K_EMAIL) return email_value(L, v);
@@ -127,13 +95,14 @@ static int check_keys(lua_State *L, int t)
             continue;
         }
         if (key == NULL)
-            kr_users_error(L, "invalid_field", NULL, "field names must be strings, got a %s key", luaL_typename(L, -2));
+            kr_error_push(L, "invalid_field", "field names must be strings, got a %s key", luaL_typename(L, -2));
         else if (strcmp(key, "id") == 0 || strcmp(key, "created_at") == 0 || strcmp(key, "updated_at") == 0)
-            kr_users_error(L, "invalid_field", key, "%s is set by the database and cannot be given", key);
+            kr_error_push(L, "invalid_field", "%s is set by the database and cannot be given", key);
         else if (strcmp(key, "last_login") == 0)
-            kr_users_error(L, "invalid_field", key, "last_login is set by users:record_login()");
+            kr_error_push(L, "invalid_field", "last_login is set by users:record_login()");
         else
-            kr_users_error(L, "invalid_field", key, "unknown field '%s'", key);
+            kr_error_push(L, "invalid_field", "unknown field '%s'", key);
+        kr_error_setfield(L, "field", key);
         lua_insert(L, -3);
         lua_pop(L, 2);
         return 0;
@@ -155,7 +124,8 @@ int kr_users_check_fields(lua_State *L, int t, kr_fieldval *vals, int need_email
         if (lua_isnil(L, -1)) {
             lua_settop(L, slot);
             if (i == 0 && need_email) {
-                kr_users_error(L, "invalid_email", "email", "email is required");
+                kr_error_push(L, "invalid_email", "email is required");
+                kr_error_setfield(L, "field", "email");
                 lua_replace(L, slot);
                 return 0;
             }

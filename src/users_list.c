@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "users.h"
+#include "option.h"
 
 #define LIST_MAX 1000
 #define LIST_DEFAULT 50
@@ -17,60 +18,26 @@ typedef struct {
     int after;
 } listopts;
 
-/* Options at 2 (nil or a table); pushes an error object and returns 0 when one is not valid. */
+static const char *const list_keys[] = {"active", "limit", "after", NULL};
+static const char *const count_keys[] = {"active", NULL};
+
+/* Options at 2 (nil or a table), read by the one option reader: misuse raises a bad_argument
+ * object. A cursor that does not decode is data from outside (a client sent it back), so that
+ * alone pushes an error object (invalid_field, err.field = "after") and returns 0. */
 static int list_options(lua_State *L, listopts *o, int with_paging)
 {
-    o->active = NULL;
-    o->limit = LIST_DEFAULT;
-    o->after = 0;
-    if (lua_isnoneornil(L, 2)) return 1;
-    kr_users_checktable(L, 2, "options");
-    lua_pushnil(L);
-    while (lua_next(L, 2)) {
-        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
-        int known = strcmp(key, "active") == 0 || (with_paging && (strcmp(key, "limit") == 0 || strcmp(key, "after") == 0));
-        lua_pop(L, 1);
-        if (!known) {
-            kr_users_error(L, "invalid_field", key, "unknown option '%s'", key);
-            lua_remove(L, -2);
-            return 0;
-        }
-    }
-    lua_getfield(L, 2, "active");
-    if (lua_type(L, -1) == LUA_TBOOLEAN) {
-        o->active = lua_toboolean(L, -1) ? "true" : "false";
-    } else if (!lua_isnil(L, -1)) {
-        kr_users_error(L, "invalid_type", "active", "active must be a boolean or nil, got %s", luaL_typename(L, -1));
+    int t = kr_option_check(L, 2, "options", with_paging ? list_keys : count_keys);
+    int active = kr_option_bool(L, t, 2, "options", "active", -1);
+    o->active = active < 0 ? NULL : active ? "true" : "false";
+    o->limit = (int)kr_option_integer(L, t, 2, "options", "limit", 1, LIST_MAX, LIST_DEFAULT);
+    size_t len;
+    const char *cur = kr_option_string(L, t, 2, "options", "after", &len);
+    o->after = cur != NULL;
+    if (cur != NULL && !kr_cursor_decode(cur, len, o->ts, o->id)) {
+        kr_error_push(L, "invalid_field", "after is not a cursor returned by users:list()");
+        kr_error_setfield(L, "field", "after");
         return 0;
     }
-    lua_pop(L, 1);
-    if (!with_paging) return 1;
-    lua_getfield(L, 2, "limit");
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-        if (!kr_isinteger(L, -1) || kr_tointeger(L, -1) < 1 || kr_tointeger(L, -1) > LIST_MAX) {
-            kr_users_error(L, "invalid_field", "limit", "limit must be an integer from 1 to %d", LIST_MAX);
-            return 0;
-        }
-        o->limit = (int)kr_tointeger(L, -1);
-    } else if (!lua_isnil(L, -1)) {
-        kr_users_error(L, "invalid_type", "limit", "limit must be an integer, got %s", luaL_typename(L, -1));
-        return 0;
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 2, "after");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        size_t len;
-        const char *cur = lua_tolstring(L, -1, &len);
-        if (!kr_cursor_decode(cur, len, o->ts, o->id)) {
-            kr_users_error(L, "invalid_field", "after", "after is not a cursor returned by users:list()");
-            return 0;
-        }
-        o->after = 1;
-    } else if (!lua_isnil(L, -1)) {
-        kr_users_error(L, "invalid_type", "after", "after must be a cursor string, got %s", luaL_typename(L, -1));
-        return 0;
-    }
-    lua_pop(L, 1);
     return 1;
 }
 
@@ -142,14 +109,14 @@ int kr_users_list(lua_State *L)
                                     (size_t)PQgetlength(res, rows - 1, COL_CREATED_AT),
                                     PQgetvalue(res, rows - 1, COL_ID), (size_t)PQgetlength(res, rows - 1, COL_ID), cursor);
         if (n == 0) {
-            kr_clearbox((PGresult **)lua_touserdata(L, box));
+            kr_dropbox(L, box);
             return kr_error_return(L, "invalid_field", "created_at of a listed user cannot be paged after (not a finite timestamp)");
         }
         lua_pushlstring(L, cursor, n);
     } else {
         lua_pushnil(L);
     }
-    kr_clearbox((PGresult **)lua_touserdata(L, box));
+    kr_dropbox(L, box);
     return 2;
 }
 
@@ -167,7 +134,7 @@ int kr_users_count(lua_State *L)
     PGresult *res = kr_users_run(L, c, ST_COUNT, "SELECT count(*) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)", 1, values);
     if (res == NULL) return 2;
     kr_pushvalue(L, res, 0, 0);
-    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    kr_dropbox(L, -2);
     return 1;
 }
 

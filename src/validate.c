@@ -202,7 +202,7 @@ static size_t b64_decode(const char *in, size_t n, unsigned char *out)
     return o;
 }
 
-static int uuid_text(const char *s, size_t len)
+int kr_check_uuid(const char *s, size_t len)
 {
     if (len != 36) return 0;
     for (size_t i = 0; i < 36; i++) {
@@ -231,7 +231,7 @@ static int timestamp_text(const char *s, size_t len)
 size_t kr_cursor_encode(const char *ts, size_t tslen, const char *id, size_t idlen, char *out)
 {
     unsigned char raw[2 + KR_CURSOR_TS_MAX + 1 + 36];
-    if (!timestamp_text(ts, tslen) || !uuid_text(id, idlen)) return 0;
+    if (!timestamp_text(ts, tslen) || !kr_check_uuid(id, idlen)) return 0;
     raw[0] = '1';
     raw[1] = '|';
     memcpy(raw + 2, ts, tslen);
@@ -248,7 +248,7 @@ int kr_cursor_decode(const char *in, size_t len, char *ts, char *id)
     if (n == (size_t)-1 || n < 3 + 19 + 36 || raw[0] != '1' || raw[1] != '|' || raw[n - 37] != '|') return 0;
     const char *t = (const char *)raw + 2, *u = (const char *)raw + n - 36;
     size_t tslen = n - 39;
-    if (!timestamp_text(t, tslen) || !uuid_text(u, 36)) return 0;
+    if (!timestamp_text(t, tslen) || !kr_check_uuid(u, 36)) return 0;
     memcpy(ts, t, tslen);
     ts[tslen] = '\0';
     memcpy(id, u, 36);

@@ -35,6 +35,10 @@ kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *out
  * whitespace or control characters. */
 kr_verdict kr_check_url(const char *s, size_t len, const char **why);
 
+/* 1 when s is a UUID in the canonical 8-4-4-4-12 hex form, either case: what kronos stores and
+ * PostgreSQL prints. The one UUID check (kronos.is_uuid, the user model's ids, list cursors). */
+int kr_check_uuid(const char *s, size_t len);
+
 /* List cursors: base64url (no padding) of "1|<created_at as the server printed it>|<uuid>".
  * kr_cursor_encode writes at most KR_CURSOR_MAX bytes and returns the length (0 when the
  * timestamp text is too long). kr_cursor_decode checks the form and copies the timestamp

@@ -93,8 +93,11 @@ local function ensure_database(url)
     if not admin then error(aerr, 0) end
     local ok, cerr = admin:exec("CREATE DATABASE " .. admin:escape_identifier(name))
     admin:close()
-    -- another `kronos init` may have created it in the meantime
-    if not ok and cerr.sqlstate ~= "42P04" then error(cerr, 0) end
+    -- another `kronos init` may have created it in the meantime: 42P04, or 23505 on the catalog's
+    -- unique index when both CREATE DATABASE ran at the same moment
+    local raced = not ok and (cerr.sqlstate == "42P04" or
+        (cerr.sqlstate == "23505" and cerr.constraint == "pg_database_datname_index"))
+    if not ok and not raced then error(cerr, 0) end
     if ok then io.stdout:write("created database ", name, "\n") end
     db, err = kronos.connect(url)
     if not db then error(err, 0) end

@@ -70,7 +70,7 @@ local function run(cmd, opts)
                 text[#text + 1] = s[1] .. "\n"
             else
                 statements[#statements + 1] = s
-                text[#text + 1] = s .. ";\n"
+                text[#text + 1] = s .. engine.terminator(s) .. "\n"
             end
         end
         return table.concat(text), statements

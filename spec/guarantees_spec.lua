@@ -1,0 +1,206 @@
+-- Promises that code inside kronos's transactions and scripts cannot break behind its back:
+-- conn:transaction when fn ends the transaction itself, a migration whose SQL runs COMMIT or
+-- ROLLBACK inside the one-transaction run, and the offline script (a trailing -- comment, work
+-- done through op.db). Each against the real server.
+local kronos = require "kronos"
+local migrate = require "kronos.migrate"
+local H = require "spec.helper"
+
+local write = H.write_file
+
+-- A migration file from its parts; up and down are Lua source using op.
+local function migration(dir, file, rev, down, up, down_body, extra)
+    write(dir .. "/" .. file, ([[
+return {
+    revision = %q,
+    down_revision = %s,
+    message = %q,
+    up = function(op)
+%s
+    end,
+    down = function(op)
+%s
+    end,%s
+}
+]]):format(rev, down and ("%q"):format(down) or "nil", "guarantee " .. rev, up, down_body or "", extra or ""))
+end
+
+local function column(db, sql, name, ...)
+    local out = {}
+    for i, r in ipairs(assert(db:exec(sql, ...))) do out[i] = r[name] end
+    return out
+end
+
+local function psql_file(url, sql, single)
+    local path = os.tmpname()
+    write(path, sql)
+    local code, out = H.run(("psql -X -q %s -v ON_ERROR_STOP=1 -d %s -f %s"):format(single and "-1" or "",
+        H.shell_quote(url), H.shell_quote(path)))
+    os.remove(path)
+    return code, out
+end
+
+describe("guarantees", function()
+    local url, dbname, db, dir
+
+    setup(function()
+        url, dbname = H.fresh_db("guarantees")
+        db = assert(kronos.connect(url))
+    end)
+
+    teardown(function()
+        db:close()
+        H.drop_db(dbname)
+    end)
+
+    before_each(function()
+        assert(db:script("DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE item (id int)"))
+        dir = H.tmpdir("guarantees")
+    end)
+
+    after_each(function()
+        os.execute("rm -rf " .. H.shell_quote(dir))
+    end)
+
+    local function items() return column(db, "SELECT id FROM item ORDER BY id", "id") end
+
+    describe("conn:transaction when fn ends the transaction itself", function()
+        it("ROLLBACK then more writes: the writes are refused and transaction fails", function()
+            local inner_err
+            local r, err = db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (1)"))
+                assert(c:exec("ROLLBACK"))
+                local ok, e = c:exec("INSERT INTO item VALUES (2)")
+                assert.is_nil(ok)
+                inner_err = e
+                return "done"
+            end)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", err.code)
+            assert.matches("ended the transaction itself", tostring(err), 1, true)
+            assert.are.equal("transaction_ended", inner_err.code)
+            assert.is_false(db:in_transaction())
+            assert.are.same({}, items()) -- nothing was autocommitted
+            -- the connection works as before afterwards
+            assert.are.equal(7, db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (7)"))
+                return 7
+            end))
+            assert.are.same({ 7 }, items())
+        end)
+
+        it("COMMIT in the middle of a script: transaction fails instead of reporting success", function()
+            local r, err = db:transaction(function(c)
+                assert(c:script("INSERT INTO item VALUES (1); COMMIT; INSERT INTO item VALUES (2)"))
+                return true
+            end)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", err.code)
+            assert.is_false(db:in_transaction())
+        end)
+
+        it("ROLLBACK and a new BEGIN: the BEGIN is refused, nothing stays open or committed", function()
+            local r, err = db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (1)"))
+                assert(c:exec("ROLLBACK"))
+                local ok, e = c:exec("BEGIN")
+                assert.is_nil(ok)
+                assert.are.equal("transaction_ended", e.code)
+                -- rows() and the users model refuse as well
+                assert.has_error(function() for _ in c:rows("SELECT 1") do end end)
+                return true
+            end)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", err.code)
+            assert.is_false(db:in_transaction())
+            assert.are.same({}, items())
+        end)
+
+        it("a ROLLBACK inside a savepoint fails the inner and the outer transaction", function()
+            local inner_r, inner_err
+            local r, err = db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (1)"))
+                inner_r, inner_err = c:transaction(function(c2)
+                    assert(c2:exec("ROLLBACK"))
+                end)
+                local ok = c:exec("INSERT INTO item VALUES (2)")
+                assert.is_nil(ok)
+                return true
+            end)
+            assert.is_nil(inner_r)
+            assert.are.equal("transaction_ended", inner_err.code)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", err.code)
+            assert.is_false(db:in_transaction())
+            assert.are.same({}, items())
+        end)
+
+        it("a COMMIT of a transaction begun by hand, from inside its savepoint, fails", function()
+            assert(db:exec("BEGIN"))
+            local r, err = db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (1)"))
+                assert(c:exec("COMMIT"))
+            end)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", err.code)
+            assert.is_false(db:in_transaction())
+            -- the work before the COMMIT was committed by the caller's own statement; nothing after
+            assert.are.same({ 1 }, items())
+            assert(db:exec("SELECT 1")) -- the flag does not outlive the call
+        end)
+    end)
+
+    describe("offline SQL", function()
+        it("a statement ending in a -- comment keeps its terminator: psql -1 runs what the online run does", function()
+            migration(dir, "c1.lua", "c1", nil, [[
+        op.execute("INSERT INTO item VALUES (1), (2), (3)")
+        op.execute("SELECT 1 -- sanity check")
+        op.execute("DELETE FROM item WHERE id = 2")
+        op.execute("SELECT 'a -- not a comment' AS s")
+        op.execute("DELETE FROM item WHERE id = 3 -- the last one;")]])
+            local sql, offline = migrate.upgrade({ dir = dir, sql = true })
+            assert.matches("SELECT 1 -- sanity check\n;\n", sql, 1, true)
+            assert.matches("SELECT 'a -- not a comment' AS s;\n", sql, 1, true)
+            -- online, on a copy of the same database
+            local online = {}
+            assert.are.same({ "c1" }, migrate.upgrade({ db = db, dir = dir, echo = function(s) online[#online + 1] = s end }))
+            assert.are.same(offline, online)
+            assert.are.same({ 1 }, items())
+            local url2, name2 = H.fresh_db("guarantees_sql")
+            local db2 = assert(kronos.connect(url2))
+            assert(db2:exec("CREATE TABLE item (id int)"))
+            local code, out = psql_file(url2, sql, true)
+            assert.are.equal(0, code, out)
+            assert.are.same({ 1 }, column(db2, "SELECT id FROM item ORDER BY id", "id"))
+            assert.are.same({ "c1" }, column(db2, "SELECT revision FROM kronos_version", "revision"))
+            db2:close()
+            H.drop_db(name2)
+        end)
+
+        it("a migration reading op.db leaves a visible mark; an unguarded use fails naming the file", function()
+            migration(dir, "d1.lua", "d1", nil, [[
+        op.execute("INSERT INTO item VALUES (1)")
+        if op.db then
+            assert(op.db:exec("INSERT INTO item SELECT g FROM generate_series(2, 5) g"))
+        end
+        if op.db then op.db:exec("SELECT 1") end]])
+            local sql = migrate.upgrade({ dir = dir, sql = true })
+            local _, marks = sql:gsub("%-%- [^\n]*d1%.lua: revision d1 reads op%.db, which is nil offline: the database "
+                .. "work it does through op%.db is NOT in this script\n", "")
+            assert.are.equal(1, marks, sql) -- once per migration, however often it reads op.db
+            assert.matches("INSERT INTO item VALUES (1);", sql, 1, true)
+            -- online the same migration does all of its work
+            assert.are.same({ "d1" }, migrate.upgrade({ db = db, dir = dir }))
+            assert.are.same({ 1, 2, 3, 4, 5 }, items())
+            -- unguarded: offline it fails, naming the file and the revision
+            migration(dir, "d2.lua", "d2", "d1", [[
+        op.db:exec("DELETE FROM item")]])
+            local ok, err = pcall(migrate.upgrade, { dir = dir, sql = true })
+            assert.is_false(ok)
+            assert.are.equal("migration_failed", err.code)
+            assert.matches("d2%.lua$", err.file)
+            assert.are.equal("d2", err.revision)
+            assert.matches("d2.lua: upgrade of revision 'd2' failed", tostring(err), 1, true)
+        end)
+    end)
+end)

@@ -1,0 +1,594 @@
+/* The run: upgrade, downgrade and stamp over the revision graph, online (on a connection) or
+ * offline (returning the SQL). migrate_plan.c decides what to run; this file runs it.
+ *
+ * A run is a sequence of segments. A transactional segment is
+ *   BEGIN; SET LOCAL lock_timeout; SELECT pg_advisory_xact_lock(key); [SET LOCAL statement_timeout;]
+ *   CREATE TABLE IF NOT EXISTS <version table>; (read the version) ; steps ... ; COMMIT
+ * so the lock, the DDL and the version rows commit or vanish together, and no session state
+ * outlives the transaction (transaction poolers keep working). A migration with
+ * transactional = false gets a segment of its own under a session advisory lock.
+ *
+ * Round trips (the batch): online, the opening of a transactional segment (BEGIN .. the version
+ * read) and each transactional migration (its version row, its DDL, its execution time) are
+ * collected and sent as one multi-statement query each. The server runs exactly the statements
+ * of the offline SQL, in the same order and transaction; only the number of round trips changes. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "migrate.h"
+
+/* One run_body call: the plan, the options, and where its Lua values live on the stack. */
+typedef struct body {
+    kr_run *r;
+    kr_plan p;
+    int each, allow_changed;
+    const char *vt;          /* quoted version table */
+    const char *vtname;
+    const char *lock_timeout, *stmt_timeout;   /* quoted literals or NULL */
+    const char *lock_timeout_text;
+} body;
+
+/* The stack of run_body: its arguments, then the tables it makes. */
+enum { SLOT_RUN = 1, SLOT_CMD, SLOT_LIST, SLOT_OPTS, SLOT_CONN, SLOT_DDL, SLOT_ENV, SLOT_RESULTS };
+
+/* ---- emitting SQL, and the batch ------------------------------------------------------- */
+
+static void append(lua_State *L, int env, int slot, const char *sql)
+{
+    lua_rawgeti(L, env, slot);
+    lua_pushstring(L, sql);
+    lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+/* Sends the collected statements as one query. Leaves the boxed result of the last one on the
+ * stack and returns it, or pushes the error object and returns NULL. */
+static PGresult *batch_send(lua_State *L, kr_run *r, int env)
+{
+    if (r->c->pg == NULL) kr_error_raise(L, "connection", "the connection was closed during the migration");
+    lua_rawgeti(L, env, KR_ENV_PENDING);
+    int t = lua_gettop(L);
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (int i = 1; i <= r->batch.n; i++) {
+        if (i > 1) luaL_addstring(&buf, ";\n");
+        lua_rawgeti(L, t, i);
+        luaL_addvalue(&buf);
+    }
+    luaL_pushresult(&buf);
+    lua_newtable(L);
+    lua_rawseti(L, env, KR_ENV_PENDING);
+    r->batch.n = 0;
+    PGresult *res = kr_execscript(L, r->c, lua_tostring(L, -1));
+    lua_remove(L, t);
+    lua_remove(L, t); /* the query text */
+    return res;
+}
+
+/* Sends what was collected; raises on SQL errors. */
+static void batch_flush(lua_State *L, kr_run *r, int env)
+{
+    if (r->batch.n == 0) return;
+    if (batch_send(L, r, env) == NULL) lua_error(L);
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+}
+
+/* From here on, batchable statements are collected (online only). */
+static void batch_open(kr_run *r)
+{
+    r->batch.on = !r->offline;
+    r->batch.n = 0;
+}
+
+void kr_batch_close(lua_State *L, kr_run *r, int env)
+{
+    if (!r->batch.on) return;
+    batch_flush(L, r, env);
+    r->batch.on = 0;
+}
+
+/* Ends the batch with a query whose result the caller needs: sends the collected statements
+ * and sql as one round trip. Same contract as batch_send. */
+static PGresult *batch_query(lua_State *L, kr_run *r, int env, const char *sql)
+{
+    append(L, env, KR_ENV_PENDING, sql);
+    r->batch.n++;
+    r->batch.on = 0;
+    return batch_send(L, r, env);
+}
+
+/* Tells opts.echo every statement the run executes (the specs compare it with the offline SQL). */
+static void echo(lua_State *L, kr_run *r, int env, const char *sql)
+{
+    if (!r->has_echo) return;
+    lua_getfield(L, env, "echo");
+    lua_pushstring(L, sql);
+    lua_call(L, 1, 0);
+}
+
+/* Runs one statement (online) or appends it to the output (offline); raises on SQL errors.
+ * In a batch, a statement that can share a query is collected instead. */
+void kr_emit(lua_State *L, kr_run *r, int env, const char *sql)
+{
+    echo(L, r, env, sql);
+    if (r->offline) {
+        append(L, env, KR_ENV_OUT, sql);
+        return;
+    }
+    int alone = !r->batch.on || !kr_sql_batchable(sql);
+    if (alone) batch_flush(L, r, env); /* what came before runs first */
+    append(L, env, KR_ENV_PENDING, sql);
+    r->batch.n++;
+    if (alone) batch_flush(L, r, env);
+}
+
+static void emitf(lua_State *L, body *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *sql = lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    kr_emit(L, b->r, SLOT_ENV, sql);
+    lua_pop(L, 1);
+}
+
+/* An SQL comment line for the offline output; a line break (\n or \r) would end the comment and
+ * turn the rest of a message into SQL, so control characters become spaces. */
+void kr_comment(lua_State *L, kr_run *r, int env, const char *text)
+{
+    if (!r->offline) return;
+    lua_rawgeti(L, env, KR_ENV_OUT);
+    lua_createtable(L, 1, 0);
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (const char *p = text; *p; p++) luaL_addchar(&buf, (unsigned char)*p < 32 ? ' ' : *p);
+    luaL_pushresult(&buf);
+    lua_rawseti(L, -2, 1);
+    lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 1);
+}
+
+static void comment(lua_State *L, body *b, const char *text)
+{
+    kr_comment(L, b->r, SLOT_ENV, text);
+}
+
+/* ---- the lock ------------------------------------------------------------------------- */
+
+/* The error at -1 came from a query that took the lock: a lock_timeout there means another
+ * migrator. Raises. */
+_Noreturn static void lock_failed(lua_State *L, body *b)
+{
+    lua_getfield(L, -1, "sqlstate");
+    int timed_out = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "55P03") == 0;
+    lua_pop(L, 1);
+    if (!timed_out) kr_error_throw(L);
+    kr_error_push(L, "migration_locked",
+                  "another process is migrating: the migration lock on %s was not granted within lock_timeout %s",
+                  b->vtname, b->lock_timeout_text);
+    kr_error_setfield(L, "sqlstate", "55P03");
+    kr_error_throw(L);
+}
+
+/* The lock statement, with "another process is migrating" when lock_timeout runs out. */
+static void take_lock(lua_State *L, body *b, const char *sql)
+{
+    kr_run *r = b->r;
+    if (r->offline || r->c->pg == NULL || r->batch.on) {
+        kr_emit(L, r, SLOT_ENV, sql);
+        return;
+    }
+    echo(L, r, SLOT_ENV, sql);
+    PGresult *res = kr_execscript(L, r->c, sql);
+    if (res == NULL) lock_failed(L, b);
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+}
+
+/* ---- segments and the version table --------------------------------------------------- */
+
+static void create_version_table(lua_State *L, body *b)
+{
+    emitf(L, b, "CREATE TABLE IF NOT EXISTS %s (revision text NOT NULL PRIMARY KEY, message text NOT NULL DEFAULT '', "
+                "checksum text, applied_at timestamptz NOT NULL DEFAULT clock_timestamp(), execution_ms integer)", b->vt);
+}
+
+/* Reads the applied revisions (online; offline the simulated state stands). Raises for a
+ * revision no file provides, and for a changed file when the caller asks. The read ends the
+ * batch that the segment's opening collected (BEGIN, lock, version table): one round trip. */
+static void read_state(lua_State *L, body *b)
+{
+    kr_run *r = b->r;
+    kr_graph *g = &b->p.g;
+    if (r->offline) return;
+    lua_pushfstring(L, "SELECT revision, checksum FROM %s", b->vt);
+    PGresult *res;
+    if (r->batch.on) {
+        res = batch_query(L, r, SLOT_ENV, lua_tostring(L, -1));
+        if (res == NULL) lock_failed(L, b);
+    } else {
+        res = kr_execscript(L, r->c, lua_tostring(L, -1));
+    }
+    if (res == NULL) kr_error_throw(L);
+    memset(b->p.applied, 0, (size_t)g->n + 1);
+    for (int row = 0; row < PQntuples(res); row++) {
+        const char *rev = PQgetvalue(res, row, 0);
+        int i = kr_graph_find(g, rev);
+        if (i < 0)
+            kr_migrate_raise(L, "unknown_revision", NULL, "the database is at revision '%s', which no migration file provides", rev);
+        b->p.applied[i] = 1;
+        if (b->p.cmd == KR_CMD_UPGRADE && !b->allow_changed && !PQgetisnull(res, row, 1) &&
+            strcmp(PQgetvalue(res, row, 1), g->m[i].checksum) != 0)
+            kr_migrate_raise(L, "changed_migration", g->m[i].file,
+                             "revision '%s' was applied from a different version of this file (checksum mismatch); "
+                             "restore it, or pass allow_changed", rev);
+    }
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 2);
+}
+
+static void begin_tx(lua_State *L, body *b)
+{
+    batch_open(b->r); /* read_state sends it all */
+    emitf(L, b, "BEGIN");
+    b->r->intx = 1;
+    if (b->r->c) { /* conn:transaction() inside a migration makes savepoints */
+        b->r->c->txdepth = 1;
+        b->r->c->tx_ended = 0;
+    }
+    emitf(L, b, "SET LOCAL lock_timeout = %s", b->lock_timeout);
+    take_lock(L, b, b->r->xlock_sql);
+    if (b->stmt_timeout) emitf(L, b, "SET LOCAL statement_timeout = %s", b->stmt_timeout);
+    create_version_table(L, b);
+    read_state(L, b);
+}
+
+static void commit_tx(lua_State *L, body *b)
+{
+    emitf(L, b, "COMMIT");
+    b->r->intx = 0;
+    if (b->r->c) b->r->c->txdepth = 0;
+}
+
+static void begin_session(lua_State *L, body *b)
+{
+    b->r->session_lock = 1; /* from here on a failure resets the session (unlocking is harmless) */
+    emitf(L, b, "SET lock_timeout = %s", b->lock_timeout);
+    take_lock(L, b, b->r->slock_sql);
+    if (b->stmt_timeout) emitf(L, b, "SET statement_timeout = %s", b->stmt_timeout);
+    create_version_table(L, b);
+    read_state(L, b);
+}
+
+static void end_session(lua_State *L, body *b)
+{
+    kr_emit(L, b->r, SLOT_ENV, b->r->unlock_sql);
+    b->r->session_lock = 0;
+    emitf(L, b, "RESET lock_timeout");
+    if (b->stmt_timeout) emitf(L, b, "RESET statement_timeout");
+}
+
+/* ---- steps ------------------------------------------------------------------------------- */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static void log_step(lua_State *L, body *b, const kr_mig *m, int up, double ms)
+{
+    lua_getfield(L, SLOT_ENV, "log");
+    if (!lua_isfunction(L, -1) || b->r->offline) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushfstring(L, "%s %s %s (%d ms)", up ? "upgrade  " : "downgrade", m->rev, m->message, (int)(ms + 0.5));
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, up ? "upgrade" : "downgrade");
+    lua_setfield(L, -2, "direction");
+    lua_pushstring(L, m->rev);
+    lua_setfield(L, -2, "revision");
+    lua_pushstring(L, m->message);
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, m->file);
+    lua_setfield(L, -2, "file");
+    lua_pushnumber(L, ms);
+    lua_setfield(L, -2, "ms");
+    lua_call(L, 2, 0);
+}
+
+static void insert_version(lua_State *L, body *b, const kr_mig *m)
+{
+    kr_push_literal(L, m->rev);
+    kr_push_literal(L, m->message);
+    kr_push_literal(L, m->checksum);
+    emitf(L, b, "INSERT INTO %s (revision, message, checksum) VALUES (%s, %s, %s)", b->vt,
+          lua_tostring(L, -3), lua_tostring(L, -2), lua_tostring(L, -1));
+    lua_pop(L, 3);
+}
+
+static void run_step(lua_State *L, body *b, int i, int up)
+{
+    kr_mig *m = &b->p.g.m[i];
+    kr_run *r = b->r;
+    r->cur_file = m->file;
+    r->cur_rev = m->rev;
+    r->up = up;
+    if (!up && !m->has_down) kr_migrate_raise(L, "bad_migration", m->file, "revision '%s' has no down function", m->rev);
+    int top = lua_gettop(L);
+    lua_pushfstring(L, "-- %s %s: %s", up ? "upgrade" : "downgrade", m->rev, m->message);
+    comment(L, b, lua_tostring(L, -1));
+    kr_push_literal(L, m->rev);
+    const char *rev = lua_tostring(L, -1);
+    double t0 = now_ms();
+    if (m->transactional) batch_open(r); /* one round trip for the whole step */
+    if (up && m->transactional) insert_version(L, b, m);
+    lua_rawgeti(L, SLOT_LIST, m->slot);
+    lua_getfield(L, -1, "migration");
+    lua_getfield(L, -1, up ? "up" : "down");
+    lua_getfield(L, SLOT_ENV, "op");
+    lua_call(L, 1, 0);
+    if (!up)
+        emitf(L, b, "DELETE FROM %s WHERE revision = %s", b->vt, rev);
+    else if (m->transactional)
+        emitf(L, b, "UPDATE %s SET execution_ms = (extract(epoch FROM clock_timestamp() - applied_at) * 1000)::integer "
+                    "WHERE revision = %s", b->vt, rev);
+    else
+        insert_version(L, b, m); /* no transaction to share: the row is written once the DDL has succeeded */
+    kr_batch_close(L, r, SLOT_ENV);
+    b->p.applied[i] = (unsigned char)up;
+    lua_pushstring(L, m->rev);
+    lua_rawseti(L, SLOT_RESULTS, (int)lua_rawlen(L, SLOT_RESULTS) + 1);
+    r->cur_file = r->cur_rev = NULL;
+    lua_settop(L, top);
+    log_step(L, b, m, up, now_ms() - t0);
+}
+
+/* ---- the run ------------------------------------------------------------------------------ */
+
+static void run_stamp(lua_State *L, body *b, const char *spec)
+{
+    kr_graph *g = &b->p.g;
+    begin_tx(L, b);
+    kr_plan_resolve(L, &b->p, spec);
+    for (int k = g->n - 1; k >= 0; k--) {
+        int i = g->order[k];
+        if (!b->p.applied[i] || b->p.target[i]) continue;
+        kr_push_literal(L, g->m[i].rev);
+        emitf(L, b, "DELETE FROM %s WHERE revision = %s", b->vt, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        b->p.applied[i] = 0;
+    }
+    for (int k = 0; k < g->n; k++) {
+        int i = g->order[k];
+        if (b->p.applied[i] || !b->p.target[i]) continue;
+        insert_version(L, b, &g->m[i]);
+        b->p.applied[i] = 1;
+    }
+    commit_tx(L, b);
+    int *heads = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g->n + 1));
+    int nh = kr_applied_heads(g, b->p.applied, heads);
+    for (int k = 0; k < nh; k++) {
+        lua_pushstring(L, g->m[heads[k]].rev);
+        lua_rawseti(L, SLOT_RESULTS, k + 1);
+    }
+    lua_pop(L, 1);
+}
+
+static void run_steps(lua_State *L, body *b, const char *spec)
+{
+    int up = b->p.cmd == KR_CMD_UPGRADE;
+    const kr_mig *m = b->p.g.m;
+    const int *steps = b->p.steps;
+    for (;;) {
+        begin_tx(L, b);
+        if (!b->p.resolved) kr_plan_resolve(L, &b->p, spec);
+        int n = kr_plan_steps(&b->p);
+        if (n == 0) {
+            commit_tx(L, b);
+            return;
+        }
+        if (!m[steps[0]].transactional) {
+            /* its own segment under a session lock; the state is read again under that lock */
+            commit_tx(L, b);
+            begin_session(L, b);
+            n = kr_plan_steps(&b->p);
+            int ran = n > 0 && !m[steps[0]].transactional;
+            if (ran) run_step(L, b, steps[0], up);
+            end_session(L, b);
+            /* another process may have changed the plan meanwhile: stop only when nothing is left */
+            if (n == 0 || (n == 1 && ran)) return;
+            continue;
+        }
+        int k = 0;
+        while (k < n && m[steps[k]].transactional && (k == 0 || !b->each)) run_step(L, b, steps[k++], up);
+        commit_tx(L, b);
+        if (k == n) return;
+    }
+}
+
+/* ---- options ------------------------------------------------------------------------------ */
+
+static const char *opt_string(lua_State *L, const char *key, const char *dflt)
+{
+    lua_getfield(L, SLOT_OPTS, key);
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return dflt;
+    }
+    if (t != LUA_TSTRING) kr_error_raise(L, "bad_argument", "option '%s' must be a string", key);
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1); /* opts holds it */
+    return s;
+}
+
+static int opt_bool(lua_State *L, const char *key)
+{
+    lua_getfield(L, SLOT_OPTS, key);
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A timeout: milliseconds as a number, or a PostgreSQL duration string such as "30s".
+ * Pushes the quoted literal (or nothing and returns NULL when absent). */
+static const char *opt_timeout(lua_State *L, const char *key, const char *dflt, const char **text)
+{
+    lua_getfield(L, SLOT_OPTS, key);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        lua_Number ms = lua_tonumber(L, -1);
+        if (!(ms >= 0 && ms <= 2147483647.0))
+            kr_error_raise(L, "bad_argument", "option '%s' must be between 0 and 2147483647 ms", key);
+        lua_pushfstring(L, "%dms", (int)ms);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_pushvalue(L, -1);
+    } else if (lua_isnil(L, -1) && dflt) {
+        lua_pushstring(L, dflt);
+    } else if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return NULL;
+    } else {
+        kr_error_raise(L, "bad_argument", "option '%s' must be milliseconds or a duration string", key);
+    }
+    lua_remove(L, -2);
+    if (text) *text = lua_tostring(L, -1);
+    kr_push_literal(L, lua_tostring(L, -1));
+    return lua_tostring(L, -1); /* both strings stay on the body's stack */
+}
+
+static void read_options(lua_State *L, body *b)
+{
+    b->vtname = kr_version_table(L, SLOT_OPTS);
+    b->vt = lua_tostring(L, -1);
+    b->lock_timeout = opt_timeout(L, "lock_timeout", "60s", &b->lock_timeout_text);
+    b->stmt_timeout = opt_timeout(L, "statement_timeout", NULL, NULL);
+    b->each = opt_bool(L, "transaction_per_migration");
+    b->allow_changed = opt_bool(L, "allow_changed");
+    long long key = kr_lock_key(b->vtname);
+    snprintf(b->r->xlock_sql, sizeof b->r->xlock_sql, "SELECT pg_advisory_xact_lock(%lld)", key);
+    snprintf(b->r->slock_sql, sizeof b->r->slock_sql, "SELECT pg_advisory_lock(%lld)", key);
+    snprintf(b->r->unlock_sql, sizeof b->r->unlock_sql, "SELECT pg_advisory_unlock(%lld)", key);
+}
+
+/* ---- entry --------------------------------------------------------------------------------- */
+
+/* body(run, cmd, list, opts, conn, ddl) -> revisions [, statements]; the stack is named by SLOT_*. */
+static int run_body(lua_State *L)
+{
+    body b;
+    memset(&b, 0, sizeof b);
+    b.r = (kr_run *)lua_touserdata(L, SLOT_RUN);
+    const char *cmd = lua_tostring(L, SLOT_CMD);
+    int kind = strcmp(cmd, "upgrade") == 0 ? KR_CMD_UPGRADE : strcmp(cmd, "downgrade") == 0 ? KR_CMD_DOWNGRADE : KR_CMD_STAMP;
+    lua_settop(L, SLOT_DDL);
+    lua_createtable(L, 2, 5); /* SLOT_ENV */
+    lua_newtable(L);
+    lua_rawseti(L, SLOT_ENV, KR_ENV_OUT);
+    lua_newtable(L);
+    lua_rawseti(L, SLOT_ENV, KR_ENV_PENDING);
+    lua_pushvalue(L, SLOT_DDL);
+    lua_setfield(L, SLOT_ENV, "ddl");
+    lua_getfield(L, SLOT_OPTS, "log");
+    lua_setfield(L, SLOT_ENV, "log");
+    lua_getfield(L, SLOT_OPTS, "echo");
+    b.r->has_echo = lua_isfunction(L, -1);
+    lua_setfield(L, SLOT_ENV, "echo");
+    lua_newtable(L); /* SLOT_RESULTS */
+    kr_op_make(L, SLOT_RUN, SLOT_ENV, SLOT_CONN);
+    read_options(L, &b);
+    kr_plan_init(L, &b.p, SLOT_LIST, kind);
+    const char *spec = opt_string(L, "target", kind == KR_CMD_UPGRADE ? "head" : kind == KR_CMD_DOWNGRADE ? "base" : "");
+    if (*spec == '\0') kr_migrate_raise(L, "bad_target", NULL, "stamp needs a target");
+    const char *colon = strchr(spec, ':');
+    if (colon && !b.r->offline) kr_migrate_raise(L, "bad_target", NULL, "a from:to range ('%s') is for offline (sql) mode only", spec);
+    if (colon) {
+        /* offline from a given state */
+        lua_pushlstring(L, spec, (size_t)(colon - spec));
+        kr_plan_closure(L, &b.p.g, *lua_tostring(L, -1) ? lua_tostring(L, -1) : "base", b.p.applied);
+        lua_pop(L, 1);
+        spec = colon + 1;
+        if (*spec == '\0') spec = kind == KR_CMD_UPGRADE ? "head" : "base";
+    } else if (b.r->offline && kind == KR_CMD_DOWNGRADE) {
+        kr_migrate_raise(L, "bad_target", NULL, "offline downgrade needs a from:to range, such as 'head:base'");
+    }
+    b.r->active = 1;
+    if (kind == KR_CMD_STAMP)
+        run_stamp(L, &b, spec);
+    else
+        run_steps(L, &b, spec);
+    b.r->active = 0;
+    lua_pushvalue(L, SLOT_RESULTS);
+    lua_rawgeti(L, SLOT_ENV, KR_ENV_OUT);
+    return 2;
+}
+
+/* Wraps the error at the top of the stack with the migration that raised it. */
+static void blame(lua_State *L, kr_run *r)
+{
+    const char *dir = r->up ? "upgrade" : "downgrade";
+    int is_error = 0;
+    if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
+        luaL_getmetatable(L, KR_ERROR_CLASS);
+        is_error = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (!is_error) {
+        const char *msg = lua_tostring(L, -1);
+        kr_error_pushoneline(L, msg ? msg : luaL_typename(L, -1));
+        kr_error_new(L, "migration_failed", lua_tostring(L, -1));
+        lua_remove(L, -2);
+        lua_remove(L, -2);
+    }
+    lua_getfield(L, -1, "message");
+    lua_pushfstring(L, "%s: %s of revision '%s' failed: %s", r->cur_file, dir, r->cur_rev,
+                    lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+    lua_setfield(L, -3, "message");
+    lua_pop(L, 1);
+    kr_error_setfield(L, "file", r->cur_file);
+    kr_error_setfield(L, "revision", r->cur_rev);
+}
+
+/* core.migrate.run(cmd, list, opts, conn|nil, ddl|nil) -> revisions, statements (offline) */
+int kr_migrate_run(lua_State *L)
+{
+    const char *cmd = luaL_checkstring(L, 1);
+    if (strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "downgrade") != 0 && strcmp(cmd, "stamp") != 0)
+        kr_error_arg(L, 1, "'upgrade', 'downgrade' or 'stamp' expected");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "sql");
+    int offline = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    kr_conn *c = offline ? NULL : kr_checkconn(L, 4);
+    lua_settop(L, 5);
+    if (c && (c->txdepth > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE))
+        kr_migrate_raise(L, "in_transaction", NULL, "the connection is inside a transaction; migrations manage their own");
+    kr_run *r = (kr_run *)lua_newuserdata(L, sizeof(kr_run)); /* 6 */
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    r->offline = offline;
+    lua_pushcfunction(L, run_body);
+    lua_pushvalue(L, 6);
+    for (int i = 1; i <= 5; i++) lua_pushvalue(L, i);
+    int status = lua_pcall(L, 6, 2, 0);
+    r->active = 0;
+    if (status == 0) return 2;
+    if (c && c->pg) {
+        /* nothing of a failed transaction stays; a session lock is given back */
+        kr_endstream(c);
+        if (r->intx) PQclear(PQexec(c->pg, "ROLLBACK"));
+        if (r->session_lock) {
+            PQclear(PQexec(c->pg, r->unlock_sql));
+            PQclear(PQexec(c->pg, "RESET lock_timeout; RESET statement_timeout"));
+        }
+    }
+    if (c) c->txdepth = 0;
+    if (r->cur_file) blame(L, r);
+    return lua_error(L);
+}

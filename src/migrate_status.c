@@ -1,0 +1,123 @@
+/* core.migrate.status: what the files and the version table say together (heads, current,
+ * pending, changed, unknown, history). A read-only view: it takes no lock and creates nothing. */
+#include <string.h>
+
+#include "migrate.h"
+
+static void set_revs(lua_State *L, const kr_graph *g, const int *idx, int n, const char *field)
+{
+    lua_createtable(L, n, 0);
+    for (int k = 0; k < n; k++) {
+        lua_pushstring(L, g->m[idx[k]].rev);
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_setfield(L, -2, field);
+}
+
+/* Reads the version table without a lock (a read-only view). Leaves the boxed result, or
+ * nothing when the table does not exist yet; returns it or NULL. */
+static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
+{
+    kr_push_literal(L, vt);
+    lua_pushfstring(L, "SELECT to_regclass(%s) IS NOT NULL", lua_tostring(L, -1));
+    PGresult *res = kr_execscript(L, c, lua_tostring(L, -1));
+    if (res == NULL) kr_error_throw(L);
+    int exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 3);
+    if (!exists) return NULL;
+    lua_pushfstring(L, "SELECT revision, checksum, applied_at, execution_ms FROM %s ORDER BY applied_at, revision", vt);
+    res = kr_execscript(L, c, lua_tostring(L, -1));
+    if (res == NULL) kr_error_throw(L);
+    lua_remove(L, -2);
+    return res;
+}
+
+/* core.migrate.status(list, opts, conn|nil) -> {heads, current, pending, changed, unknown, history} */
+int kr_migrate_status(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    kr_conn *c = lua_isnoneornil(L, 3) ? NULL : kr_checkconn(L, 3);
+    lua_settop(L, 3);
+    kr_version_table(L, 2);                       /* 4: the quoted name */
+    kr_graph g;
+    kr_graph_build(L, 1, &g);
+    unsigned char *applied = kr_newset(L, &g), *changed = kr_newset(L, &g);
+    int *idx = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g.n + 1));
+    int *rowof = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g.n + 1));
+    lua_newtable(L);
+    int out = lua_gettop(L);
+    lua_newtable(L);
+    int unknown = lua_gettop(L);
+    PGresult *res = c ? read_versions(L, c, lua_tostring(L, 4)) : NULL;
+    int resbox = lua_gettop(L);
+    for (int i = 0; i < g.n; i++) rowof[i] = -1;
+    for (int row = 0; res && row < PQntuples(res); row++) {
+        int i = kr_graph_find(&g, PQgetvalue(res, row, 0));
+        if (i < 0) {
+            lua_pushstring(L, PQgetvalue(res, row, 0));
+            lua_rawseti(L, unknown, (int)lua_rawlen(L, unknown) + 1);
+            continue;
+        }
+        applied[i] = 1;
+        rowof[i] = row;
+        changed[i] = !PQgetisnull(res, row, 1) && strcmp(PQgetvalue(res, row, 1), g.m[i].checksum) != 0;
+    }
+    lua_pushvalue(L, unknown);
+    lua_setfield(L, out, "unknown");
+    lua_pushvalue(L, out);
+    set_revs(L, &g, idx, kr_graph_heads(&g, idx), "heads");
+    set_revs(L, &g, idx, kr_applied_heads(&g, applied, idx), "current");
+    int n = 0;
+    for (int k = 0; k < g.n; k++)
+        if (!applied[g.order[k]]) idx[n++] = g.order[k];
+    set_revs(L, &g, idx, n, "pending");
+    n = 0;
+    for (int k = 0; k < g.n; k++)
+        if (changed[g.order[k]]) idx[n++] = g.order[k];
+    set_revs(L, &g, idx, n, "changed");
+    int nh = kr_applied_heads(&g, applied, idx);
+    lua_createtable(L, g.n, 0);
+    for (int k = 0; k < g.n; k++) {
+        int i = g.order[k];
+        const kr_mig *m = &g.m[i];
+        lua_createtable(L, 0, 12);
+        lua_pushstring(L, m->rev);
+        lua_setfield(L, -2, "revision");
+        lua_rawgeti(L, 1, m->slot);
+        lua_getfield(L, -1, "migration");
+        lua_getfield(L, -1, "down_revision");
+        lua_setfield(L, -4, "down_revision");
+        lua_pop(L, 2);
+        lua_pushstring(L, m->message);
+        lua_setfield(L, -2, "message");
+        lua_pushstring(L, m->file);
+        lua_setfield(L, -2, "file");
+        lua_pushboolean(L, m->transactional);
+        lua_setfield(L, -2, "transactional");
+        lua_pushboolean(L, m->nchild == 0);
+        lua_setfield(L, -2, "head");
+        int cur = 0;
+        for (int h = 0; h < nh; h++) cur = cur || idx[h] == i;
+        lua_pushboolean(L, cur);
+        lua_setfield(L, -2, "current");
+        lua_pushboolean(L, applied[i]);
+        lua_setfield(L, -2, "applied");
+        lua_pushboolean(L, changed[i]);
+        lua_setfield(L, -2, "changed");
+        if (rowof[i] >= 0) {
+            kr_pushvalue(L, res, rowof[i], 2);
+            lua_setfield(L, -2, "applied_at");
+            if (!PQgetisnull(res, rowof[i], 3)) {
+                kr_pushvalue(L, res, rowof[i], 3);
+                lua_setfield(L, -2, "execution_ms");
+            }
+        }
+        lua_rawseti(L, -2, k + 1);
+    }
+    lua_setfield(L, -2, "history");
+    if (res) kr_clearbox((PGresult **)lua_touserdata(L, resbox));
+    return 1;
+}
+
