@@ -8,7 +8,8 @@ local C = require "bench.common"
 local url, shape, what = arg[1], arg[2], arg[3]
 local sql = what == "table" and C.TYPED_TABLE_SQL or C.typed_sql(tonumber(what))
 local all, elapsed = floor.read(url, sql, shape)
-local rows, check = 0, 0
+local rows, check
+check = 0
 if shape == "columns" then
     local t = all[2]
     for i = 1, all.n do check = check + #t[i] end

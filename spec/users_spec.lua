@@ -562,7 +562,8 @@ describe("kronos.users", function()
                     end
                     if cursor then
                         -- a row not listed yet goes away: it must not come
-                        local gone = other:exec([[SELECT id::text FROM users WHERE (created_at, id) > ($1::timestamptz, $2::uuid)]]
+                        local gone = other:exec([[SELECT id::text FROM users
+                            WHERE (created_at, id) > ($1::timestamptz, $2::uuid)]]
                             .. (active == "all" and "" or " AND NOT is_active") .. " ORDER BY random() LIMIT 1",
                             last.created_at, last.id)[1]
                         if gone then
@@ -678,7 +679,8 @@ describe("kronos.users", function()
             assert.are.equal(3000, users:create_many(batch))
             local r = db:exec([[SELECT count(*) AS n, count(DISTINCT id) AS ids,
                 count(*) FILTER (WHERE id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS v4,
-                count(*) FILTER (WHERE profile_image_url = 'https://x.org' || repeat('/p', 500) || substr(email, 6, 4)::int) AS urls
+                count(*) FILTER (WHERE profile_image_url
+                    = 'https://x.org' || repeat('/p', 500) || substr(email, 6, 4)::int) AS urls
                 FROM users]])[1]
             assert.are.same({ n = 3000, ids = 3000, v4 = 3000, urls = 3000 }, { n = r.n, ids = r.ids, v4 = r.v4, urls = r.urls })
             -- the 122 random bits are random: every hex digit outside the fixed ones takes many values
