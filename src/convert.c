@@ -234,33 +234,64 @@ size_t kr_format_double(double d, char *out)
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-#if defined(__x86_64__) && LDBL_MANT_DIG == 64
-/* The server prints a float8 with up to 17 significant digits (the shortest text that reads back),
- * past Clinger's 2^53, and strtod's general algorithm costs several times the rest of a row's
- * conversion. With x86-64's 80-bit long double, m < 2^64 and 10^|e| for |e| <= 27 are exact,
- * so m * 10^e (m / 10^-e) is the exact value rounded once to 64 bits, r. Rounding r to 53 bits
- * gives the double nearest the exact value unless r lies exactly halfway between two doubles
- * (its 11 lowest mantissa bits 10000000000): the exact value is within half a 64-bit unit of r,
- * and no other halfway point is that close. That case, and other rounding modes, go to strtod. */
-static int parse_double_extended(unsigned long long m, int e, double *out)
+#if defined(__SIZEOF_INT128__)
+typedef unsigned __int128 u128;
+
+static int bitlen128(u128 x)
 {
-    static const long double pow10l[28] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,  1e7L,  1e8L,  1e9L,
-                                           1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L,
-                                           1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
-    if (e < -27 || e > 27 || fegetround() != FE_TONEAREST) return 0;
-    long double r = e < 0 ? (long double)m / pow10l[-e] : (long double)m * pow10l[e];
+    unsigned long long hi = (unsigned long long)(x >> 64), lo = (unsigned long long)x;
+    return hi ? 128 - __builtin_clzll(hi) : lo ? 64 - __builtin_clzll(lo) : 0;
+}
+
+/* The double nearest x * 2^scale, where x > 0 is an integer and sticky says that the exact value
+ * is a little above x (a remainder was dropped): round half to even on 53 bits. 0 when the result
+ * would not be a normal double. */
+static int round128(u128 x, int sticky, int scale, double *out)
+{
+    int drop = bitlen128(x) - 53;
     unsigned long long mant;
-    memcpy(&mant, &r, sizeof mant); /* x87 extended: the explicit 64-bit mantissa comes first */
-    if ((mant & 0x7ff) == 0x400) return 0;
-    *out = (double)r;
+    if (drop <= 0) {
+        if (sticky) return 0; /* not reached: callers keep 55 or more bits when inexact */
+        mant = (unsigned long long)x << -drop;
+    } else {
+        mant = (unsigned long long)(x >> drop);
+        u128 rem = x & (((u128)1 << drop) - 1), half = (u128)1 << (drop - 1);
+        if (rem > half || (rem == half && (sticky || (mant & 1)))) mant++;
+        if (mant == 1ULL << 53) mant >>= 1, drop++;
+    }
+    int exp = scale + drop + 52 + 1023; /* mant is in [2^52, 2^53) */
+    if (exp < 1 || exp > 2046) return 0;
+    unsigned long long bits = ((unsigned long long)exp << 52) | (mant & ((1ULL << 52) - 1));
+    memcpy(out, &bits, sizeof *out);
     return 1;
 }
+
+/* The server prints a float8 with up to 17 significant digits (the shortest text that reads back),
+ * past Clinger's 2^53, and strtod's general algorithm costs several times the rest of a row's
+ * conversion. With 128-bit integers the exact value of m * 10^e is at hand for m < 2^64 and
+ * 0 <= e <= 19 (the product is below 2^128), and m / 10^k for 1 <= k <= 21 as a quotient of at
+ * least 57 bits (m shifted to 127 bits over 10^k < 2^70) plus whether a remainder was left: one
+ * correct rounding of each gives the nearest double, as strtod does in the default rounding
+ * mode. Other modes and exponents go to strtod. */
+static int parse_double_wide(unsigned long long m, int e, double *out)
+{
+    static const unsigned long long pow10u[20] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
+        1000000ULL, 10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+        1000000000000ULL, 10000000000000ULL, 100000000000000ULL, 1000000000000000ULL,
+        10000000000000000ULL, 100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
+    if (m == 0 || e < -21 || e > 19 || fegetround() != FE_TONEAREST) return 0;
+    if (e >= 0) return round128((u128)m * pow10u[e], 0, 0, out);
+    u128 d = -e <= 19 ? (u128)pow10u[-e] : (u128)pow10u[19] * pow10u[-e - 19];
+    int s = 127 - bitlen128(m);
+    u128 n = (u128)m << s;
+    return round128(n / d, n % d != 0, -s, out);
+}
 #else
-static int parse_double_extended(unsigned long long m, int e, double *out) { (void)m; (void)e; (void)out; return 0; }
+static int parse_double_wide(unsigned long long m, int e, double *out) { (void)m; (void)e; (void)out; return 0; }
 #endif
 
 /* Reads up to 19 significant digits into m (so m < 10^19 < 2^64), then Clinger's path, else the
- * extended one. */
+ * wide one. */
 static int parse_double_exact(const char *p, double *out)
 {
     static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
@@ -286,7 +317,7 @@ static int parse_double_exact(const char *p, double *out)
     double v;
     if (m <= (1ULL << 53) && e >= -22 && e <= 22)
         v = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
-    else if (!parse_double_extended(m, e, &v))
+    else if (!parse_double_wide(m, e, &v))
         return 0;
     *out = neg ? -v : v;
     return 1;
