@@ -35,7 +35,7 @@ build = {
             "src/migrate.c", "src/migrate_files.c", "src/migrate_graph.c", "src/migrate_op.c", "src/migrate_plan.c",
             "src/migrate_run.c", "src/migrate_sql.c", "src/migrate_status.c", "src/sha256.c",
             "src/users.c", "src/users_base.c", "src/users_batch.c", "src/users_fields.c", "src/users_list.c", "src/utf8.c", "src/validate.c",
-            "src/prepared.c", "src/option.c",
+            "src/prepared.c", "src/option.c", "src/notify.c", "src/statement.c", "src/copy.c", "src/pipeline.c", "src/array.c",
          },
          defines = { "_POSIX_C_SOURCE=200809L" },
          -- Debian keeps libpq-fe.h in include/postgresql, other systems in include/

@@ -251,11 +251,53 @@ describe("kronos connection", function()
             assert.are.equal(2, count())
         end)
 
-        it("ends an iterator when the connection runs another statement", function()
+        it("keeps an iterator going when the connection runs another statement", function()
             local it = conn:rows("SELECT g FROM generate_series(1, 10) g")
             assert.are.equal(1, it().g)
             assert.are.equal(1, conn:exec("SELECT 1 AS v")[1].v)
-            assert.has_error(function() it() end)
+            for g = 2, 10 do assert.are.equal(g, it().g) end
+            assert.is_nil(it())
+            assert.is_nil(it())
+        end)
+
+        it("runs the backfill loop: statements inside a stream's loop", function()
+            assert(conn:exec("INSERT INTO item SELECT g, 'n' || g FROM generate_series(1, 50) g"))
+            local seen = 0
+            for row in conn:rows("SELECT id, name FROM item ORDER BY id") do
+                seen = seen + 1
+                assert.are.equal(seen, row.id)
+                assert(conn:exec("UPDATE item SET name = upper(name) WHERE id = $1", row.id))
+                local st = assert(conn:prepare("SELECT name FROM item WHERE id = $1"))
+                assert.are.equal("N" .. row.id, st:exec(row.id)[1].name)
+                st:close()
+            end
+            assert.are.equal(50, seen)
+            assert.are.equal(50, conn:exec("SELECT count(*) AS n FROM item WHERE name = upper(name)")[1].n)
+        end)
+
+        it("keeps the stream's error for after its buffered rows", function()
+            local got, it = {}, conn:rows("SELECT 10 / (3 - g) AS v FROM generate_series(1, 5) g")
+            got[1] = it().v
+            assert(conn:exec("SELECT 1"))
+            local ok, err = pcall(function()
+                for row in it do got[#got + 1] = row.v end
+            end)
+            assert.is_false(ok)
+            assert.are.equal("division_by_zero", err.code)
+            assert.are.same({ 5, 10 }, got)
+            assert.are.equal(1, conn:exec("SELECT 1 AS v")[1].v)
+        end)
+
+        it("keeps going inside a transaction and across conn:transaction", function()
+            local n = 0
+            conn:transaction(function(c)
+                for row in c:rows("SELECT g FROM generate_series(1, 20) g") do
+                    n = n + 1
+                    assert(c:exec("INSERT INTO item VALUES ($1, 'x')", row.g))
+                end
+            end)
+            assert.are.equal(20, n)
+            assert.are.equal(20, count())
         end)
 
         it("ends the stream through its closing value (Lua 5.4 for loops call it)", function()

@@ -56,6 +56,24 @@ local function scratch(case)
     return dir
 end
 
+-- writes a graph of migrations into a scratch directory: revs = { {rev, parents, extra fields}, ... };
+-- each creates table t_<rev> and drops it on the way down
+local function graph(revs)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute(("mkdir -p %q"):format(dir)))
+    for i, r in ipairs(revs) do
+        local down = r[2] == nil and "nil" or type(r[2]) == "table" and ("{%q, %q%s}"):format(r[2][1], r[2][2],
+            r[2][3] and (", %q"):format(r[2][3]) or "") or ("%q"):format(r[2])
+        local f = assert(io.open(("%s/%03d_%s.lua"):format(dir, i, r[1]), "w"))
+        f:write(("return { revision = %q, down_revision = %s, %s\n"):format(r[1], down, r[3] or ""),
+            ("  up = function(op) op.execute('CREATE TABLE t_%s (id int)') end,\n"):format(r[1]),
+            ("  down = function(op) op.execute('DROP TABLE t_%s') end }\n"):format(r[1]))
+        f:close()
+    end
+    return dir
+end
+
 describe("kronos.migrate", function()
     setup(fresh)
     teardown(function()
@@ -254,6 +272,184 @@ describe("kronos.migrate", function()
             assert.equal(dir .. "/002_two.lua", err.file)
             assert.matches("boom", err.message, 1, true)
             assert.same({}, tables())
+            os.execute(("rm -rf %q"):format(dir))
+        end)
+    end)
+
+    describe("Alembic's target semantics", function()
+        before_each(reset)
+        local function g(revs, extra)
+            local dir = graph(revs)
+            return function(more)
+                local o = { dir = dir, db = db }
+                for k, v in pairs(extra or {}) do o[k] = v end
+                for k, v in pairs(more or {}) do o[k] = v end
+                return o
+            end
+        end
+        local chain = { { "a1" }, { "b2", "a1" }, { "c3", "b2" } }
+
+        it("downgrade to a destination that is not applied fails, and root-1 is base", function()
+            local o = g(chain)
+            migrate.upgrade(o { target = "a1" })
+            local err = raises(function() migrate.downgrade(o { target = "c3" }) end)
+            assert.equal("bad_target", err.code)
+            assert.matches("not a valid downgrade target", err.message, 1, true)
+            assert.equal("bad_target", raises(function() migrate.downgrade(o { target = "c3-1" }) end).code)
+            assert.same({ "a1" }, versions())
+            migrate.upgrade(o { target = "b2" })
+            assert.same({ "b2", "a1" }, migrate.downgrade(o { target = "a1-1" }))
+            assert.same({}, versions())
+            -- downgrade to the current head is a no-op, not an error
+            migrate.upgrade(o { target = "b2" })
+            assert.same({}, migrate.downgrade(o { target = "b2" }))
+        end)
+
+        it("+N counts from the database's current heads and refuses ambiguous walks", function()
+            local o = g { { "a1" }, { "b2", "a1" }, { "c1" } }
+            local err = raises(function() migrate.upgrade(o { target = "+1" }) end)
+            assert.equal("bad_target", err.code)
+            assert.matches("ambiguous", err.message, 1, true)
+            migrate.stamp(o { target = "a1" })
+            assert.same({ "b2" }, migrate.upgrade(o { target = "+1" }))
+            migrate.upgrade(o { target = "c1" })
+            assert.matches("several heads", raises(function() migrate.upgrade(o { target = "+1" }) end).message, 1, true)
+            -- branch point: two children
+            o = g { { "r" }, { "x", "r" }, { "y", "r" } }
+            migrate.stamp(o { target = "base", purge = true })
+            migrate.upgrade(o { target = "r" })
+            assert.matches("ambiguous walk", raises(function() migrate.upgrade(o { target = "+1" }) end).message, 1, true)
+        end)
+
+        it("-N across a merge is refused; -N with several heads is refused (give a branch or a revision)", function()
+            local o = g { { "r" }, { "x", "r" }, { "y", "r" }, { "m", { "x", "y" } } }
+            migrate.upgrade(o())
+            -- as in Alembic, a walk down from a merge is ambiguous, one step or two
+            assert.matches("merge point", raises(function() migrate.downgrade(o { target = "-2" }) end).message, 1, true)
+            assert.matches("merge point", raises(function() migrate.downgrade(o { target = "-1" }) end).message, 1, true)
+            assert.same({ "m" }, migrate.downgrade(o { target = "x" }))
+            assert.same({ "x", "y" }, migrate.current(o()))
+            local err = raises(function() migrate.downgrade(o { target = "-1" }) end)
+            assert.matches("several heads", err.message, 1, true)
+            -- y-1 is r: everything above r goes, as in Alembic; y@-1 keeps to y's branch
+            assert.same({ "y" }, migrate.downgrade(o { target = "y@-1" }))
+            assert.same({ "x" }, migrate.current(o()))
+            migrate.upgrade(o { target = "y" })
+            assert.same({ "y", "x" }, migrate.downgrade(o { target = "y-1" }))
+        end)
+
+        it("stamp moves only the target's lineage", function()
+            local o = g { { "a1" }, { "b2", "a1" }, { "z1" } }
+            migrate.upgrade(o { target = "heads" })
+            assert.same({ "a1" }, migrate.stamp(o { target = "a1" }) and { "a1" } or nil)
+            assert.same({ "a1", "z1" }, versions())
+            assert(db:exec("DROP TABLE t_b2")) -- what the stamp says; z1 stays applied and is not run again
+            assert.same({ "b2" }, migrate.upgrade(o { target = "heads" }))
+            assert.same({ "a1", "b2", "z1" }, versions())
+            assert.same({}, migrate.stamp(o { target = "base" }))
+            assert.same({ "b2" }, migrate.stamp(o { target = "b2", purge = true }))
+            assert.same({ "a1", "b2" }, versions())
+        end)
+
+        it("branch labels, depends_on, base+N, upgrade rev-N, downgrade rev+N", function()
+            local o = g {
+                { "a1", nil, "branch_labels = {'alpha'}," }, { "a2", "a1" }, { "a3", "a2" },
+                { "b1", nil, "branch_labels = 'beta', depends_on = 'a2'," }, { "b2", "b1" },
+            }
+            assert.matches("ambiguous walk", raises(function() migrate.upgrade(o { target = "base+1" }) end).message, 1, true)
+            assert.same({ "a1" }, migrate.upgrade(o { target = "alpha@+1" }))
+            assert.same({ "a2" }, migrate.upgrade(o { target = "alpha@+1" }))
+            assert.same({ "b1" }, migrate.upgrade(o { target = "beta@+1" }))
+            assert.same({ "b2" }, migrate.upgrade(o { target = "beta@head" }))
+            assert.same({ "a3" }, migrate.upgrade(o { target = "a1@head" }))
+            assert.same({ "a3" }, migrate.downgrade(o { target = "alpha@-1" }))
+            assert.same({ "b2" }, migrate.downgrade(o { target = "beta@b1" }))
+            -- b1 depends on a2: taking a2 away takes b1 with it
+            assert.same({ "b1", "a2" }, migrate.downgrade(o { target = "a1" }))
+            assert.same({ "a2", "b1" }, migrate.upgrade(o { target = "b1" })) -- with its dependency
+            -- b1 is a base: b1-1 is base, and downgrading to base takes every branch (as Alembic does)
+            assert.same({ "b1", "a2", "a1" }, migrate.downgrade(o { target = "b1-1" }))
+            assert.same({ "a1", "a2", "a3" }, migrate.upgrade(o { target = "a3-0" }))
+            assert.same({ "a3", "a2" }, migrate.downgrade(o { target = "a1+0" }))
+            assert.same({ "a2" }, migrate.upgrade(o { target = "a3-1" }))
+            assert.same({ "a2" }, migrate.downgrade(o { target = "alpha@base+1" }))
+            local err = raises(function() migrate.upgrade(o { target = "alpha@b2" }) end)
+            assert.matches("not a member of branch", err.message, 1, true)
+            assert.same({ "a3", "b2" }, migrate.heads(o()))
+            o = g(chain)
+            reset()
+            assert.same({ "a1", "b2" }, migrate.upgrade(o { target = "base+2" }))
+            assert.same({ "b2" }, migrate.downgrade(o { target = "base+1" }))
+        end)
+
+        it("reports revisions no file provides, and an explicit stamp or stamp --purge repairs them", function()
+            local o = g(chain)
+            migrate.upgrade(o { target = "b2" })
+            assert(db:exec("INSERT INTO kronos_version (revision) VALUES ('gone1')"))
+            local cur = migrate.current(o())
+            assert.same({ "b2", "gone1" }, { cur[1], cur[2] })
+            assert.same({ "gone1" }, cur.unknown)
+            local h = migrate.history(o())
+            assert.is_true(h[#h].unknown)
+            assert.equal("gone1", h[#h].revision)
+            assert.equal("unknown_revision", raises(function() migrate.upgrade(o()) end).code)
+            assert.same({ "a1" }, migrate.stamp(o { target = "a1" }))
+            assert.same({ "a1" }, versions())
+            assert(db:exec("INSERT INTO kronos_version (revision) VALUES ('gone2')"))
+            assert.same({ "c3" }, migrate.stamp(o { target = "c3", purge = true }))
+            assert.same({ "a1", "b2", "c3" }, versions())
+        end)
+    end)
+
+    describe("progress events", function()
+        before_each(reset)
+
+        it("step_start, step_done and commit, in order; op.x reaches the migration", function()
+            local dir = graph { { "a1" }, { "b2", "a1", "up_x = true," } }
+            local f = assert(io.open(dir .. "/003_c3.lua", "w"))
+            f:write([[return { revision = "c3", down_revision = "b2", message = "x",
+                up = function(op) op.execute("CREATE TABLE t_x (v text); INSERT INTO t_x VALUES ('" .. op.x.color .. "')") end,
+                down = function(op) op.execute("DROP TABLE t_x") end }]])
+            f:close()
+            local evs = {}
+            migrate.upgrade { dir = dir, db = db, x = { color = "blue" }, transaction_per_migration = true,
+                on_event = function(ev) evs[#evs + 1] = ev end }
+            assert.equal("blue", assert(db:exec("SELECT v FROM t_x"))[1].v)
+            local kinds = {}
+            for i, ev in ipairs(evs) do kinds[i] = ev.type .. ":" .. (ev.revision or table.concat(ev.revisions, ",")) end
+            assert.same({ "step_start:a1", "step_done:a1", "commit:a1", "step_start:b2", "step_done:b2", "commit:b2",
+                "step_start:c3", "step_done:c3", "commit:c3" }, kinds)
+            assert.same({ "base", "upgrade", true }, { evs[1].from, evs[1].direction, evs[1].transactional })
+            assert.equal("a1", evs[4].from)
+            assert.is_true(evs[2].ms >= 0)
+            evs = {}
+            migrate.downgrade { dir = dir, db = db, target = "a1", on_event = function(ev) evs[#evs + 1] = ev end }
+            assert.same({ "step_start", "c3", "b2", "downgrade" },
+                { evs[1].type, evs[1].revision, evs[1].from, evs[1].direction })
+            assert.same({ "c3", "b2" }, evs[#evs].revisions)
+            os.execute(("rm -rf %q"):format(dir))
+        end)
+
+        it("a failure says what was kept and what was rolled back", function()
+            local err = raises(function() migrate.upgrade(opts("failing", { transaction_per_migration = true })) end)
+            assert.same({ "f1" }, err.kept)
+            assert.same({ "f2" }, err.rolled_back)
+            reset()
+            err = raises(function() migrate.upgrade(opts("failing")) end)
+            assert.same({}, err.kept)
+            assert.same({ "f1", "f2" }, err.rolled_back)
+        end)
+
+        it("a bad argument to an op helper names the helper and the migration's line", function()
+            local dir = graph {}
+            local f = assert(io.open(dir .. "/001_bad.lua", "w"))
+            f:write('return { revision = "bad1",\n up = function(op)\n op.create_table("t", 42)\n end }\n')
+            f:close()
+            local err = raises(function() migrate.upgrade { dir = dir, db = db } end)
+            assert.equal("bad_argument", err.code)
+            assert.matches("create_table", err.message, 1, true)
+            assert.matches("001_bad.lua:3:", err.message, 1, true)
+            assert.not_matches("'?'", err.message, 1, true)
             os.execute(("rm -rf %q"):format(dir))
         end)
     end)

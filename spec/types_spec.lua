@@ -259,4 +259,54 @@ describe("kronos types", function()
             assert.are.equal(123456789012, one("SELECT $1::int8 AS v", v))
         end)
     end)
+
+    describe("exactness", function()
+        it("integral floats in [-2^63, 2^63) go as integers, both ends included", function()
+            -- on LuaJIT these are floats; on Lua 5.4 they are floats too (math.mininteger is not)
+            local lo = -9223372036854775807 - 1
+            assert.are.equal(-2 ^ 63, lo + 0.0)
+            assert.are.equal(INT8_MIN, one("SELECT $1::int8::text AS v", -2 ^ 63))
+            assert.are.equal(INT8_MIN, one("SELECT $1::int8::text AS v", lo))
+            assert.are.equal("-9007199254740993", one("SELECT ($1::int8 - 1)::text AS v", -2 ^ 53))
+            assert.are.equal("4611686018427387904", one("SELECT $1::int8::text AS v", 2 ^ 62))
+            -- 2^63 itself is out of int8's range: it goes as a float and the server says so
+            local r, err = conn:exec("SELECT $1::int8 AS v", 2 ^ 63)
+            assert.is_nil(r)
+            assert.are.equal("invalid_text_representation", err.code)
+        end)
+
+        it("timestamptz stays ISO 8601 UTC whatever DateStyle the session sets", function()
+            local c = assert(kronos.connect(H.url_for(dbname)))
+            finally(function() c:close() end)
+            local ts = "2026-11-23T20:57:01.123456Z"
+            for _, style in ipairs({ "SQL, DMY", "Postgres, MDY", "German", "SQL, MDY" }) do
+                assert(c:exec("SET DateStyle = '" .. style .. "'"))
+                assert.are.equal(ts, c:exec("SELECT '2026-11-23 20:57:01.123456+00'::timestamptz AS v")[1].v)
+                assert.are.equal("2026-11-23", c:exec("SELECT '2026-11-23'::date::text AS v")[1].v)
+                for row in c:rows("SELECT $1::timestamptz AS v", "2026-11-23 20:57:01.123456+00") do
+                    assert.are.equal(ts, row.v)
+                end
+            end
+            -- the field order the user chose still reads input dates
+            assert(c:exec("SET DateStyle = 'SQL, DMY'"))
+            assert.are.equal("2026-02-01", c:exec("SELECT '01/02/2026'::date::text AS v")[1].v)
+            assert.matches("^ISO, DMY", c:exec("SHOW DateStyle")[1].DateStyle)
+            -- users:list reads timestamps: it keeps working
+            assert(c:exec([[CREATE TABLE users (id uuid PRIMARY KEY, email text, first_name text, last_name text,
+                profile_image_url text, is_active boolean NOT NULL DEFAULT true, last_login timestamptz,
+                created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now())]]))
+            finally(function() c:exec("DROP TABLE IF EXISTS users") end)
+            assert(c:exec("INSERT INTO users (id, email, first_name, last_name) VALUES ($1, 'a@b.c', 'A', 'B')", kronos.uuid()))
+            assert(c:exec("INSERT INTO users (id, email, first_name, last_name) VALUES ($1, 'd@e.f', 'D', 'E')", kronos.uuid()))
+            assert(c:exec("SET DateStyle = 'SQL, DMY'"))
+            local users = kronos.users(c)
+            local page, cursor = assert(users:list({ limit = 1 }))
+            assert.matches("^%d%d%d%d%-%d%d%-%d%dT[%d:.]+Z$", page[1].created_at)
+            assert.is_string(cursor)
+            assert(c:exec("SET DateStyle = 'Postgres, MDY'"))
+            local rest = assert(users:list({ limit = 1, after = cursor }))
+            assert.are.equal(1, #rest)
+            assert.are_not.equal(page[1].email, rest[1].email)
+        end)
+    end)
 end)

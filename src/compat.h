@@ -25,4 +25,13 @@ static inline int kr_isinteger(lua_State *L, int idx)
 #define kr_tointeger(L, i) ((long long)lua_tointeger((L), (i)))
 #endif
 
+/* A userdata's one user value (a table): Lua 5.4's uservalue 1, LuaJIT's environment. */
+#if LUA_VERSION_NUM >= 504
+#define kr_getuservalue(L, i) ((void)lua_getiuservalue((L), (i), 1))
+#define kr_setuservalue(L, i) ((void)lua_setiuservalue((L), (i), 1))
+#else
+#define kr_getuservalue(L, i) lua_getfenv((L), (i))
+#define kr_setuservalue(L, i) ((void)lua_setfenv((L), (i)))
+#endif
+
 #endif

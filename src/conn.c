@@ -7,12 +7,6 @@
 
 /* ---- connecting ------------------------------------------------------------------------ */
 
-static void ignore_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* NOTICEs (DROP ... IF EXISTS) are not errors; libpq would print them to stderr */
-}
-
 /* Replaces every occurrence of secret in the string at -1 with "********". */
 static void redact(lua_State *L, const char *secret)
 {
@@ -92,7 +86,8 @@ static void redact_all(lua_State *L, const kwlist *k, PGconn *pg)
 }
 
 /* Session settings kronos relies on: UTC and ISO dates. A SET runs only when the server's
- * defaults differ; PgBouncer tracks both parameters, so this survives transaction pooling. */
+ * defaults differ; PgBouncer tracks both parameters, so this survives transaction pooling.
+ * A later SET DateStyle by the user is undone by kr_conn_ready (see there). */
 static int session_setup(kr_conn *c)
 {
     const char *tz = PQparameterStatus(c->pg, "TimeZone");
@@ -106,12 +101,46 @@ static int session_setup(kr_conn *c)
     return ok;
 }
 
+#define KR_CONNS_KEY "kronos.conns"   /* registry: weak {[light kr_conn] = connection} */
+
+/* A connection carries a uservalue table (notice handler, decoders, a weak ref to its open
+ * stream), and the registry maps its C struct back to it weakly, so that C code holding only the
+ * kr_conn can reach that table without keeping the connection alive. */
 static kr_conn *newconn(lua_State *L)
 {
     kr_conn *c = (kr_conn *)lua_newuserdata(L, sizeof(kr_conn));
     memset(c, 0, sizeof *c);
+    c->notices_tail = &c->notices;
     luaL_setmetatable(L, KR_CONN_CLASS);
+    lua_newtable(L);
+    lua_newtable(L); /* env.weak: {stream = state}, weak values */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "weak");
+    kr_setuservalue(L, -2);
+    lua_getfield(L, LUA_REGISTRYINDEX, KR_CONNS_KEY);
+    lua_pushlightuserdata(L, c);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
     return c;
+}
+
+void kr_conn_env(lua_State *L, kr_conn *c)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, KR_CONNS_KEY);
+    lua_pushlightuserdata(L, c);
+    lua_rawget(L, -2);
+    if (lua_isuserdata(L, -1)) {
+        kr_getuservalue(L, -1);
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+    } else { /* being collected: an empty table stands in */
+        lua_pop(L, 2);
+        lua_newtable(L);
+    }
 }
 
 static int finish_connect(lua_State *L, kr_conn *c, const kwlist *k)
@@ -124,7 +153,9 @@ static int finish_connect(lua_State *L, kr_conn *c, const kwlist *k)
         const char *msg = lua_tostring(L, -1);
         return kr_error_return(L, "connection", "%s", msg);
     }
-    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+    /* Notices (DROP ... IF EXISTS) are not errors: libpq would print them to stderr; they are
+     * collected for conn:on_notice instead, or dropped. */
+    PQsetNoticeReceiver(c->pg, kr_notice_receiver, c);
     if (!session_setup(c)) {
         int n = kr_error_result(L, c, NULL);
         PQfinish(c->pg);
@@ -141,7 +172,7 @@ static void table_keywords(lua_State *L, int t, kwlist *k)
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING) kr_error_arg(L, t, "connection parameter names must be strings");
         const char *key = lua_tostring(L, -2);
-        if (strcmp(key, "url") != 0) {
+        if (strcmp(key, "url") != 0 && strcmp(key, "decode") != 0 && strcmp(key, "encode") != 0) {
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
                 kr_error_arg(L, t, "connection parameter '%s' must be a string or number", key);
             kr_checkstack(L, 3);
@@ -186,13 +217,30 @@ static int l_connect(lua_State *L)
     kr_conn *c = newconn(L);
     c->pg = PQconnectdbParams(k.kw, k.val, 1);
     if (c->pg == NULL) return kr_error_return(L, "connection", "out of memory");
-    return finish_connect(L, c, &k);
+    int n = finish_connect(L, c, &k);
+    if (n == 1 && t == LUA_TTABLE) { /* {decode = {...}, encode = {...}}: conn:set_decode/set_encode */
+        static const char *const opts[][2] = {{"decode", "set_decode"}, {"encode", "set_encode"}};
+        for (int i = 0; i < 2; i++) {
+            lua_getfield(L, 1, opts[i][0]);
+            if (lua_isnil(L, -1)) {
+                lua_pop(L, 1);
+                continue;
+            }
+            int conn = lua_gettop(L) - 1;
+            lua_getfield(L, conn, opts[i][1]);
+            lua_pushvalue(L, conn);
+            lua_pushvalue(L, -3);
+            lua_call(L, 2, 0);
+            lua_pop(L, 1);
+        }
+    }
+    return n;
 }
 
 /* ---- running statements ---------------------------------------------------------------- */
 
 /* Reads and frees every pending result. A COPY would never end by itself (libpq hands out a
- * new COPY result on each call), so one that kronos cannot serve is ended here. */
+ * new COPY result on each call), so one that kronos is not serving is ended here. */
 static void drain(PGconn *pg)
 {
     PGresult *r;
@@ -200,7 +248,7 @@ static void drain(PGconn *pg)
         ExecStatusType st = PQresultStatus(r);
         PQclear(r);
         if (st == PGRES_COPY_IN || st == PGRES_COPY_BOTH) {
-            if (PQputCopyEnd(pg, "COPY FROM STDIN is not supported by kronos") < 0) return;
+            if (PQputCopyEnd(pg, "the COPY was abandoned") < 0) return;
         } else if (st == PGRES_COPY_OUT) {
             char *buf;
             int n;
@@ -230,6 +278,102 @@ void kr_endstream(kr_conn *c)
     drain(c->pg);
 }
 
+/* The open rows() stream's state table {conn, generation, names = , buf = , pos = , err = }
+ * pushed when its loop is still reachable (the connection refers to it weakly), else nil. */
+static void push_open_stream(lua_State *L, kr_conn *c)
+{
+    kr_conn_env(L, c);
+    lua_getfield(L, -1, "weak");
+    lua_getfield(L, -1, "stream");
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Another statement is about to run while a stream is open: its remaining rows are read into
+ * state.buf (converted as the iterator would), so the loop goes on from memory. The memory cost
+ * is every remaining row at once, as conn:exec would hold them. An error ending the stream is kept
+ * in state.err for the iterator to raise after the rows. A stream whose loop is gone (collected)
+ * is cancelled instead. */
+static void stream_buffer(lua_State *L, kr_conn *c)
+{
+    luaL_checkstack(L, 8, "buffering a stream");
+#if LUA_VERSION_NUM < 504
+    /* LuaJIT has no closing value: a loop left by break is told from a live one by whether its
+     * iterator can still be reached, once per interrupted stream. */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+#endif
+    push_open_stream(L, c);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        kr_endstream(c);
+        return;
+    }
+    int state = lua_gettop(L);
+    lua_rawgeti(L, state, 2);
+    unsigned gen = (unsigned)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (gen != c->stream_gen) { /* not this stream's state */
+        lua_pop(L, 1);
+        kr_endstream(c);
+        return;
+    }
+    lua_newtable(L);
+    int buf = lua_gettop(L);
+    lua_pushvalue(L, buf);
+    lua_setfield(L, state, "buf");
+    lua_pushinteger(L, 1);
+    lua_setfield(L, state, "pos");
+    c->streaming = 0; /* the results are read here: nothing to cancel if a conversion raises */
+    c->stream_gen++;
+    int n = 0;
+    PGresult *res;
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        PGresult **box = kr_boxresult(L, res);
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE) {
+            lua_getfield(L, state, "names");
+            if (!lua_istable(L, -1)) {
+                lua_pop(L, 1);
+                kr_pushcolnames(L, res);
+                lua_pushvalue(L, -1);
+                lua_setfield(L, state, "names");
+            }
+            kr_pushrow(L, res, 0, PQnfields(res), -1);
+            lua_remove(L, -2);
+            lua_rawseti(L, buf, ++n);
+        } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            kr_error_result(L, c, res);
+            lua_setfield(L, state, "err");
+            lua_pop(L, 1);
+            if (is_copy(st)) drain(c->pg);
+        }
+        kr_clearbox(box);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+}
+
+/* Before each statement: see kronos.h. DateStyle: kronos's conversions (and users:list) read
+ * ISO dates, and PostgreSQL reports every change of DateStyle to libpq; a user's
+ * SET DateStyle = 'SQL, DMY' is turned into 'ISO, DMY' before the next statement, keeping the
+ * field order the user chose for reading dates. */
+void kr_conn_ready(lua_State *L, kr_conn *c)
+{
+    if (c->streaming) stream_buffer(L, c);
+    if (c->pg == NULL || c->pipelining) return;
+    if (c->deallocs) kr_statement_flush(c);
+    const char *ds = PQparameterStatus(c->pg, "DateStyle");
+    if (ds && strncmp(ds, "ISO", 3) != 0 && PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
+        const char *order = strchr(ds, ',');
+        char sql[80];
+        order = order ? order + 1 : "";
+        while (*order == ' ') order++;
+        int known = strcmp(order, "DMY") == 0 || strcmp(order, "YMD") == 0;
+        snprintf(sql, sizeof sql, "SET DateStyle TO 'ISO, %s'", known ? order : "MDY");
+        PQclear(PQexec(c->pg, sql));
+    }
+}
+
 /* Leaves the boxed result on the stack when it returns it. Inside a transaction kronos opened
  * (conn:transaction, a migration run) a statement after which the server is idle has ended it:
  * that is remembered, so the statements that follow are refused and the opener fails. */
@@ -242,7 +386,7 @@ PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
     if (is_copy(st)) {
         kr_clearbox(box);
         drain(c->pg);
-        kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
+        kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT runs through conn:copy_from / conn:copy_to");
     } else {
         kr_error_result(L, c, res);
         kr_clearbox(box); /* the error has copied what it needs */
@@ -265,7 +409,7 @@ int kr_tx_open(lua_State *L, kr_conn *c)
 static PGresult *execparams(lua_State *L, kr_conn *c, const char *sql, const kr_params *p)
 {
     if (!kr_tx_open(L, c)) return NULL;
-    kr_endstream(c);
+    kr_conn_ready(L, c);
     PGresult *res = PQexecParams(c->pg, sql, p->n, p->types, p->values, p->lengths, p->formats, 0);
     return kr_finish(L, c, res);
 }
@@ -273,26 +417,62 @@ static PGresult *execparams(lua_State *L, kr_conn *c, const char *sql, const kr_
 PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql)
 {
     if (!kr_tx_open(L, c)) return NULL;
-    kr_endstream(c);
+    kr_conn_ready(L, c);
     return kr_finish(L, c, PQexec(c->pg, sql));
 }
 
-static const char *checksql(lua_State *L, int idx)
+const char *kr_checksql(lua_State *L, int idx)
 {
     size_t len;
     return kr_checktext(L, idx, &len, "SQL");
+}
+
+/* A result in the given shape, then the array and JSON columns decoded in place when the
+ * connection asks for it. */
+static void conn_pushrows_as(lua_State *L, kr_conn *c, const PGresult *res, int shape)
+{
+    kr_pushrows_as(L, res, shape);
+    if (!c->decode_arrays && !c->decode_json) return;
+    int ncols = PQnfields(res), nrows = PQntuples(res);
+    for (int j = 0; j < ncols; j++) {
+        Oid type = PQftype(res, j);
+        if (!kr_array_decodes(c, type)) continue;
+        const char *name = PQfname(res, j);
+        if (shape == KR_ROWS_COLUMNS) lua_rawgeti(L, -1, j + 1);
+        for (int i = 0; i < nrows; i++) {
+            if (PQgetisnull(res, i, j)) continue;
+            if (shape != KR_ROWS_COLUMNS) lua_rawgeti(L, -1, i + 1);
+            kr_array_push(L, c, type, PQgetvalue(res, i, j), (size_t)PQgetlength(res, i, j));
+            if (shape == KR_ROWS_COLUMNS) {
+                lua_rawseti(L, -2, i + 1);
+            } else {
+                if (shape == KR_ROWS_ARRAYS)
+                    lua_rawseti(L, -2, j + 1);
+                else
+                    lua_setfield(L, -2, name);
+                lua_pop(L, 1);
+            }
+        }
+        if (shape == KR_ROWS_COLUMNS) lua_pop(L, 1);
+    }
+}
+
+void kr_conn_pushrows(lua_State *L, kr_conn *c, const PGresult *res)
+{
+    conn_pushrows_as(L, c, res, KR_ROWS_NAMED);
 }
 
 /* conn:exec(sql, ...) and its compact shapes: the result in the given shape | nil, err */
 static int exec_as(lua_State *L, int shape)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    const char *sql = checksql(L, 2);
+    const char *sql = kr_checksql(L, 2);
     kr_params p;
     kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
     PGresult *res = execparams(L, c, sql, &p);
+    kr_notice_deliver(L, c);
     if (res == NULL) return 2;
-    kr_pushrows_as(L, res, shape);
+    conn_pushrows_as(L, c, res, shape);
     kr_dropbox(L, -2);
     return 1;
 }
@@ -308,45 +488,103 @@ static int l_exec_columns(lua_State *L) { return exec_as(L, KR_ROWS_COLUMNS); }
 static int l_script(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    const char *sql = checksql(L, 2);
+    const char *sql = kr_checksql(L, 2);
     PGresult *res = kr_execscript(L, c, sql);
+    kr_notice_deliver(L, c);
     if (res == NULL) return 2;
-    kr_pushrows(L, res);
+    kr_conn_pushrows(L, c, res);
     kr_dropbox(L, -2);
     return 1;
 }
 
 /* ---- streaming ------------------------------------------------------------------------- */
 
-/* Upvalues: 1 connection, 2 column names (false until the first row), 3 the stream's generation. */
+/* One row of a single-row result, with the connection's decoders; names at names_idx. */
+static void push_stream_row(lua_State *L, kr_conn *c, const PGresult *res, int names_idx)
+{
+    names_idx = lua_absindex(L, names_idx);
+    kr_pushrow(L, res, 0, PQnfields(res), names_idx);
+    if (!c->decode_arrays && !c->decode_json) return;
+    for (int j = 0; j < PQnfields(res); j++) {
+        Oid type = PQftype(res, j);
+        if (PQgetisnull(res, 0, j) || !kr_array_decodes(c, type)) continue;
+        kr_array_push(L, c, type, PQgetvalue(res, 0, j), (size_t)PQgetlength(res, 0, j));
+        lua_rawgeti(L, names_idx, j + 1);
+        lua_insert(L, -2);
+        lua_rawset(L, -3);
+    }
+}
+
+/* Upvalues: 1 connection, 2 the stream's state table {conn, generation, names, buf, pos, err,
+ * first}. */
 static int rows_iter(lua_State *L)
 {
     kr_conn *c = (kr_conn *)lua_touserdata(L, lua_upvalueindex(1));
+    int state = lua_upvalueindex(2);
+    lua_getfield(L, state, "buf");
+    if (lua_istable(L, -1)) { /* read into memory when another statement ran */
+        lua_getfield(L, state, "pos");
+        lua_Integer pos = lua_tointeger(L, -1);
+        lua_rawgeti(L, -2, pos);
+        if (!lua_isnil(L, -1)) {
+            lua_pushnil(L);
+            lua_rawseti(L, -4, pos); /* handed out: the loop's memory shrinks as it goes */
+            lua_pushinteger(L, pos + 1);
+            lua_setfield(L, state, "pos");
+            return 1;
+        }
+        lua_getfield(L, state, "err");
+        if (!lua_isnil(L, -1)) {
+            lua_pushnil(L);
+            lua_setfield(L, state, "err");
+            return lua_error(L);
+        }
+        return 0;
+    }
+    lua_pop(L, 1);
     if (c->pg == NULL) kr_error_raise(L, "connection", "rows(): the connection was closed during the loop");
-    if ((unsigned)lua_tointeger(L, lua_upvalueindex(3)) != c->stream_gen)
-        kr_error_raise(L, "iterator_ended", "rows(): this iterator has ended (its loop was closed, or the connection ran another statement)");
+    lua_rawgeti(L, state, 2);
+    if ((unsigned)lua_tointeger(L, -1) != c->stream_gen)
+        kr_error_raise(L, "iterator_ended", "rows(): this iterator has ended (its loop was closed, or the connection was reset)");
+    lua_pop(L, 1);
     if (!c->streaming) return 0;
-    PGresult *res = PQgetResult(c->pg);
+    PGresult *res = NULL;
+    lua_getfield(L, state, "first");
+    if (!lua_isnil(L, -1)) { /* read ahead by the statement's rows(): its box moves here */
+        PGresult **first = (PGresult **)lua_touserdata(L, -1);
+        res = *first;
+        *first = NULL;
+        lua_pushnil(L);
+        lua_setfield(L, state, "first");
+    } else {
+        res = PQgetResult(c->pg);
+    }
+    lua_pop(L, 1);
     PGresult **box = kr_boxresult(L, res);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (st == PGRES_SINGLE_TUPLE) {
-        if (!lua_istable(L, lua_upvalueindex(2))) {
+        lua_getfield(L, state, "names");
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
             kr_pushcolnames(L, res);
-            lua_replace(L, lua_upvalueindex(2));
+            lua_pushvalue(L, -1);
+            lua_setfield(L, state, "names");
         }
-        kr_pushrow(L, res, 0, PQnfields(res), lua_upvalueindex(2));
+        push_stream_row(L, c, res, -1);
         kr_clearbox(box);
+        kr_notice_deliver(L, c);
         return 1;
     }
     /* The end of the stream, or an error: read what is left so the connection is usable. */
     c->streaming = 0;
     int ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
     if (is_copy(st))
-        kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT is not supported by kronos");
+        kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT runs through conn:copy_from / conn:copy_to");
     else if (!ok)
         kr_error_result(L, c, res);
     kr_clearbox(box);
     drain(c->pg); /* for a COPY, this result was only its announcement: drain() ends it */
+    kr_notice_deliver(L, c);
     return ok ? 0 : lua_error(L); /* raises the error object: a for loop cannot take nil, err */
 }
 
@@ -357,40 +595,64 @@ static int stream_close(lua_State *L)
     lua_rawgeti(L, 1, 2);
     kr_conn *c = (kr_conn *)lua_touserdata(L, -2);
     if (c && c->pg && (unsigned)lua_tointeger(L, -1) == c->stream_gen) kr_endstream(c);
+    lua_pushnil(L);
+    lua_setfield(L, 1, "buf"); /* rows read into memory are let go */
     return 0;
+}
+
+int kr_stream_open(lua_State *L, kr_conn *c, PGresult *first)
+{
+    if (first == NULL) PQsetSingleRowMode(c->pg);
+    /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
+    c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+    c->streaming = 1;
+    c->stream_gen++;
+    lua_getfield(L, LUA_REGISTRYINDEX, KR_CONNS_KEY);
+    lua_pushlightuserdata(L, c);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    int conn = lua_gettop(L);
+    lua_createtable(L, 2, 4); /* {conn, generation, ...} with __close */
+    int state = conn + 1;
+    lua_pushvalue(L, conn);
+    lua_rawseti(L, state, 1);
+    lua_pushinteger(L, (lua_Integer)c->stream_gen);
+    lua_rawseti(L, state, 2);
+    luaL_setmetatable(L, "kronos.stream");
+    if (first) {
+        kr_boxresult(L, first);
+        lua_setfield(L, state, "first");
+    }
+    kr_conn_env(L, c);
+    lua_getfield(L, -1, "weak");
+    lua_pushvalue(L, state);
+    lua_setfield(L, -2, "stream");
+    lua_pop(L, 2);
+    lua_pushvalue(L, conn);
+    lua_pushvalue(L, state);
+    lua_pushcclosure(L, rows_iter, 2);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushvalue(L, state);
+    lua_remove(L, conn);
+    lua_remove(L, conn);
+    return 4;
 }
 
 /* for row in conn:rows(sql, ...) do ... end: one row in memory at a time (single-row mode). */
 static int l_rows(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    const char *sql = checksql(L, 2);
+    const char *sql = kr_checksql(L, 2);
     kr_params p;
     kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
     if (!kr_tx_open(L, c)) return lua_error(L);
-    kr_endstream(c);
-    /* Inside a transaction an abandoned stream is drained, since a cancel would abort it. */
-    c->stream_drain = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+    kr_conn_ready(L, c);
     if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0)) {
         kr_error_result(L, c, NULL);
         return lua_error(L); /* the error object, as the iterator raises it */
     }
-    PQsetSingleRowMode(c->pg);
-    c->streaming = 1;
-    c->stream_gen++;
-    lua_pushvalue(L, 1);
-    lua_pushboolean(L, 0);
-    lua_pushinteger(L, (lua_Integer)c->stream_gen);
-    lua_pushcclosure(L, rows_iter, 3);
-    lua_pushnil(L);
-    lua_pushnil(L);
-    lua_createtable(L, 2, 0); /* {conn, generation} with __close */
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    lua_pushinteger(L, (lua_Integer)c->stream_gen);
-    lua_rawseti(L, -2, 2);
-    luaL_setmetatable(L, "kronos.stream");
-    return 4;
+    return kr_stream_open(L, c, NULL);
 }
 
 /* ---- transactions ---------------------------------------------------------------------- */
@@ -426,7 +688,7 @@ static int l_transaction(lua_State *L)
     if (lua_type(L, 2) != LUA_TFUNCTION) kr_error_arg(L, 2, "function expected, got %s", luaL_typename(L, 2));
     int nargs = lua_gettop(L) - 2;
     int depth = c->txdepth;
-    kr_endstream(c);
+    kr_conn_ready(L, c);
     int nested = depth > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
     char sql[64];
     if (nested)
@@ -476,6 +738,7 @@ static int l_transaction(lua_State *L)
     int rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
     kr_dropbox(L, -1);
     lua_pop(L, 1);
+    kr_notice_deliver(L, c);
     if (rolled_back)
         return kr_error_return(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
     return nres;
@@ -483,21 +746,27 @@ static int l_transaction(lua_State *L)
 
 /* ---- the rest -------------------------------------------------------------------------- */
 
-static int l_close(lua_State *L)
+/* Frees what the connection holds in C (libpq's connection, queued notices and names). */
+static void conn_free(kr_conn *c)
 {
-    kr_conn *c = kr_checkconn_any(L, 1);
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
     c->streaming = 0;
+    c->pipelining = 0;
+    kr_notice_free(c);
+    kr_statement_free(c);
+}
+
+static int l_close(lua_State *L)
+{
+    conn_free(kr_checkconn_any(L, 1));
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int l_gc(lua_State *L)
 {
-    kr_conn *c = kr_checkconn_any(L, 1);
-    if (c->pg) PQfinish(c->pg);
-    c->pg = NULL;
+    conn_free(kr_checkconn_any(L, 1));
     return 0;
 }
 
@@ -539,6 +808,8 @@ static int l_reset(lua_State *L)
     c->streaming = 0;
     c->stream_gen++;
     c->txdepth = 0;
+    c->pipelining = 0;
+    kr_statement_free(c); /* the new session has none of the old one's statements */
     PQreset(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK) {
         kr_error_pushoneline(L, PQerrorMessage(c->pg));
@@ -594,8 +865,22 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
+void kr_addmethods(lua_State *L, const luaL_Reg *fns)
+{
+    luaL_getmetatable(L, KR_CONN_CLASS);
+    lua_getfield(L, -1, "__index");
+    luaL_setfuncs(L, fns, 0);
+    lua_pop(L, 2);
+}
+
 void kr_open_conn(lua_State *L)
 {
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, KR_CONNS_KEY);
     static const luaL_Reg meta[] = {
         {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL},
     };

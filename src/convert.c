@@ -215,7 +215,7 @@ size_t kr_format_double(double d, char *out)
 {
     if (isnan(d)) return (size_t)snprintf(out, KR_DOUBLE_MAX, "NaN");
     if (isinf(d)) return (size_t)snprintf(out, KR_DOUBLE_MAX, d > 0 ? "Infinity" : "-Infinity");
-    if (d == floor(d) && fabs(d) < 9223372036854775808.0)
+    if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0)
         return (size_t)snprintf(out, KR_DOUBLE_MAX, "%.0f", d);
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(out, KR_DOUBLE_MAX, "%.*g", prec, d);

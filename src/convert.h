@@ -21,7 +21,7 @@ int kr_parse_int8(const char *in, size_t len, long long *out);
 
 /* double -> the shortest text that reads back as the same double, always with '.' whatever the
  * C locale says; NaN, Infinity and -Infinity as PostgreSQL spells them. Integral values below
- * 2^63 print as integers, so that they also read as int8 (LuaJIT has no 64-bit integers).
+ * 2^63 in magnitude ([-2^63, 2^63): both ends of int8) print as integers, so that they also read as int8 (LuaJIT has no 64-bit integers).
  * out needs KR_DOUBLE_MAX bytes; returns the length. */
 #define KR_DOUBLE_MAX 48
 size_t kr_format_double(double d, char *out);

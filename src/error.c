@@ -27,6 +27,11 @@ static const char *condition_name(const char *sqlstate)
     return e ? e->name : NULL;
 }
 
+const char *kr_error_condition(const char *sqlstate)
+{
+    return condition_name(sqlstate);
+}
+
 /* Sets err[key] = value on the object at -1; a NULL value leaves the field out. */
 void kr_error_setfield(lua_State *L, const char *key, const char *value)
 {

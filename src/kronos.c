@@ -10,6 +10,11 @@ int luaopen_kronos_core(lua_State *L)
     kr_open_params(L);
     kr_open_uuid(L);
     kr_open_conn(L);
+    kr_open_notify(L);
+    kr_open_statement(L);
+    kr_open_copy(L);
+    kr_open_pipeline(L);
+    kr_open_array(L);
     kr_open_ddl(L);
     kr_open_migrate(L);
     kr_open_users(L);

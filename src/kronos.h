@@ -40,6 +40,17 @@ typedef struct kr_conn {
     int prep_mode;     /* 0 = not checked yet, 1 = usable, -1 = not (a transaction pooler) */
     int prep_pid;      /* the backend pid they were prepared on; another one = a new session */
     unsigned char prepared[KR_PREPARED_MAX]; /* by statement id: unprepared, prepared, stale */
+    /* notify.c: notices libpq reported during a call, delivered to conn:on_notice after it */
+    struct kr_notice *notices, **notices_tail;
+    int nnotices;      /* how many are queued (at most KR_NOTICES_MAX; more are counted, dropped) */
+    int notices_dropped;
+    int want_notices;  /* a handler is set: without one notices are dropped as they come */
+    /* statement.c: user statements (conn:prepare) */
+    unsigned stmt_seq;       /* the next statement's name suffix */
+    struct kr_dealloc *deallocs; /* names of collected statements, deallocated before the next statement */
+    int pipelining;          /* pipeline.c: in libpq pipeline mode (nothing else may run) */
+    int decode_arrays;       /* array.c: conn:set_decode{arrays = true} */
+    int decode_json;         /* a json decoder is set (in the connection's uservalue) */
 } kr_conn;
 
 /* uuid.c */
@@ -69,6 +80,7 @@ void kr_error_setfname(lua_State *L, const char *name);  /* the name for callers
 int kr_error_result(lua_State *L, kr_conn *c, const PGresult *res);       /* nil, err from a failed result */
 void kr_error_setfield(lua_State *L, const char *key, const char *value); /* on the object at -1 */
 void kr_error_pushoneline(lua_State *L, const char *msg);                 /* newlines folded */
+const char *kr_error_condition(const char *sqlstate);  /* "23505" -> "unique_violation", or NULL */
 /* Appends s with control bytes escaped (and quote and backslash, when quote is not 0). */
 void kr_error_addescaped(luaL_Buffer *b, const char *s, size_t len, char quote);
 
@@ -106,11 +118,46 @@ void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream *
 /* 1 when a statement may run; 0 (nil, err pushed) once a COMMIT/ROLLBACK ran inside the
  * transaction kronos opened (txdepth > 0): the statement would run outside it. */
 int kr_tx_open(lua_State *L, kr_conn *c);
+/* Before any statement on c: a pending rows() stream is read into memory for its iterator (see
+ * conn:rows), queued DEALLOCATEs of collected statements run, and DateStyle is put back to ISO. */
+void kr_conn_ready(lua_State *L, kr_conn *c);
+/* Pushes the connection's uservalue table (handlers, decoders, the open stream). */
+void kr_conn_env(lua_State *L, kr_conn *c);
+/* After PQsend*(): pushes the 4 values of a generic for over the single-row stream
+ * (iterator, nil, nil, closing value). first, when not
+ * NULL, is the stream's first result, already read (it is kept for the iterator). */
+int kr_stream_open(lua_State *L, kr_conn *c, PGresult *first);
+/* Converts a whole result into rows (kr_pushrows) and applies the connection's decoders. */
+void kr_conn_pushrows(lua_State *L, kr_conn *c, const PGresult *res);
+/* SQL text argument: raises bad_argument for a non-string or a NUL byte. */
+const char *kr_checksql(lua_State *L, int idx);
+void kr_addmethods(lua_State *L, const luaL_Reg *fns);   /* more methods of the connection class */
 
 /* prepared.c: runs kronos's fixed statement number id (its text never changes for an id) as a
  * named prepared statement when the session allows it, else as PQexecParams. n text parameters;
  * like kr_execscript, leaves the boxed result or pushes nil, err and returns NULL. */
 PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char *const *values);
+/* 1 when named statements reach the session they were prepared in (no transaction pooler). */
+int kr_prepared_usable(kr_conn *c);
+/* What an error result says of a named statement: 0 nothing, 1 it is gone (26000), 2 it is there
+ * but unusable (0A000 "cached plan must not change result type", 42P05). */
+int kr_prepared_lost(const PGresult *res);
+
+/* notify.c: notices and notifications */
+#define KR_NOTICES_MAX 1000
+void kr_notice_receiver(void *arg, const PGresult *res);   /* libpq's notice receiver (arg = kr_conn) */
+void kr_notice_deliver(lua_State *L, kr_conn *c); /* calls conn:on_notice's handler */
+void kr_notice_free(kr_conn *c);
+
+/* statement.c */
+void kr_statement_flush(kr_conn *c);  /* runs the queued DEALLOCATEs (when the session can) */
+void kr_statement_free(kr_conn *c);
+
+/* array.c: decoding arrays and json of a result's column, and array/json parameters */
+int kr_array_decodes(kr_conn *c, Oid type);     /* 1 when the column needs kr_array_push */
+void kr_array_push(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len);
+/* result.c: one value's text converted as a column of that type is */
+void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);
 
 /* Module parts: each adds its functions to the module table at -1. */
 void kr_open_error(lua_State *L);
@@ -120,5 +167,10 @@ void kr_open_uuid(lua_State *L);
 void kr_open_ddl(lua_State *L);
 void kr_open_migrate(lua_State *L);
 void kr_open_users(lua_State *L);
+void kr_open_notify(lua_State *L);
+void kr_open_statement(lua_State *L);
+void kr_open_copy(lua_State *L);
+void kr_open_pipeline(lua_State *L);
+void kr_open_array(lua_State *L);
 
 #endif

@@ -23,7 +23,10 @@ typedef struct kr_mig {
     int transactional;
     int has_down;
     int par0, npar;          /* parents: g->par[par0 .. par0 + npar) (down_revision) */
-    int nchild;
+    int dep0, ndep;          /* dependencies: g->dep[dep0 .. dep0 + ndep) (depends_on) */
+    int lab0, nlab;          /* branch labels: g->lab[lab0 .. lab0 + nlab) */
+    int nuser;               /* migrations that depend on this one (depends_on) */
+    int nchild;              /* migrations whose down_revision names this one */
     int slot;                /* index of its entry in the Lua list (1-based) */
 } kr_mig;
 
@@ -31,7 +34,9 @@ typedef struct kr_graph {
     int n;
     kr_mig *m;
     int *par;                /* parent indices of every migration, concatenated */
-    int *order;              /* a topological order: parents first, ties by file name */
+    int *dep;                /* depends_on indices of every migration, concatenated */
+    const char **lab;        /* branch labels of every migration, concatenated */
+    int *order;              /* a topological order: parents and dependencies first, ties by file name */
     int *pos;                /* pos[i] = the place of i in order */
 } kr_graph;
 
@@ -40,8 +45,9 @@ typedef struct kr_graph {
 void kr_graph_build(lua_State *L, int list_idx, kr_graph *g);
 int kr_graph_find(const kr_graph *g, const char *rev);                   /* exact id, or -1 */
 int kr_graph_lookup(lua_State *L, const kr_graph *g, const char *spec);  /* id or unique prefix; raises */
+int kr_graph_label(const kr_graph *g, const char *label);                /* the revision carrying it, or -1 */
 unsigned char *kr_newset(lua_State *L, const kr_graph *g);               /* zeroed, left on the stack */
-void kr_graph_close(const kr_graph *g, unsigned char *set);              /* adds every ancestor */
+void kr_graph_close(const kr_graph *g, unsigned char *set);              /* adds every ancestor and dependency */
 int kr_graph_heads(const kr_graph *g, int *out);                         /* returns the count */
 int kr_applied_heads(const kr_graph *g, const unsigned char *applied, int *out);
 /* Raises an error object {code, message, file}; the message starts with the file when there is one. */
@@ -66,10 +72,13 @@ typedef struct kr_plan {
     unsigned char *applied;  /* the database's revisions (kept up to date as steps run) */
     unsigned char *target;   /* upgrade: to be applied; downgrade: to be removed; stamp: to be recorded */
     int *steps;              /* filled by kr_plan_steps */
+    int *heads;              /* scratch: the database's current heads */
+    unsigned char *tmp, *tmp2; /* scratch sets */
     int resolved;            /* the target is fixed once, from the state first read */
+    int purge;               /* stamp: start from an empty version table (Alembic's stamp --purge) */
 } kr_plan;
 void kr_plan_init(lua_State *L, kr_plan *p, int list_idx, int cmd);     /* arrays left on the stack */
-void kr_plan_closure(lua_State *L, const kr_graph *g, const char *spec, unsigned char *set);
+void kr_plan_closure(lua_State *L, kr_plan *p, const char *spec, unsigned char *set);
 void kr_plan_resolve(lua_State *L, kr_plan *p, const char *spec);
 int kr_plan_steps(kr_plan *p);                                          /* what is left, in run order */
 
@@ -90,6 +99,7 @@ typedef struct kr_run {
     kr_batch batch;          /* online round-trip batching; changed only by kr_batch_* */
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
+    int cur_transactional;
     const char *db_noted;    /* offline: the step whose reading of op.db the output already notes */
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
     char slock_sql[80];
@@ -106,7 +116,7 @@ void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline:
 int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
 
 /* migrate_op.c */
-void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx); /* sets env.op and env.db */
+void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts); /* sets env.op and env.db */
 
 /* migrate_status.c */
 int kr_migrate_status(lua_State *L);                              /* core.migrate.status */

@@ -37,15 +37,56 @@ static int op_execute(lua_State *L)
     return 0;
 }
 
+/* A builder's error at -1 is raised again, naming the helper and where the migration called it:
+ * "migrations/x.lua:12: bad argument #2 to 'create_table' (...)". The builder, called from C,
+ * cannot know the name Lua would give it: kr_error_arg reads it from kr_error_setfname. */
+_Noreturn static void builder_failed(lua_State *L, const char *name)
+{
+    kr_error_setfname(L, NULL);
+    int is_error = 0;
+    if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
+        luaL_getmetatable(L, KR_ERROR_CLASS);
+        is_error = lua_rawequal(L, -1, -2);
+        lua_pop(L, 2);
+    }
+    if (!is_error && lua_type(L, -1) == LUA_TSTRING && strncmp(lua_tostring(L, -1), "bad argument", 12) == 0) {
+        /* a builder still on luaL_argerror: "bad argument #n to '?' (...)" */
+        const char *msg = lua_tostring(L, -1), *q = strstr(msg, "'?'");
+        if (q) {
+            lua_pushlstring(L, msg, (size_t)(q - msg));
+            lua_pushfstring(L, "%s'%s'%s", lua_tostring(L, -1), name, q + 3);
+            lua_remove(L, -2);
+        } else {
+            lua_pushvalue(L, -1);
+        }
+        kr_error_new(L, "bad_argument", lua_tostring(L, -1)); /* err, text, object */
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        is_error = 1;
+    }
+    if (is_error) {
+        lua_getfield(L, -1, "message");
+        luaL_where(L, 1); /* the migration's line that called op.<name> */
+        lua_pushfstring(L, "%s%s", lua_tostring(L, -1), lua_tostring(L, -2));
+        lua_setfield(L, -4, "message");
+        lua_pop(L, 2);
+        lua_pushstring(L, name);
+        lua_setfield(L, -2, "func");
+    }
+    kr_error_throw(L);
+}
+
 /* op.<builder>(...): core.ddl.<builder>(...) returns the statements; each one runs. */
 static int op_builder(lua_State *L)
 {
     kr_run *r = op_run(L);
     int n = lua_gettop(L);
+    const char *name = lua_tostring(L, lua_upvalueindex(UP_NAME));
     lua_pushvalue(L, lua_upvalueindex(UP_BUILDER));
     lua_insert(L, 1);
-    lua_call(L, n, 1);
-    const char *name = lua_tostring(L, lua_upvalueindex(UP_NAME));
+    kr_error_setfname(L, name);
+    if (lua_pcall(L, n, 1, 0) != 0) builder_failed(L, name);
+    kr_error_setfname(L, NULL);
     if (lua_type(L, -1) == LUA_TSTRING) {
         kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
         return 0;
@@ -97,9 +138,15 @@ static int op_index(lua_State *L)
     return 1;
 }
 
-void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx)
+void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts)
 {
     lua_createtable(L, 0, 4);
+    lua_getfield(L, opts, "x"); /* the CLI's -x key=value pairs */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+    lua_setfield(L, -2, "x");
     lua_pushvalue(L, run_idx);
     lua_pushvalue(L, env);
     lua_pushcclosure(L, op_execute, 2);

@@ -24,6 +24,7 @@ typedef struct body {
     kr_run *r;
     kr_plan p;
     int each, allow_changed;
+    int has_events;          /* opts.on_event is a function */
     const char *vt;          /* quoted version table */
     const char *vtname;
     const char *lock_timeout, *stmt_timeout;   /* quoted literals or NULL */
@@ -31,7 +32,11 @@ typedef struct body {
 } body;
 
 /* The stack of run_body: its arguments, then the tables it makes. */
-enum { SLOT_RUN = 1, SLOT_CMD, SLOT_LIST, SLOT_OPTS, SLOT_CONN, SLOT_DDL, SLOT_ENV, SLOT_RESULTS };
+enum { SLOT_RUN = 1, SLOT_CMD, SLOT_LIST, SLOT_OPTS, SLOT_CONN, SLOT_DDL, SLOT_PROGRESS, SLOT_ENV, SLOT_RESULTS };
+
+/* The progress table (made by kr_migrate_run, which reads it after a failure): its fields. */
+#define PROGRESS_KEPT "kept"        /* revisions committed by this run */
+#define PROGRESS_OPEN "open"        /* revisions run in the open transaction, not committed yet */
 
 /* ---- emitting SQL, and the batch ------------------------------------------------------- */
 
@@ -188,6 +193,102 @@ static void take_lock(lua_State *L, body *b, const char *sql)
     lua_pop(L, 1);
 }
 
+/* ---- progress events (EVENTS.md) --------------------------------------------------------- */
+
+/* Starts an event table {type = type} at the top of the stack. */
+static void event_new(lua_State *L, const char *type)
+{
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+}
+
+/* Hands the event table at -1 to opts.on_event (online runs only) and pops it. */
+static void event_fire(lua_State *L, body *b)
+{
+    if (!b->has_events || b->r->offline) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getfield(L, SLOT_OPTS, "on_event");
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+}
+
+static void list_append(lua_State *L, int list, const char *value)
+{
+    lua_pushstring(L, value);
+    lua_rawseti(L, list, (int)lua_rawlen(L, list) + 1);
+}
+
+/* Records a step that ran in the open transaction (or, non-transactional, committed by itself). */
+static void progress_ran(lua_State *L, const char *rev)
+{
+    lua_getfield(L, SLOT_PROGRESS, PROGRESS_OPEN);
+    list_append(L, lua_gettop(L), rev);
+    lua_pop(L, 1);
+}
+
+/* The open transaction committed: its steps are durable. Fires "commit" when it had any. */
+static void progress_committed(lua_State *L, body *b)
+{
+    lua_getfield(L, SLOT_PROGRESS, PROGRESS_OPEN);
+    int open = lua_gettop(L), n = (int)lua_rawlen(L, open);
+    if (n > 0) {
+        lua_getfield(L, SLOT_PROGRESS, PROGRESS_KEPT);
+        for (int k = 1; k <= n; k++) {
+            lua_rawgeti(L, open, k);
+            lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
+        }
+        lua_pop(L, 1);
+        event_new(L, "commit");
+        lua_pushvalue(L, open);
+        lua_setfield(L, -2, "revisions");
+        lua_newtable(L);
+        lua_setfield(L, SLOT_PROGRESS, PROGRESS_OPEN);
+        event_fire(L, b);
+    }
+    lua_pop(L, 1);
+}
+
+/* "base", or the down_revisions joined by ",": where an upgrade step starts, a downgrade ends. */
+static void push_parents(lua_State *L, const kr_graph *g, const kr_mig *m)
+{
+    if (m->npar == 0) {
+        lua_pushliteral(L, "base");
+        return;
+    }
+    luaL_Buffer buf;
+    luaL_buffinit(L, &buf);
+    for (int q = m->par0; q < m->par0 + m->npar; q++) {
+        if (q > m->par0) luaL_addchar(&buf, ',');
+        luaL_addstring(&buf, g->m[g->par[q]].rev);
+    }
+    luaL_pushresult(&buf);
+}
+
+static void event_step(lua_State *L, body *b, const kr_mig *m, int up, const char *type, double ms)
+{
+    if (!b->has_events || b->r->offline) return;
+    event_new(L, type);
+    lua_pushstring(L, m->rev);
+    lua_setfield(L, -2, "revision");
+    lua_pushstring(L, up ? "upgrade" : "downgrade");
+    lua_setfield(L, -2, "direction");
+    if (ms < 0) {
+        push_parents(L, &b->p.g, m);
+        lua_setfield(L, -2, "from");
+        lua_pushstring(L, m->message);
+        lua_setfield(L, -2, "message");
+        lua_pushboolean(L, m->transactional);
+        lua_setfield(L, -2, "transactional");
+    } else {
+        lua_pushnumber(L, ms);
+        lua_setfield(L, -2, "ms");
+    }
+    event_fire(L, b);
+}
+
 /* ---- segments and the version table --------------------------------------------------- */
 
 static void create_version_table(lua_State *L, body *b)
@@ -217,8 +318,16 @@ static void read_state(lua_State *L, body *b)
     for (int row = 0; row < PQntuples(res); row++) {
         const char *rev = PQgetvalue(res, row, 0);
         int i = kr_graph_find(g, rev);
+        if (i < 0 && b->p.cmd == KR_CMD_STAMP) {
+            /* a stamp replaces it (see run_stamp) */
+            lua_getfield(L, SLOT_ENV, "unknown");
+            list_append(L, lua_gettop(L), rev);
+            lua_pop(L, 1);
+            continue;
+        }
         if (i < 0)
-            kr_migrate_raise(L, "unknown_revision", NULL, "the database is at revision '%s', which no migration file provides", rev);
+            kr_migrate_raise(L, "unknown_revision", NULL, "the database is at revision '%s', which no migration file provides; "
+                             "stamp the revision it is at (stamp --purge starts from an empty version table)", rev);
         b->p.applied[i] = 1;
         if (b->p.cmd == KR_CMD_UPGRADE && !b->allow_changed && !PQgetisnull(res, row, 1) &&
             strcmp(PQgetvalue(res, row, 1), g->m[i].checksum) != 0)
@@ -251,6 +360,7 @@ static void commit_tx(lua_State *L, body *b)
     emitf(L, b, "COMMIT");
     b->r->intx = 0;
     if (b->r->c) b->r->c->txdepth = 0;
+    progress_committed(L, b);
 }
 
 static void begin_session(lua_State *L, body *b)
@@ -316,8 +426,10 @@ static void run_step(lua_State *L, body *b, int i, int up)
 {
     kr_mig *m = &b->p.g.m[i];
     kr_run *r = b->r;
+    event_step(L, b, m, up, "step_start", -1);
     r->cur_file = m->file;
     r->cur_rev = m->rev;
+    r->cur_transactional = m->transactional;
     r->up = up;
     if (!up && !m->has_down) kr_migrate_raise(L, "bad_migration", m->file, "revision '%s' has no down function", m->rev);
     int top = lua_gettop(L);
@@ -346,7 +458,11 @@ static void run_step(lua_State *L, body *b, int i, int up)
     lua_rawseti(L, SLOT_RESULTS, (int)lua_rawlen(L, SLOT_RESULTS) + 1);
     r->cur_file = r->cur_rev = NULL;
     lua_settop(L, top);
-    log_step(L, b, m, up, now_ms() - t0);
+    progress_ran(L, m->rev);
+    double ms = now_ms() - t0;
+    log_step(L, b, m, up, ms);
+    event_step(L, b, m, up, "step_done", ms);
+    if (!m->transactional) progress_committed(L, b); /* no transaction: durable at once */
 }
 
 /* ---- the run ------------------------------------------------------------------------------ */
@@ -356,6 +472,21 @@ static void run_stamp(lua_State *L, body *b, const char *spec)
     kr_graph *g = &b->p.g;
     begin_tx(L, b);
     kr_plan_resolve(L, &b->p, spec);
+    if (b->p.purge) {
+        /* Alembic's stamp --purge: the version table is emptied first, whatever it held */
+        emitf(L, b, "DELETE FROM %s", b->vt);
+        memset(b->p.applied, 0, (size_t)g->n + 1);
+    } else {
+        /* revisions no file provides say nothing this stamp can keep: an explicit stamp replaces them */
+        lua_getfield(L, SLOT_ENV, "unknown");
+        for (int k = 1; k <= (int)lua_rawlen(L, -1); k++) {
+            lua_rawgeti(L, -1, k);
+            kr_push_literal(L, lua_tostring(L, -1));
+            emitf(L, b, "DELETE FROM %s WHERE revision = %s", b->vt, lua_tostring(L, -1));
+            lua_pop(L, 2);
+        }
+        lua_pop(L, 1);
+    }
     for (int k = g->n - 1; k >= 0; k--) {
         int i = g->order[k];
         if (!b->p.applied[i] || b->p.target[i]) continue;
@@ -478,7 +609,7 @@ static void read_options(lua_State *L, body *b)
 
 /* ---- entry --------------------------------------------------------------------------------- */
 
-/* body(run, cmd, list, opts, conn, ddl) -> revisions [, statements]; the stack is named by SLOT_*. */
+/* body(run, cmd, list, opts, conn, ddl, progress) -> revisions [, statements]; the stack is named by SLOT_*. */
 static int run_body(lua_State *L)
 {
     body b;
@@ -486,7 +617,7 @@ static int run_body(lua_State *L)
     b.r = (kr_run *)lua_touserdata(L, SLOT_RUN);
     const char *cmd = lua_tostring(L, SLOT_CMD);
     int kind = strcmp(cmd, "upgrade") == 0 ? KR_CMD_UPGRADE : strcmp(cmd, "downgrade") == 0 ? KR_CMD_DOWNGRADE : KR_CMD_STAMP;
-    lua_settop(L, SLOT_DDL);
+    lua_settop(L, SLOT_PROGRESS);
     lua_createtable(L, 2, 5); /* SLOT_ENV */
     lua_newtable(L);
     lua_rawseti(L, SLOT_ENV, KR_ENV_OUT);
@@ -499,10 +630,16 @@ static int run_body(lua_State *L)
     lua_getfield(L, SLOT_OPTS, "echo");
     b.r->has_echo = lua_isfunction(L, -1);
     lua_setfield(L, SLOT_ENV, "echo");
+    lua_getfield(L, SLOT_OPTS, "on_event");
+    b.has_events = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_setfield(L, SLOT_ENV, "unknown");
     lua_newtable(L); /* SLOT_RESULTS */
-    kr_op_make(L, SLOT_RUN, SLOT_ENV, SLOT_CONN);
+    kr_op_make(L, SLOT_RUN, SLOT_ENV, SLOT_CONN, SLOT_OPTS);
     read_options(L, &b);
     kr_plan_init(L, &b.p, SLOT_LIST, kind);
+    b.p.purge = opt_bool(L, "purge");
     const char *spec = opt_string(L, "target", kind == KR_CMD_UPGRADE ? "head" : kind == KR_CMD_DOWNGRADE ? "base" : "");
     if (*spec == '\0') kr_migrate_raise(L, "bad_target", NULL, "stamp needs a target");
     const char *colon = strchr(spec, ':');
@@ -510,7 +647,7 @@ static int run_body(lua_State *L)
     if (colon) {
         /* offline from a given state */
         lua_pushlstring(L, spec, (size_t)(colon - spec));
-        kr_plan_closure(L, &b.p.g, *lua_tostring(L, -1) ? lua_tostring(L, -1) : "base", b.p.applied);
+        kr_plan_closure(L, &b.p, *lua_tostring(L, -1) ? lua_tostring(L, -1) : "base", b.p.applied);
         lua_pop(L, 1);
         spec = colon + 1;
         if (*spec == '\0') spec = kind == KR_CMD_UPGRADE ? "head" : "base";
@@ -554,6 +691,19 @@ static void blame(lua_State *L, kr_run *r)
     kr_error_setfield(L, "revision", r->cur_rev);
 }
 
+/* Sets err.kept and err.rolled_back on the error object at -1 (not on a foreign error value):
+ * what this run committed, and what its open transaction held (with the failing step when it
+ * is transactional: its work went with the transaction). */
+static void report_progress(lua_State *L, kr_run *r, int progress)
+{
+    if (!lua_istable(L, -1)) return;
+    lua_getfield(L, progress, PROGRESS_KEPT);
+    lua_setfield(L, -2, "kept");
+    lua_getfield(L, progress, PROGRESS_OPEN);
+    if (r->cur_rev && r->cur_transactional) list_append(L, lua_gettop(L), r->cur_rev);
+    lua_setfield(L, -2, "rolled_back");
+}
+
 /* core.migrate.run(cmd, list, opts, conn|nil, ddl|nil) -> revisions, statements (offline) */
 int kr_migrate_run(lua_State *L)
 {
@@ -573,10 +723,16 @@ int kr_migrate_run(lua_State *L)
     memset(r, 0, sizeof *r);
     r->c = c;
     r->offline = offline;
+    lua_createtable(L, 0, 2); /* 7: progress */
+    lua_newtable(L);
+    lua_setfield(L, 7, PROGRESS_KEPT);
+    lua_newtable(L);
+    lua_setfield(L, 7, PROGRESS_OPEN);
     lua_pushcfunction(L, run_body);
     lua_pushvalue(L, 6);
     for (int i = 1; i <= 5; i++) lua_pushvalue(L, i);
-    int status = lua_pcall(L, 6, 2, 0);
+    lua_pushvalue(L, 7);
+    int status = lua_pcall(L, 7, 2, 0);
     r->active = 0;
     if (status == 0) return 2;
     if (c && c->pg) {
@@ -589,6 +745,8 @@ int kr_migrate_run(lua_State *L)
         }
     }
     if (c) c->txdepth = 0;
+    kr_error_setfname(L, NULL); /* an op helper's name must not outlive its call */
     if (r->cur_file) blame(L, r);
+    report_progress(L, r, 7);
     return lua_error(L);
 }

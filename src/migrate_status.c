@@ -33,7 +33,9 @@ static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
     return res;
 }
 
-/* core.migrate.status(list, opts, conn|nil) -> {heads, current, pending, changed, unknown, history} */
+/* core.migrate.status(list, opts, conn|nil) -> {heads, current, pending, changed, unknown, history}
+ * unknown: the revisions the version table holds that no file provides (after switching
+ * branches, say); history lists them last with unknown = true. */
 int kr_migrate_status(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -115,6 +117,22 @@ int kr_migrate_status(lua_State *L)
             }
         }
         lua_rawseti(L, -2, k + 1);
+    }
+    /* revisions the database records and no file provides: listed last, marked unknown */
+    for (int row = 0, k = g.n; res && row < PQntuples(res); row++) {
+        if (kr_graph_find(&g, PQgetvalue(res, row, 0)) >= 0) continue;
+        lua_createtable(L, 0, 6);
+        lua_pushstring(L, PQgetvalue(res, row, 0));
+        lua_setfield(L, -2, "revision");
+        lua_pushliteral(L, "");
+        lua_setfield(L, -2, "message");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "applied");
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "unknown");
+        kr_pushvalue(L, res, row, 2);
+        lua_setfield(L, -2, "applied_at");
+        lua_rawseti(L, -2, ++k);
     }
     lua_setfield(L, -2, "history");
     if (res) kr_clearbox((PGresult **)lua_touserdata(L, resbox));

@@ -31,7 +31,7 @@ static int same_session(kr_conn *c)
     return answer;
 }
 
-static int usable(kr_conn *c)
+int kr_prepared_usable(kr_conn *c)
 {
     int pid = PQbackendPID(c->pg);
     if (c->prep_pid != pid) { /* a new session (conn:reset()): nothing is prepared there */
@@ -51,6 +51,11 @@ static int state_after(const PGresult *res, int state)
     if (strcmp(st, "26000") == 0) return UNPREPARED; /* gone (DEALLOCATE, DISCARD ALL) */
     if (strcmp(st, "0A000") == 0 || strcmp(st, "42P05") == 0) return STALE; /* there, but unusable */
     return state;
+}
+
+int kr_prepared_lost(const PGresult *res)
+{
+    return state_after(res, PREPARED) == PREPARED ? 0 : state_after(res, PREPARED) == UNPREPARED ? 1 : 2;
 }
 
 /* Makes the statement ready on the session; on failure leaves nil, err and returns 0. */
@@ -78,8 +83,8 @@ static int prepare(lua_State *L, kr_conn *c, int id, const char *name, const cha
 PGresult *kr_prepared_exec(lua_State *L, kr_conn *c, int id, const char *sql, int n, const char *const *values)
 {
     if (!kr_tx_open(L, c)) return NULL;
-    kr_endstream(c);
-    if (id < 0 || id >= KR_PREPARED_MAX || !usable(c))
+    kr_conn_ready(L, c);
+    if (id < 0 || id >= KR_PREPARED_MAX || !kr_prepared_usable(c))
         return kr_finish(L, c, PQexecParams(c->pg, sql, n, NULL, values, NULL, NULL, 0));
     char name[32];
     snprintf(name, sizeof name, "kronos_%d", id);

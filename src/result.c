@@ -129,6 +129,11 @@ static void push_text_as(lua_State *L, unsigned char kind, const char *s, size_t
     }
 }
 
+void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len)
+{
+    push_text_as(L, kind_of(type), s, len);
+}
+
 void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col)
 {
     if (PQgetisnull(res, row, col)) {

@@ -86,7 +86,8 @@ function M.upgrade(opts) return run("upgrade", opts) end
 -- downgrade{target = "base", ...} -> the revisions reverted, in order.
 function M.downgrade(opts) return run("downgrade", opts) end
 
--- stamp{target = ...} -> the database's revisions afterwards; runs no migration.
+-- stamp{target = ..., purge = false} -> the database's revisions afterwards; runs no migration.
+-- purge = true empties the version table first (Alembic's stamp --purge).
 function M.stamp(opts)
     if not (opts and opts.target) then fail("bad_target", "stamp needs a target") end
     return run("stamp", opts)
@@ -101,8 +102,15 @@ end
 
 M.status = function(opts) return status(opts, true) end
 
--- The revisions the database is at (its applied heads); empty at base.
-function M.current(opts) return status(opts, true).current end
+-- The revisions the database is at (its applied heads); empty at base. Revisions it records
+-- that no file provides come last and are also listed in the result's field `unknown` (absent when there are none).
+function M.current(opts)
+    local s = status(opts, true)
+    local cur = s.current
+    for _, rev in ipairs(s.unknown) do cur[#cur + 1] = rev end
+    if #s.unknown > 0 then cur.unknown = s.unknown end
+    return cur
+end
 
 -- The heads of the revision graph (no database needed).
 function M.heads(opts) return status(opts, false).heads end
