@@ -16,7 +16,8 @@ BUILD    ?= build/$(LUA)$(VARIANT)
 PQ_INC   := $(shell $(PG_CONFIG) --includedir 2>/dev/null)
 PQ_LIB   := $(shell $(PG_CONFIG) --libdir 2>/dev/null)
 CFLAGS   ?= -O2 -g
-CFLAGS_ALL := -std=c11 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra -Werror -I$(LUA_INC) -I$(PQ_INC) $(CFLAGS) $(XCFLAGS)
+WERROR   ?= -Werror
+CFLAGS_ALL := -std=c11 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra $(WERROR) -I$(LUA_INC) -I$(PQ_INC) $(CFLAGS) $(XCFLAGS)
 LDFLAGS_ALL := -shared -L$(PQ_LIB) $(LDFLAGS) $(XLDFLAGS)
 LIBS     := -lpq -luuid
 
@@ -26,12 +27,24 @@ MODULE   := $(BUILD)/kronos/core.so
 BUSTED   ?= /usr/bin/busted
 BUSTED_ARGS ?= -o utfTerminal
 SPECS    ?= spec
+# `make install` (and the rock, which passes LuaRocks' directories) puts the module here.
+INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VER)
+INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VER)
+# Every Lua module under lua/ (the users migration module included), by wildcard like the C.
+LUA_FILES = $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | sort)
 
-.PHONY: all deps env test test-all lint check-memory fuzz bench dev dev-stop clean install
+.PHONY: all deps env test test-all lint check-memory fuzz bench dev dev-env dev-stop clean install FORCE
 
+# Building never installs packages (make deps does; so do make test and make dev).
 all: $(MODULE)
 
-$(BUILD)/obj/%.o: src/%.c src/*.h | deps-build
+# The flags the objects were built with: a build for other headers (LUA_INC) or other flags in
+# the same BUILD directory recompiles everything instead of linking stale objects.
+$(BUILD)/cflags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(CFLAGS_ALL)' | cmp -s - $@ || echo '$(CFLAGS_ALL)' > $@
+
+$(BUILD)/obj/%.o: src/%.c src/*.h $(BUILD)/cflags
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
@@ -43,9 +56,6 @@ $(MODULE): $(OBJS)
 deps:
 	@sh tools/deps.sh base
 
-deps-build:
-	@sh tools/deps.sh base
-
 # eval "$(make -s env)" puts the in-tree build first on Lua's paths.
 env:
 	@echo "export LUA_PATH='$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;'"
@@ -53,14 +63,15 @@ env:
 
 # Runs the busted suite against a private PostgreSQL cluster (or $$DATABASE_URL).
 # nginx in the OpenResty spec loads the LuaJIT build whatever LUA is, so both are built.
-test: deps all
+test: deps
+	@$(MAKE) --no-print-directory all
 	@$(MAKE) -s LUA=luajit VARIANT= all >/dev/null
 	@LUA=$(LUA) BUILD=$(BUILD) sh tools/run-tests.sh $(LUA) $(BUSTED) $(BUSTED_ARGS) $(SPECS)
 
 # Lua dirs that exist, plus bin/'s scripts (luacheck only picks *.lua out of a directory).
 LINT_LUA := $(wildcard lua bin spec migrations examples bench tools) $(wildcard bin/*)
 
-lint: deps
+lint:
 	luacheck --no-color -q $(LINT_LUA)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
 	  --suppress=missingIncludeSystem --library=tools/cppcheck-lua.cfg --inline-suppr -I src src
@@ -76,16 +87,25 @@ bench:
 	@sh bench/run.sh
 
 # The main job: a development cluster in ./.pgdata (unless DATABASE_URL is set), migrated to head.
-dev: all
+dev: deps
+	@$(MAKE) --no-print-directory all
 	@sh tools/dev.sh start
+
+# eval "$$(make -s dev-env)": DATABASE_URL of the development server (started if it is not running).
+dev-env:
+	@sh tools/dev.sh env
 
 dev-stop:
 	@sh tools/dev.sh stop
 
+# The module and every Lua file under lua/ (symbolic links are installed as the files they name).
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/kronos $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/kronos
-	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/kronos/core.so
-	install -m 644 lua/kronos/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/kronos/
+	install -d $(DESTDIR)$(INST_LIBDIR)/kronos
+	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/kronos/core.so
+	@for f in $(LUA_FILES); do \
+	  echo "install lua/$$f $(DESTDIR)$(INST_LUADIR)/$$f"; \
+	  install -D -m 644 lua/$$f $(DESTDIR)$(INST_LUADIR)/$$f || exit 1; \
+	done
 
 clean:
 	rm -rf build

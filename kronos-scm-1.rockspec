@@ -1,10 +1,16 @@
--- kronos: `luarocks make --tree DIR kronos-scm-1.rockspec` builds and installs it offline
--- (libpq and libuuid from the system: Debian's libpq-dev and uuid-dev).
+-- kronos, built from a checkout with `luarocks make`, offline with Debian's luarocks and packages
+-- (README, "Installing"):
+--   Lua 5.4:  LUAROCKS_CONFIG=tools/luarocks-lua5.4.lua luarocks --lua-version 5.4 make --tree DIR kronos-scm-1.rockspec
+--   LuaJIT:   LUAROCKS_CONFIG=tools/luarocks-luajit.lua luarocks --lua-version 5.1 make --tree DIR kronos-scm-1.rockspec
+-- The C is built by the Makefile (every src/*.c) and `make install` installs every lua/**/*.lua:
+-- there is no list here to keep in step. A lua.h that is neither Lua 5.4 nor LuaJIT 2.1 stops the
+-- build (src/compat.h).
 rockspec_format = "3.0"
 package = "kronos"
 version = "scm-1"
 source = {
-   url = "git+file:///work/main", -- `luarocks make` builds the checkout it runs in
+   -- no published repository: `luarocks make` builds the checkout it runs in, never fetching this.
+   url = "git+file://.",
 }
 description = {
    summary = "PostgreSQL for Lua over libpq, with schema migrations and the Kronos user model",
@@ -12,42 +18,38 @@ description = {
 kronos is a Lua module written in C that wraps libpq: exact type conversion, parameters always
 sent as parameters, streaming results, transactions with savepoints. It carries a schema-migration
 engine (Lua migration files over C-backed DDL helpers, the `kronos` command) and the Kronos user
-model. One C source builds for Lua 5.4 and LuaJIT 2.1 (OpenResty).
+model, whose migration ships as the module kronos.migrations. Lua 5.4 and LuaJIT 2.1 (OpenResty).
 ]],
    license = "MIT",
 }
+-- What the installed code needs. Offline, Debian's lua-argparse and lua-cjson (not registered
+-- rocks) provide the last two: tools/luarocks-*.lua declare them provided.
 dependencies = {
-   "lua >= 5.1",
+   "lua >= 5.1, < 5.5",
+   "argparse >= 0.6",     -- the kronos command
+   "lua-cjson >= 2.1",    -- kronos --json
 }
 external_dependencies = {
    PQ = { library = "pq" },
    UUID = { header = "uuid/uuid.h", library = "uuid" },
 }
 build = {
-   type = "builtin",
-   modules = {
-      ["kronos.core"] = {
-         -- every src/*.c (the Makefile takes them by wildcard; keep this list in step)
-         sources = {
-            "src/auxiliar.c", "src/error.c", "src/conn.c", "src/convert.c", "src/kronos.c", "src/params.c",
-            "src/result.c", "src/uuid.c",
-            "src/ddl.c", "src/ddl_constraint.c", "src/ddl_table.c", "src/ddl_text.c", "src/ddl_util.c",
-            "src/migrate.c", "src/migrate_files.c", "src/migrate_graph.c", "src/migrate_op.c", "src/migrate_plan.c",
-            "src/migrate_run.c", "src/migrate_sql.c", "src/migrate_status.c", "src/sha256.c",
-            "src/users.c", "src/users_base.c", "src/users_batch.c", "src/users_fields.c", "src/users_list.c", "src/utf8.c", "src/validate.c",
-            "src/prepared.c", "src/option.c", "src/notify.c", "src/statement.c", "src/copy.c", "src/pipeline.c", "src/array.c",
-         },
-         defines = { "_POSIX_C_SOURCE=200809L" },
-         -- Debian keeps libpq-fe.h in include/postgresql, other systems in include/
-         incdirs = { "src", "$(PQ_INCDIR)", "$(PQ_INCDIR)/postgresql", "$(UUID_INCDIR)" },
-         libdirs = { "$(PQ_LIBDIR)", "$(UUID_LIBDIR)" },
-         libraries = { "pq", "uuid" },
-      },
-      ["kronos"] = "lua/kronos/init.lua",
-      ["kronos.cli"] = "lua/kronos/cli.lua",
-      ["kronos.console"] = "lua/kronos/console.lua",
-      ["kronos.migrate"] = "lua/kronos/migrate.lua",
-      ["kronos.users"] = "lua/kronos/users.lua",
+   type = "make",
+   -- BUILD: the rock's own object directory (the Makefile recompiles when LUA_INC changes).
+   -- WERROR empty: the project's -Werror is for its own CI, not for a user's compiler.
+   build_variables = {
+      LUA_INC = "$(LUA_INCDIR)",
+      CFLAGS = "$(CFLAGS)",
+      BUILD = "build/rock",
+      WERROR = "",
+   },
+   install_variables = {
+      LUA_INC = "$(LUA_INCDIR)",
+      CFLAGS = "$(CFLAGS)",
+      BUILD = "build/rock",
+      WERROR = "",
+      INST_LIBDIR = "$(LIBDIR)",
+      INST_LUADIR = "$(LUADIR)",
    },
    install = {
       bin = { kronos = "bin/kronos" },

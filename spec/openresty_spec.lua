@@ -36,9 +36,11 @@ local function stop(prefix)
     H.run(("sh %s stop %s"):format(q(nginx_sh), q(prefix)))
 end
 
--- One HTTP request through curl: status, decoded JSON body (or nil), raw body.
+-- One HTTP request through curl: status, decoded JSON body (or nil), raw body. Every status line
+-- must carry a reason phrase ("HTTP/1.1 400 Bad Request", never "HTTP/1.1 422 ").
 local function http(tmp, method, url, body)
-    local cmd = { clean_env .. "curl -sS --max-time 10 -X", method, "-o", q(tmp .. "/resp"), "-w '%{http_code}'" }
+    local cmd = { clean_env .. "curl -sS --max-time 10 -X", method, "-o", q(tmp .. "/resp"),
+                  "-D", q(tmp .. "/head"), "-w '%{http_code}'" }
     if body then
         spit(tmp .. "/req", body)
         cmd[#cmd + 1] = "-H 'Content-Type: application/json' --data-binary @" .. q(tmp .. "/req")
@@ -46,6 +48,8 @@ local function http(tmp, method, url, body)
     cmd[#cmd + 1] = q(url)
     local out = sh(table.concat(cmd, " "))
     local raw = slurp(tmp .. "/resp") or ""
+    local status_line = (slurp(tmp .. "/head") or ""):match("^[^\r\n]*")
+    assert.matches("^HTTP/1%.1 %d%d%d [%a ]+%a$", status_line)
     return tonumber(out:match("(%d%d%d)$")), cjson.decode(raw), raw
 end
 
@@ -109,13 +113,14 @@ describe("OpenResty example", function()
             finally(function() db:close() end)
             assert.same({ n = 1, users = true }, assert(db:exec(
                 "SELECT count(*) AS n, to_regclass('users') IS NOT NULL AS users FROM kronos_version"))[1])
-            -- each master logged how many migrations it applied: one of them applied all
-            local applied = {}
+            -- each master logged what it applied: one of them applied the migration
+            local logged = {}
             for i, p in ipairs(prefixes) do
-                applied[i] = tonumber(slurp(p .. "/logs/error.log"):match("kronos: applied (%d+) migration"))
+                logged[i] = slurp(p .. "/logs/error.log"):match("init_by_lua[^\n]*kronos: ([^\n]*)")
             end
-            table.sort(applied)
-            assert.same({ 0, 0, 1 }, applied)
+            table.sort(logged)
+            assert.same({ "applied 1 migration: 4f1c2a9e7b30", "the schema is at head, no migration to apply",
+                          "the schema is at head, no migration to apply" }, logged)
         end)
 
         it("the masters hold no database connection after the fork", function()
@@ -126,7 +131,7 @@ describe("OpenResty example", function()
             end
         end)
 
-        it("serves POST /users: 201, 409 on a duplicate email, 422 when invalid, 400 on bad JSON", function()
+        it("serves POST /users: 201 with every field (NULL as null), 409 on a duplicate, 400 when invalid", function()
             local base = outs[1]
             local status, user = http(tmp, "POST", base .. "/users",
                 '{"email": "ada@example.com", "first_name": "Ada", "last_name": "Lovelace"}')
@@ -135,17 +140,32 @@ describe("OpenResty example", function()
             assert.equals("ada@example.com", user.email)
             assert.equals("Ada", user.first_name)
             assert.equals(true, user.is_active)
+            -- SQL NULLs are JSON null, not absent keys
+            assert.equals(cjson.null, user.profile_image_url)
+            assert.equals(cjson.null, user.last_login)
+            local keys = {}
+            for k in pairs(user) do keys[#keys + 1] = k end
+            table.sort(keys)
+            assert.same({ "created_at", "email", "first_name", "id", "is_active", "last_login", "last_name",
+                          "profile_image_url", "updated_at" }, keys)
 
             local dup, body = http(tmp, "POST", outs[2] .. "/users", '{"email": "ada@example.com"}')
             assert.equals(409, dup)
             assert.equals("duplicate_email", body.error.code)
 
             local bad, invalid = http(tmp, "POST", base .. "/users", '{"email": "not an email"}')
-            assert.equals(422, bad)
-            assert.matches("^invalid_", invalid.error.code)
+            assert.equals(400, bad)
+            assert.equals("invalid_email", invalid.error.code)
 
-            assert.equals(400, (http(tmp, "POST", base .. "/users", '{"email": ')))
-            assert.equals(422, (http(tmp, "POST", base .. "/users", '["ada@example.com"]')))
+            local code, err = http(tmp, "POST", base .. "/users", '{"email": ')
+            assert.equals(400, code)
+            assert.equals("invalid_json", err.error.code)
+            -- an array, even an empty one (which cjson decodes like {}), is not a user
+            for _, array in ipairs { '["ada@example.com"]', "[]", " [ ] " } do
+                code, err = http(tmp, "POST", base .. "/users", array)
+                assert.equals(400, code)
+                assert.same({ code = "invalid_body", message = "a JSON object is expected as the request body" }, err.error)
+            end
         end)
 
         it("serves GET /users/<id>: 200 with the user, 404 otherwise", function()
@@ -182,7 +202,7 @@ describe("OpenResty example", function()
             until not after or pages > 10
             for id in pairs(want) do assert.is_true(seen[id]) end
             assert.is_true(pages >= 3 and pages <= 10)
-            assert.equals(422, (http(tmp, "GET", outs[1] .. "/users?limit=two")))
+            assert.equals(400, (http(tmp, "GET", outs[1] .. "/users?limit=two")))
         end)
     end)
 
@@ -251,7 +271,7 @@ describe("OpenResty example", function()
         local codes, outs = start_all({ prefix }, { DATABASE_URL = url }, conf)
         assert.equals(1, codes[1], outs[1])
         local log = slurp(prefix .. "/logs/error.log")
-        assert.matches("the schema is not at head (pending: 4f1c2a9e7b30;", log, 1, true)
+        assert.matches("kronos: the schema is not at head (pending: 4f1c2a9e7b30): run the migrations first", log, 1, true)
         -- check{} changed nothing
         db = assert(kronos.connect(url))
         assert.equals(0, #assert(db:exec("SELECT 1 FROM pg_class WHERE relname = 'users'")))

@@ -7,6 +7,18 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+/* The runtimes kronos supports: Lua 5.4 and LuaJIT 2.1. Any other lua.h stops the build here,
+ * with this message, rather than producing a module that fails when it is loaded (PUC Lua 5.1
+ * lacks luaL_setfuncs, 5.2 and 5.3 are untested). LuaJIT's luaconf.h defines LUA_LJDIR. */
+#if LUA_VERSION_NUM == 501 && defined(LUA_LJDIR)
+#include <luajit.h>
+#if LUAJIT_VERSION_NUM < 20100
+#error "kronos needs LuaJIT 2.1 or later: these LuaJIT headers are older (see README, Installing)"
+#endif
+#elif LUA_VERSION_NUM != 504
+#error "kronos builds for Lua 5.4 or LuaJIT 2.1 only: this lua.h is another Lua (PUC 5.1, 5.2 or 5.3). Use luarocks --lua-version 5.4, or the LuaJIT command of the README (Installing)"
+#endif
+
 #if LUA_VERSION_NUM < 502
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 #define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))

@@ -21,7 +21,7 @@ int luaopen_kronos_core(lua_State *L)
     /* kronos.null is a NULL light userdata, the same value as cjson.null and ngx.null. */
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
-    lua_pushliteral(L, "kronos 0.1.0");
+    lua_pushliteral(L, "0.1.0"); /* the release; the rockspec of a checkout is scm-1 */
     lua_setfield(L, -2, "_VERSION");
     return 1;
 }

@@ -12,8 +12,10 @@ local function common(cmd, top)
     local prefix = top and "top_" or ""
     cmd:option("-d --database-url", "Database URL or conninfo (default: $DATABASE_URL, then PG* variables).")
         :target(prefix .. "database_url")
-    cmd:option("--dir", "Migrations directory (default: $KRONOS_MIGRATIONS, else ./migrations).")
-        :target(prefix .. "dir")
+    cmd:option("--dir", "Migrations directory, repeatable (default: $KRONOS_MIGRATIONS, ':'-separated, else ./migrations).")
+        :target(prefix .. "dir"):count("*")
+    cmd:option("--module", "Lua module of migrations (e.g. kronos.migrations), repeatable.")
+        :target(prefix .. "module"):count("*")
     cmd:option("--version-table", "Name of the version table (default: kronos_version).")
         :target(prefix .. "version_table")
     return cmd
@@ -57,6 +59,7 @@ local function opts_of(args)
     return {
         url = args.database_url,
         dir = args.dir,
+        modules = args.module,
         version_table = args.version_table,
         target = args.target,
         sql = args.sql or nil,
@@ -177,7 +180,7 @@ function verbs.check(args)
 end
 
 function verbs.revision(args)
-    local path = migrate.revision { dir = args.dir, message = args.message, revision = args.rev_id }
+    local path = migrate.revision { dir = args.dir, modules = args.module, message = args.message, revision = args.rev_id }
     io.stdout:write("created ", path, "\n")
 end
 
@@ -207,14 +210,26 @@ local function one_line(err)
 end
 
 function M.main(argv)
+    if argv[1] == "--version" then
+        io.stdout:write("kronos ", kronos._VERSION, "\n")
+        return 0
+    end
     local parser = build_parser()
     local ok, args = parser:pparse(argv)
     if not ok then
         io.stderr:write(parser:get_usage(), "\n\nkronos: ", args, "\n")
         return 2
     end
-    for _, key in ipairs { "database_url", "dir", "version_table" } do
+    for _, key in ipairs { "database_url", "version_table" } do
         if args[key] == nil then args[key] = args["top_" .. key] end
+    end
+    -- --dir and --module given before and after the verb add up; none given: nil (the defaults)
+    for _, key in ipairs { "dir", "module" } do
+        local all = {}
+        for _, given in ipairs { args["top_" .. key] or {}, args[key] or {} } do
+            for _, v in ipairs(given) do all[#all + 1] = v end
+        end
+        args[key] = #all > 0 and all or nil
     end
     local done, res = pcall(verbs[args.command], args)
     if not done then

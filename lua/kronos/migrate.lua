@@ -10,9 +10,8 @@ local function fail(code, message, fields)
     error(core.error(code, message, fields), 0)
 end
 
-local function default_dir()
-    local dir = os.getenv("KRONOS_MIGRATIONS")
-    return dir and dir ~= "" and dir or "./migrations"
+local function bad_argument(message)
+    error(core.error("bad_argument", "bad argument to 'kronos.migrate': " .. message), 0)
 end
 
 local function read_file(path)
@@ -28,23 +27,107 @@ local function load_chunk(source, name)
     return load(source, name, "t")
 end
 
--- Every *.lua file of the directory, in file-name order: {file, checksum, migration}.
-function M.load(dir)
-    dir = dir or default_dir()
+-- The sources of migrations: opts.dir (a directory or a list of them) and opts.modules (a list
+-- of Lua module names). When neither is given: $KRONOS_MIGRATIONS (directories separated by ':'),
+-- else ./migrations. Returns the list of directories and the list of module names.
+local function sources(opts)
+    local dirs, modules = opts.dir, opts.modules
+    if dirs == nil and modules == nil then
+        local env = os.getenv("KRONOS_MIGRATIONS")
+        dirs = {}
+        for d in (env or ""):gmatch("[^:]+") do dirs[#dirs + 1] = d end
+        if #dirs == 0 then dirs[1] = "./migrations" end
+    end
+    if type(dirs) == "string" then dirs = { dirs } end
+    if type(modules) == "string" then modules = { modules } end
+    for key, list in pairs { dir = dirs or {}, modules = modules or {} } do
+        if type(list) ~= "table" then bad_argument(key .. " must be a string or a list of strings") end
+        for i, v in ipairs(list) do
+            if type(v) ~= "string" or v == "" then
+                bad_argument(("%s[%d] must be a non-empty string"):format(key, i))
+            end
+        end
+    end
+    return dirs or {}, modules or {}
+end
+
+-- Runs the chunk of `source` (read from `path`) with `...` and returns what it returns.
+local function evaluate(source, path, ...)
+    local chunk, lerr = load_chunk(source, "@" .. path)
+    if not chunk then fail("bad_migration", lerr, { file = path }) end
+    local ok, value = pcall(chunk, ...)
+    if not ok then
+        fail("bad_migration", path .. ": the file raised an error: " .. tostring(value), { file = path })
+    end
+    return value
+end
+
+-- Appends every *.lua file of the directory, in file-name order.
+local function load_dir(dir, list)
     local names, err = engine.scan(dir)
     if not names then error(err, 0) end
-    local list = {}
     for _, name in ipairs(names) do
         local path = dir:gsub("/+$", "") .. "/" .. name
         local source = read_file(path)
-        local chunk, lerr = load_chunk(source, "@" .. path)
-        if not chunk then fail("bad_migration", lerr, { file = path }) end
-        local ok, value = pcall(chunk)
-        if not ok then
-            fail("bad_migration", path .. ": the file raised an error: " .. tostring(value), { file = path })
-        end
-        list[#list + 1] = { file = path, checksum = engine.sha256(source), migration = value }
+        list[#list + 1] = { file = path, checksum = engine.sha256(source), migration = evaluate(source, path) }
     end
+end
+
+-- Appends the migrations of module `name`, found on package.path like require finds it (but
+-- evaluated afresh, not cached). The module returns a migration, or a list whose items are
+-- migrations or names of further modules. The checksum of every migration is over the source
+-- file of the module that holds it, so a migration reads the same from a module as from a
+-- directory holding the same file. seen: the modules done (each loads once); stack: the chain
+-- of modules being loaded (a cycle is an error).
+local function load_module(name, list, seen, stack)
+    if stack[name] then
+        fail("bad_migration", ("migration module '%s' lists itself (through %s)"):format(name, table.concat(stack, " -> ")))
+    end
+    if seen[name] then return end
+    seen[name] = true
+    local path, serr = package.searchpath(name, package.path)
+    if not path then
+        local tried = serr:gsub("^%s+", ""):gsub("%s*\n%s*", "; ")
+        fail("bad_migration", ("migration module '%s' not found on package.path (%s)"):format(name, tried),
+            { module = name })
+    end
+    local source = read_file(path)
+    local checksum = engine.sha256(source)
+    local value = evaluate(source, path, name, path)
+    if type(value) ~= "table" then
+        fail("bad_migration", ("%s: migration module '%s' returned a %s, not a migration or a list")
+            :format(path, name, type(value)), { file = path, module = name })
+    end
+    -- a list has items (or is empty); anything else is a migration, which the engine checks
+    if value[1] == nil and next(value) ~= nil then
+        list[#list + 1] = { file = path, checksum = checksum, migration = value }
+        return
+    end
+    stack[name] = true
+    stack[#stack + 1] = name
+    for i, item in ipairs(value) do
+        if type(item) == "string" then
+            load_module(item, list, seen, stack)
+        elseif type(item) == "table" then
+            list[#list + 1] = { file = path, checksum = checksum, migration = item }
+        else
+            fail("bad_migration", ("%s: item %d of migration module '%s' is a %s, not a migration or a module name")
+                :format(path, i, name, type(item)), { file = path, module = name })
+        end
+    end
+    stack[name], stack[#stack] = nil, nil
+end
+
+-- Every migration of the sources (see `sources`): {file, checksum, migration}, the directories'
+-- files first (in file-name order), then the modules'. The engine orders them by the graph.
+-- opts may be a directory (a string) or nil.
+function M.load(opts)
+    if opts == nil or type(opts) == "string" then opts = { dir = opts } end
+    local dirs, modules = sources(opts)
+    local list = {}
+    for _, dir in ipairs(dirs) do load_dir(dir, list) end
+    local seen = {}
+    for _, name in ipairs(modules) do load_module(name, list, seen, {}) end
     return list
 end
 
@@ -61,7 +144,7 @@ end
 
 local function run(cmd, opts)
     opts = opts or {}
-    local list = M.load(opts.dir)
+    local list = M.load(opts)
     if opts.sql then
         local _, out = engine.run(cmd, list, opts, nil, core.ddl)
         local text, statements = {}, {}
@@ -95,7 +178,7 @@ end
 
 local function status(opts, need_db)
     opts = opts or {}
-    local list = M.load(opts.dir)
+    local list = M.load(opts)
     if not need_db then return engine.status(list, opts, nil) end
     return with_db(opts, function(db) return engine.status(list, opts, db) end)
 end
@@ -141,14 +224,16 @@ local function lua_list(revs)
     return "{ " .. table.concat(q, ", ") .. " }"
 end
 
--- revision{dir =, message =} writes a new migration whose down_revision is the current head
--- (several heads: a merge of them) and returns its path.
+-- revision{dir =, modules =, message =} writes a new migration into the first directory of the
+-- sources whose down_revision is the head of all of them (several heads: a merge of them), and
+-- returns its path.
 function M.revision(opts)
     opts = opts or {}
     local message = opts.message
     if type(message) ~= "string" or message == "" then fail("bad_argument", "revision needs a message") end
-    local dir = opts.dir or default_dir()
-    local heads = status({ dir = dir }, false).heads
+    local dir = sources(opts)[1]
+    if not dir then fail("bad_argument", "revision needs a directory to write into (dir)") end
+    local heads = status({ dir = opts.dir, modules = opts.modules }, false).heads
     local id = opts.revision or core.uuid():gsub("-", ""):sub(1, 12)
     local words = slug(message)
     local name = id .. (words ~= "" and "_" .. words or "") .. ".lua"

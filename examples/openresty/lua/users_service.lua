@@ -1,7 +1,10 @@
 -- The users service of examples/openresty: JSON over HTTP onto kronos.users.
---   POST /users               JSON object -> 201 with the user, 409 duplicate_email, 422 invalid
+--   POST /users               JSON object -> 201 with the user, 409 duplicate_email, 400 invalid
 --   GET  /users/<id>          200 with the user, 404
 --   GET  /users?limit=&after= 200 {"users": [...], "next": cursor or null}
+-- A user is a JSON object with all nine fields; SQL NULLs are JSON null. Errors are
+-- {"error": {"code", "message", "field"}}. Invalid input is 400 Bad Request, not 422: nginx
+-- (Debian's 1.22) has no reason phrase for 422 and this lua-nginx-module cannot set one.
 -- Each nginx worker holds one connection, opened in init_worker_by_lua. libpq calls block the
 -- worker while they run: fine for short queries like these, see the README for the trade-off.
 local cjson = require "cjson.safe"
@@ -46,12 +49,26 @@ local function json(status, value)
     return reply(status, assert(cjson.encode(value)))
 end
 
+-- kronos leaves a NULL column out of the user table; the API spells it null.
+local FIELDS = { "id", "email", "first_name", "last_name", "is_active", "profile_image_url",
+                 "last_login", "created_at", "updated_at" }
+
+local function user_json(user)
+    local out = {}
+    for _, k in ipairs(FIELDS) do
+        local v = user[k]
+        if v == nil then v = cjson.null end
+        out[k] = v
+    end
+    return assert(cjson.encode(out))
+end
+
 -- kronos error code -> HTTP status.
 local function status_for(err)
     local code = err.code or ""
     if code == "duplicate_email" then return 409 end
     if code == "not_found" then return 404 end
-    if code:match("^invalid_") then return 422 end
+    if code:match("^invalid_") then return 400 end
     if code == "connection" then return 503 end
     return 500
 end
@@ -84,13 +101,14 @@ local function create()
     if fields == nil then
         return fail(kronos.error("invalid_json", "the body is not JSON: " .. tostring(jerr)), 400)
     end
-    if type(fields) ~= "table" or fields[1] ~= nil then
-        return fail(kronos.error("invalid_body", "a JSON object is expected as the request body"))
+    -- `[]` decodes to the same empty table as `{}`: the body's first character tells them apart
+    if type(fields) ~= "table" or fields[1] ~= nil or not body:find("^[ \t\r\n]*{") then
+        return fail(kronos.error("invalid_body", "a JSON object is expected as the request body"), 400)
     end
     local user, err = call("create", fields)
     if not user then return fail(err) end
     ngx.header["Location"] = "/users/" .. user.id
-    return json(201, user)
+    return reply(201, user_json(user))
 end
 
 local function page()
@@ -112,7 +130,7 @@ local function page()
     if not list then return fail(next_cursor) end
     -- lua-cjson encodes an empty table as {}: the array is assembled here.
     local items = {}
-    for i, user in ipairs(list) do items[i] = assert(cjson.encode(user)) end
+    for i, user in ipairs(list) do items[i] = user_json(user) end
     return reply(200, ('{"users":[%s],"next":%s}'):format(table.concat(items, ","),
         assert(cjson.encode(next_cursor or cjson.null))))
 end
@@ -141,7 +159,7 @@ function M.item()
     if not user then
         return fail(err or kronos.error("not_found", "no such user"))
     end
-    return json(200, user)
+    return reply(200, user_json(user))
 end
 
 return M

@@ -1,0 +1,1 @@
+../../../migrations/4f1c2a9e7b30_create_users_table.lua
