@@ -241,7 +241,7 @@ static int l_connect(lua_State *L)
 
 /* Reads and frees every pending result. A COPY would never end by itself (libpq hands out a
  * new COPY result on each call), so one that kronos is not serving is ended here. */
-static void drain(PGconn *pg)
+void kr_drain(PGconn *pg)
 {
     PGresult *r;
     while (pg && (r = PQgetResult(pg)) != NULL) {
@@ -275,7 +275,7 @@ void kr_endstream(kr_conn *c)
         PQcancel(cancel, errbuf, sizeof errbuf);
         PQfreeCancel(cancel);
     }
-    drain(c->pg);
+    kr_drain(c->pg);
 }
 
 /* The open rows() stream's state table {conn, generation, names = , buf = , pos = , err = }
@@ -345,7 +345,7 @@ static void stream_buffer(lua_State *L, kr_conn *c)
             kr_error_result(L, c, res);
             lua_setfield(L, state, "err");
             lua_pop(L, 1);
-            if (is_copy(st)) drain(c->pg);
+            if (is_copy(st)) kr_drain(c->pg);
         }
         kr_clearbox(box);
         lua_pop(L, 1);
@@ -359,8 +359,12 @@ static void stream_buffer(lua_State *L, kr_conn *c)
  * field order the user chose for reading dates. */
 void kr_conn_ready(lua_State *L, kr_conn *c)
 {
+    if (c->copying == 1 || c->pipelining)
+        kr_error_raise(L, "connection_busy", "the connection is running %s: no other statement can run meanwhile",
+                       c->copying == 1 ? "a COPY FROM" : "a pipeline");
+    if (c->copying == 2) kr_copy_end(c);
     if (c->streaming) stream_buffer(L, c);
-    if (c->pg == NULL || c->pipelining) return;
+    if (c->pg == NULL) return;
     if (c->deallocs) kr_statement_flush(c);
     const char *ds = PQparameterStatus(c->pg, "DateStyle");
     if (ds && strncmp(ds, "ISO", 3) != 0 && PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
@@ -385,7 +389,7 @@ PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res)
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return res;
     if (is_copy(st)) {
         kr_clearbox(box);
-        drain(c->pg);
+        kr_drain(c->pg);
         kr_error_return(L, "feature_not_supported", "COPY FROM STDIN / TO STDOUT runs through conn:copy_from / conn:copy_to");
     } else {
         kr_error_result(L, c, res);
@@ -468,7 +472,7 @@ static int exec_as(lua_State *L, int shape)
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
     kr_params p;
-    kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
+    kr_checkparams_conn(L, c, 3, lua_gettop(L) - 2, &p);
     PGresult *res = execparams(L, c, sql, &p);
     kr_notice_deliver(L, c);
     if (res == NULL) return 2;
@@ -583,7 +587,7 @@ static int rows_iter(lua_State *L)
     else if (!ok)
         kr_error_result(L, c, res);
     kr_clearbox(box);
-    drain(c->pg); /* for a COPY, this result was only its announcement: drain() ends it */
+    kr_drain(c->pg); /* for a COPY, this result was only its announcement: drain() ends it */
     kr_notice_deliver(L, c);
     return ok ? 0 : lua_error(L); /* raises the error object: a for loop cannot take nil, err */
 }
@@ -645,7 +649,7 @@ static int l_rows(lua_State *L)
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
     kr_params p;
-    kr_checkparams(L, 3, lua_gettop(L) - 2, &p);
+    kr_checkparams_conn(L, c, 3, lua_gettop(L) - 2, &p);
     if (!kr_tx_open(L, c)) return lua_error(L);
     kr_conn_ready(L, c);
     if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0)) {
@@ -753,6 +757,7 @@ static void conn_free(kr_conn *c)
     c->pg = NULL;
     c->streaming = 0;
     c->pipelining = 0;
+    c->copying = 0;
     kr_notice_free(c);
     kr_statement_free(c);
 }
@@ -809,6 +814,7 @@ static int l_reset(lua_State *L)
     c->stream_gen++;
     c->txdepth = 0;
     c->pipelining = 0;
+    c->copying = 0;
     kr_statement_free(c); /* the new session has none of the old one's statements */
     PQreset(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK) {

@@ -49,6 +49,7 @@ typedef struct kr_conn {
     unsigned stmt_seq;       /* the next statement's name suffix */
     struct kr_dealloc *deallocs; /* names of collected statements, deallocated before the next statement */
     int pipelining;          /* pipeline.c: in libpq pipeline mode (nothing else may run) */
+    int copying;             /* copy.c: 1 = a copy_from is sending (busy), 2 = a copy_to iterator is open */
     int decode_arrays;       /* array.c: conn:set_decode{arrays = true} */
     int decode_json;         /* a json decoder is set (in the connection's uservalue) */
 } kr_conn;
@@ -108,6 +109,14 @@ typedef struct kr_params {
  * pushed onto the stack above, and the arrays live in a userdata also left on the stack
  * (n == 0: nothing is pushed and the arrays are NULL). */
 void kr_checkparams(lua_State *L, int first, int n, kr_params *p);
+/* The same with the connection whose encoder kronos.json(v) parameters use (c may be NULL). */
+void kr_checkparams_conn(lua_State *L, kr_conn *c, int first, int n, kr_params *p);
+/* One value as a parameter's text (what kr_checkparams sends; COPY writes the same): returns
+ * KR_VAL_NULL (s NULL), KR_VAL_TEXT, KR_VAL_BOOL ("true"/"false") or KR_VAL_BYTEA (raw bytes);
+ * may push a string it made (a number's text, an array literal, encoded JSON) that the caller
+ * keeps on the stack while it uses s. pos numbers the parameter in errors. */
+enum { KR_VAL_NULL, KR_VAL_TEXT, KR_VAL_BOOL, KR_VAL_BYTEA };
+int kr_param_text(lua_State *L, kr_conn *c, int idx, int pos, const char **s, size_t *len);
 
 /* conn.c: runs a simple script (no parameters, may hold several statements); on success returns
  * a boxed result left on the stack (pop it or leave it), on failure pushes nil, err and returns NULL. */
@@ -115,6 +124,7 @@ PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
 /* Boxes a result of libpq's and checks it: the same contract as above. */
 PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
 void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
+void kr_drain(PGconn *pg);       /* reads and frees every pending result; ends a COPY */
 /* 1 when a statement may run; 0 (nil, err pushed) once a COMMIT/ROLLBACK ran inside the
  * transaction kronos opened (txdepth > 0): the statement would run outside it. */
 int kr_tx_open(lua_State *L, kr_conn *c);
@@ -149,12 +159,20 @@ void kr_notice_receiver(void *arg, const PGresult *res);   /* libpq's notice rec
 void kr_notice_deliver(lua_State *L, kr_conn *c); /* calls conn:on_notice's handler */
 void kr_notice_free(kr_conn *c);
 
+/* copy.c */
+void kr_copy_end(kr_conn *c);   /* ends an open copy_to (cancelled outside a transaction), drains */
+
 /* statement.c */
 void kr_statement_flush(kr_conn *c);  /* runs the queued DEALLOCATEs (when the session can) */
 void kr_statement_free(kr_conn *c);
 
 /* array.c: decoding arrays and json of a result's column, and array/json parameters */
+#define KR_ARRAY_CLASS "kronos.array"
+#define KR_JSON_CLASS "kronos.json"
 int kr_array_decodes(kr_conn *c, Oid type);     /* 1 when the column needs kr_array_push */
+/* kronos.array{...} at idx -> its literal, pushed; kronos.json(v) -> v encoded by c's encoder. */
+const char *kr_array_literal(lua_State *L, kr_conn *c, int idx, int pos, size_t *len);
+const char *kr_json_encode(lua_State *L, kr_conn *c, int idx, int pos, size_t *len);
 void kr_array_push(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len);
 /* result.c: one value's text converted as a column of that type is */
 void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);

@@ -31,7 +31,58 @@ static const char *tobytea(lua_State *L, int idx, size_t *len)
     return s;
 }
 
-void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
+int kr_param_text(lua_State *L, kr_conn *c, int idx, int pos, const char **out, size_t *outlen)
+{
+    size_t len = 0;
+    const char *s = NULL;
+    int kind = KR_VAL_TEXT;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        kind = KR_VAL_NULL;
+        break;
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) != NULL) kr_error_arg(L, idx, "parameter $%d: unsupported type userdata", pos);
+        kind = KR_VAL_NULL; /* kronos.null, cjson.null, ngx.null */
+        break;
+    case LUA_TBOOLEAN:
+        s = lua_toboolean(L, idx) ? "true" : "false";
+        len = strlen(s);
+        kind = KR_VAL_BOOL;
+        break;
+    case LUA_TNUMBER:
+        s = kr_isinteger(L, idx) ? push_integer(L, kr_tointeger(L, idx)) : push_double(L, (double)lua_tonumber(L, idx));
+        len = strlen(s);
+        break;
+    case LUA_TSTRING:
+        s = lua_tolstring(L, idx, &len);
+        if (strlen(s) != len)
+            kr_error_arg(L, idx, "parameter $%d contains a NUL byte (send binary data with kronos.bytea)", pos);
+        break;
+    case LUA_TTABLE:
+        s = tobytea(L, idx, &len);
+        if (s != NULL) {
+            kind = KR_VAL_BYTEA;
+            break;
+        }
+        if (kr_testclass(L, idx, KR_ARRAY_CLASS)) {
+            s = kr_array_literal(L, c, idx, pos, &len);
+            break;
+        }
+        if (kr_testclass(L, idx, KR_JSON_CLASS)) {
+            s = kr_json_encode(L, c, idx, pos, &len);
+            break;
+        }
+        /* fall through */
+    default:
+        kr_error_arg(L, idx, "parameter $%d: unsupported type %s", pos, luaL_typename(L, idx));
+    }
+    if (len > 0x7fffffff) kr_error_arg(L, idx, "parameter $%d too large", pos);
+    *out = s;
+    *outlen = len;
+    return kind;
+}
+
+void kr_checkparams_conn(lua_State *L, kr_conn *c, int first, int n, kr_params *p)
 {
     if (n > 65535) kr_error_arg(L, first + 65535, "too many parameters (%d, at most 65535)", n);
     kr_checkstack(L, n + 4);
@@ -49,48 +100,19 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
     p->formats = p->lengths + n;
     p->types = (Oid *)(p->formats + n);
     for (int i = 0; i < n; i++) {
-        int idx = first + i;
-        size_t len = 0;
-        const char *s = NULL;
-        p->formats[i] = 0;
-        p->types[i] = 0;
-        switch (lua_type(L, idx)) {
-        case LUA_TNIL:
-            break;
-        case LUA_TLIGHTUSERDATA:
-            if (lua_touserdata(L, idx) != NULL)
-                kr_error_arg(L, idx, "parameter $%d: unsupported type userdata", i + 1);
-            break; /* kronos.null, cjson.null, ngx.null */
-        case LUA_TBOOLEAN:
-            s = lua_toboolean(L, idx) ? "true" : "false";
-            p->types[i] = BOOLOID;
-            break;
-        case LUA_TNUMBER:
-            s = kr_isinteger(L, idx) ? push_integer(L, kr_tointeger(L, idx))
-                                     : push_double(L, (double)lua_tonumber(L, idx));
-            len = strlen(s);
-            break;
-        case LUA_TSTRING:
-            s = lua_tolstring(L, idx, &len);
-            if (strlen(s) != len)
-                kr_error_arg(L, idx, "parameter $%d contains a NUL byte (send binary data with kronos.bytea)", i + 1);
-            break;
-        case LUA_TTABLE:
-            s = tobytea(L, idx, &len);
-            if (s != NULL) {
-                if (len > 0x7fffffff) kr_error_arg(L, idx, "bytea parameter too large");
-                p->formats[i] = 1;
-                p->types[i] = BYTEAOID;
-                break;
-            }
-            /* fall through */
-        default:
-            kr_error_arg(L, idx, "parameter $%d: unsupported type %s", i + 1, luaL_typename(L, idx));
-        }
-        if (len > 0x7fffffff) kr_error_arg(L, idx, "parameter $%d too large", i + 1);
+        const char *s;
+        size_t len;
+        int kind = kr_param_text(L, c, first + i, i + 1, &s, &len);
+        p->formats[i] = kind == KR_VAL_BYTEA;
+        p->types[i] = kind == KR_VAL_BYTEA ? BYTEAOID : kind == KR_VAL_BOOL ? BOOLOID : 0;
         p->values[i] = s;
         p->lengths[i] = (int)len;
     }
+}
+
+void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
+{
+    kr_checkparams_conn(L, NULL, first, n, p);
 }
 
 /* kronos.bytea(s): marks a string to be sent as raw bytes. */

@@ -169,7 +169,7 @@ static int l_exec(lua_State *L)
     kr_conn *c = st->c;
     const char *sql = stmt_sql(L, 1);
     kr_params p;
-    kr_checkparams(L, 2, lua_gettop(L) - 1, &p);
+    kr_checkparams_conn(L, c, 2, lua_gettop(L) - 1, &p);
     if (!kr_tx_open(L, c)) return 2;
     kr_conn_ready(L, c);
     PGresult *res;
@@ -207,7 +207,7 @@ static int l_rows(lua_State *L)
     kr_conn *c = st->c;
     const char *sql = stmt_sql(L, 1);
     kr_params p;
-    kr_checkparams(L, 2, lua_gettop(L) - 1, &p);
+    kr_checkparams_conn(L, c, 2, lua_gettop(L) - 1, &p);
     if (!kr_tx_open(L, c)) return lua_error(L);
     kr_conn_ready(L, c);
     if (!st->named) {

@@ -1,13 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages a group needs, only when some are missing (fast no-op otherwise).
 # Groups: base (build, tests, lint, integration), bench, fuzz, memory.
+# base has git and PUC Lua 5.1's headers for spec/rockspec_spec.lua (fresh clones; a build for
+# an unsupported lua.h must fail), lua-argparse and lua-cjson for the installed kronos command.
 set -eu
 pkgs=""
 for group in "$@"; do
     case "$group" in
     base) pkgs="$pkgs gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev uuid-dev
                  lua-busted lua-check cppcheck lua-argparse lua-cjson luarocks postgresql postgresql-contrib
-                 nginx libnginx-mod-http-lua pgbouncer curl procps alembic python3-psycopg2" ;;
+                 nginx libnginx-mod-http-lua pgbouncer curl procps git liblua5.1-0-dev alembic python3-psycopg2" ;;
     bench) pkgs="$pkgs alembic python3-psycopg2 lua-sql-postgres valgrind" ;;
     fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     memory) pkgs="$pkgs valgrind clang libclang-rt-14-dev" ;;
