@@ -156,6 +156,62 @@ describe("installing with LuaRocks", function()
         end
     end)
 
+    -- OpenResty's way: nginx's LuaJIT loads kronos from the LuaJIT tree (lua_package_path/cpath as
+    -- the README says), migrates with the shipped module in init_by_lua, and a worker queries.
+    it("nginx with the Lua module loads kronos from the LuaJIT tree and migrates with kronos.migrations", function()
+        local tree = builds.luajit.tree
+        local ngx_url, ngx_db = H.fresh_db("rockngx")
+        local prefix = tmp .. "/nginx"
+        finally(function()
+            H.run(("sh %s/tools/nginx.sh stop %s"):format(q(H.root), q(prefix)))
+            H.drop_db(ngx_db)
+        end)
+        -- as root the workers run as nobody: the tree must be readable by it
+        H.sh(("chmod 755 %s && chmod -R a+rX %s"):format(q(tmp), q(tree)))
+        local conf = tmp .. "/nginx-tree.conf"
+        H.write_file(conf, ([[
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes 1;
+pid logs/nginx.pid;
+user nobody nogroup;
+env DATABASE_URL;
+events { worker_connections 16; }
+http {
+    access_log off;
+    client_body_temp_path tmp/body;
+    proxy_temp_path tmp/proxy;
+    fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi;
+    scgi_temp_path tmp/scgi;
+    lua_package_path "TREE/share/lua/5.1/?.lua;TREE/share/lua/5.1/?/init.lua;;";
+    lua_package_cpath "TREE/lib/lua/5.1/?.so;;";
+    init_by_lua_block {
+        local ok, applied = pcall(require("kronos.migrate").upgrade,
+            { url = os.getenv("DATABASE_URL"), modules = { "kronos.migrations" } })
+        if not ok then error(tostring(applied), 0) end
+    }
+    server {
+        listen 127.0.0.1:8080;
+        location / {
+            content_by_lua_block {
+                local kronos = require "kronos"
+                local db = assert(kronos.connect(os.getenv("DATABASE_URL")))
+                local rev = db:exec("SELECT revision FROM kronos_version")[1].revision
+                db:close()
+                ngx.say(kronos._VERSION, " ", package.searchpath("kronos.core", package.cpath), " ", rev)
+            }
+        }
+    }
+}
+]]):gsub("TREE", tree))
+        local code, base = H.run(("env DATABASE_URL=%s sh %s/tools/nginx.sh start %s %s"):format(
+            q(ngx_url), q(H.root), q(prefix), q(conf)))
+        assert.equals(0, code, base)
+        local out = H.sh(("env -u LD_PRELOAD curl -sS --max-time 10 %s/"):format(q(trim(base))))
+        assert.equals(("%s %s/lib/lua/5.1/kronos/core.so 4f1c2a9e7b30"):format(kronos._VERSION, tree), out)
+    end)
+
     it("a build for PUC Lua 5.1 (plain `luarocks make` on Debian) stops at build time and installs nothing", function()
         local tree, code, out = builds.lua51.tree, builds.lua51.code, builds.lua51.out
         assert.not_equals(0, code)
