@@ -442,10 +442,43 @@ function cases.callgrind()
         .. ("%d and %d rows: libpq reading the result, conversion, Lua tables, the worker's loop."):format(small, big)
 end
 
+-- N single-row INSERTs: one round trip each against libpq's pipeline mode (issue #14). The C
+-- rows give the protocol's ratio (a Sync per statement, as conn:pipeline's default, and one Sync
+-- per 256); the kronos row, conn:pipeline against a conn:exec loop.
+local N_PIPELINE = 20000
+function cases.pipeline()
+    local url, n = BASE_URL, N_PIPELINE
+    local PIPEBENCH = WORK .. "/pipebench"
+    local function pw(mode) return { LUA, ROOT .. "/bench/pipeline_worker.lua", url, mode, n } end
+    local cl, c1, c256, kl, kp = {}, {}, {}, {}, {}
+    local check = n * (n + 1) // 2
+    local function one(argv)
+        local r = run(argv)
+        same("pipeline: rows inserted", r.rows, n)
+        same("pipeline: sum of ids", r.check, check)
+        return r.elapsed
+    end
+    for i = 1, RUNS do
+        rotated(i, {
+            function() cl[i] = one { PIPEBENCH, url, "loop", n } end,
+            function() c1[i] = one { PIPEBENCH, url, "pipeline", n, 1 } end,
+            function() c256[i] = one { PIPEBENCH, url, "pipeline", n, 256 } end,
+            function() kl[i] = one(pw("loop")) end,
+            function() kp[i] = one(pw("pipeline")) end,
+        })
+    end
+    add { case = ("C pipeline, %dk inserts, Sync each"):format(n // 1000), unit = "rate", n = n, k = c1, p = cl,
+        l = c256, peer_name = "C loop", limit_name = "C Sync/256", target = ">= 1.5x the loop",
+        met = function(vp) return vp >= 1.5 end }
+    add { case = ("conn:pipeline, %dk inserts"):format(n // 1000), unit = "rate", n = n, k = kp, p = kl,
+        l = c1, peer_name = "conn:exec loop", limit_name = "C pipeline", target = ">= 1.5x the loop",
+        met = function(vp) return vp >= 1.5 end }
+end
+
 ---------------------------------------------------------------------------------------------
 -- the run
 
-local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind" }
+local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind", "pipeline" }
 local wanted = {}
 if ONLY then for name in ONLY:gmatch("[^,%s]+") do wanted[name] = true end end
 

@@ -16,6 +16,7 @@ pqinc=$(pg_config --includedir)
 pqlib=$(pg_config --libdir)
 cc -O2 -std=c11 -Wall -Wextra -Werror -fPIC -shared -I"$luainc" bench/benchlib.c -o "$work/benchlib.so"
 cc -O2 -std=c11 -Wall -Wextra -Werror -I"$pqinc" bench/pqbench.c -o "$work/pqbench" -L"$pqlib" -lpq -luuid
+cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -I"$pqinc" bench/pipebench.c -o "$work/pipebench" -L"$pqlib" -lpq
 
 pgdir=$(mktemp -d /tmp/kronos-bench.XXXXXX)
 trap 'sh "$root/tools/pg.sh" stop "$pgdir"; rm -rf "$pgdir"' EXIT

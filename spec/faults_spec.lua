@@ -158,7 +158,8 @@ describe("faults", function()
         migration(m, "r1.lua", "r1", nil, create("t1") .. [[
 
         local gate = os.getenv("KRONOS_FAULT_GATE")
-        if gate then io.open(gate, "r"):read("*a") end -- the holder blocks here, inside the transaction]])
+        -- the holder blocks here, inside the transaction (op.db: not in upgrade's DDL check, which runs up offline)
+        if gate and op.db then io.open(gate, "r"):read("*a") end]])
         migration(m, "r2.lua", "r2", "r1", create("t2"))
         local app = "kronos-holder-" .. kronos.uuid():sub(1, 8)
         local pidfile = dir .. "/holder.pid"

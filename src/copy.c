@@ -179,11 +179,11 @@ static int l_copy_from(lua_State *L)
         return kr_error_result(L, c, NULL);
     }
     r = PQgetResult(c->pg);
+    lua_Integer line = failed_line(r); /* kr_finish frees a failed result */
     PGresult *res = kr_finish(L, c, r);
     kr_drain(c->pg);
     kr_notice_deliver(L, c);
     if (res == NULL) { /* nil, err: add the line the server names */
-        lua_Integer line = failed_line(r);
         if (line > 0) {
             lua_pushinteger(L, line);
             lua_setfield(L, -2, "line");

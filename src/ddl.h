@@ -33,6 +33,13 @@ const char *kr_ddl_strerror(int code);
 /* 0 when s is valid UTF-8 without NUL bytes, else KR_DDL_ENUL or KR_DDL_EUTF8. */
 int kr_ddl_check_text(const char *s, size_t len);
 
+/* The one quoting kernel of kronos, for names and literals alike (the DDL builder here, the
+ * engine's version table in migrate_sql.c): in between two quote characters with each quote
+ * doubled; a literal (quote '\'') holding a backslash becomes E'...' with backslashes doubled
+ * too, which reads the same whatever standard_conforming_strings says. No checks: returns the
+ * length needed and writes out (NUL-terminated) only when outsz > that length. */
+size_t kr_ddl_quote(char quote, const char *in, size_t len, char *out, size_t outsz);
+
 /* "name" with embedded quotes doubled; rejects empty, NUL, invalid UTF-8, > 63 bytes. */
 int kr_ddl_quote_ident(const char *in, size_t len, char *out, size_t outsz);
 

@@ -4,66 +4,13 @@
 #include <string.h>
 
 #include "ddl_lua.h"
+#include "utf8.h"
 
 /* The name argument at 1: given, or NULL when nil (a conventional one is made). */
 static const char *optional_name(lua_State *L, size_t *len)
 {
     if (lua_isnoneornil(L, 1)) return NULL;
     return kr_ddl_checkname(L, 1, 1, "name", len);
-}
-
-static void add_action(kr_sql *b, kr_ddl_arg actions, const char *key, const char *sql)
-{
-    size_t len;
-    const char *s = kr_option_string(b->L, actions.idx, actions.arg, actions.path, key, &len);
-    if (s == NULL) return;
-    char act[KR_DDL_ACTIONMAX];
-    int rc = kr_ddl_fk_action(s, len, act, sizeof act);
-    if (rc < 0) kr_error_arg(b->L, actions.arg, "%s.%s: %s, got \"%s\"", actions.path, key, kr_ddl_strerror(rc), s);
-    kr_sql_adds(b, sql);
-    kr_sql_add(b, act, (size_t)rc);
-}
-
-static int ieq(const char *a, const char *b)
-{
-    for (; *a && *b; a++, b++) {
-        char x = (*a >= 'A' && *a <= 'Z') ? (char)(*a - 'A' + 'a') : *a;
-        if (x != *b) return 0;
-    }
-    return *a == *b;
-}
-
-void kr_ddl_addfk(kr_sql *b, kr_ddl_arg local, kr_ddl_arg remote, const char *ref_schema,
-                  const char *ref_table, size_t ref_len, kr_ddl_arg actions)
-{
-    lua_State *L = b->L;
-    int nl = kr_ddl_checkarray(L, local.idx, local.arg, local.path);
-    int nr = kr_ddl_checkarray(L, remote.idx, remote.arg, remote.path);
-    if (nl != nr)
-        kr_error_arg(L, remote.arg, "%s: %d column(s) for the %d of %s", remote.path, nr, nl, local.path);
-    kr_sql_adds(b, "FOREIGN KEY ");
-    kr_ddl_addnames(b, local.idx, local.arg, local.path);
-    kr_sql_adds(b, " REFERENCES ");
-    kr_sql_qualified(b, ref_schema, ref_table, ref_len);
-    kr_sql_add(b, " ", 1);
-    kr_ddl_addnames(b, remote.idx, remote.arg, remote.path);
-    add_action(b, actions, "ondelete", " ON DELETE ");
-    add_action(b, actions, "onupdate", " ON UPDATE ");
-    int deferrable = kr_option_bool(L, actions.idx, actions.arg, actions.path, "deferrable", -1);
-    size_t len;
-    const char *initially = kr_option_string(L, actions.idx, actions.arg, actions.path, "initially", &len);
-    if (deferrable != -1) kr_sql_adds(b, deferrable ? " DEFERRABLE" : " NOT DEFERRABLE");
-    if (initially != NULL) {
-        if (ieq(initially, "deferred")) {
-            if (deferrable != 1)
-                kr_error_arg(L, actions.arg, "%s.initially: \"deferred\" needs deferrable = true", actions.path);
-            kr_sql_adds(b, " INITIALLY DEFERRED");
-        } else if (ieq(initially, "immediate")) {
-            kr_sql_adds(b, " INITIALLY IMMEDIATE");
-        } else {
-            kr_error_arg(L, actions.arg, "%s.initially: expected \"deferred\" or \"immediate\"", actions.path);
-        }
-    }
 }
 
 /* ---- indexes ---- */
@@ -78,8 +25,7 @@ static void add_method(kr_sql *b, const char *s, size_t len, int arg)
     char m[KR_DDL_NAMEMAX + 1];
     int ok = len > 0 && len <= KR_DDL_NAMEMAX && !(s[0] >= '0' && s[0] <= '9');
     for (size_t i = 0; ok && i < len; i++) {
-        char c = s[i];
-        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+        char c = kr_utf8_lower(s[i]);
         ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
         m[i] = c;
     }
@@ -133,8 +79,8 @@ static void add_index_item_table(kr_sql *b, int idx, int arg, const char *path)
     if (kr_option_bool(L, idx, arg, path, "desc", 0)) kr_sql_adds(b, " DESC");
     const char *nulls = kr_option_string(L, idx, arg, path, "nulls", &len);
     if (nulls != NULL) {
-        if (ieq(nulls, "first")) kr_sql_adds(b, " NULLS FIRST");
-        else if (ieq(nulls, "last")) kr_sql_adds(b, " NULLS LAST");
+        if (kr_utf8_ieq(nulls, len, "first")) kr_sql_adds(b, " NULLS FIRST");
+        else if (kr_utf8_ieq(nulls, len, "last")) kr_sql_adds(b, " NULLS LAST");
         else kr_error_arg(L, arg, "%s.nulls: expected \"first\" or \"last\"", path);
     }
 }
@@ -169,7 +115,7 @@ static int add_index_items(kr_sql *b, int idx, int arg)
 int kr_ddl_create_index(lua_State *L)
 {
     size_t nlen = 0, tlen, slen, len;
-    luaL_checkstack(L, 20, "kronos.ddl");
+    kr_checkstack(L, 20);
     const char *name = optional_name(L, &nlen);
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
     int opts = kr_option_check(L, 4, "opts", create_index_keys);
@@ -197,11 +143,7 @@ int kr_ddl_create_index(lua_State *L)
         nlen = strlen(name);
     }
     kr_sql_init(L, &b);
-    kr_sql_adds(&b, unique ? "CREATE UNIQUE INDEX " : "CREATE INDEX ");
-    if (concurrently) kr_sql_adds(&b, "CONCURRENTLY ");
-    if (if_not_exists) kr_sql_adds(&b, "IF NOT EXISTS ");
-    kr_sql_ident(&b, name, nlen);
-    kr_sql_adds(&b, " ON ");
+    kr_ddl_clause_index(&b, unique, concurrently, if_not_exists, name, nlen);
     kr_sql_qualified(&b, schema, table, tlen);
     if (method != NULL) add_method(&b, method, len, 4);
     kr_sql_add(&b, " ", 1);
@@ -230,11 +172,7 @@ int kr_ddl_drop_index(lua_State *L)
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
-    kr_sql_adds(&b, "DROP INDEX ");
-    if (concurrently) kr_sql_adds(&b, "CONCURRENTLY ");
-    if (if_exists) kr_sql_adds(&b, "IF EXISTS ");
-    kr_sql_qualified(&b, schema, name, nlen);
-    if (cascade) kr_sql_adds(&b, " CASCADE");
+    kr_ddl_clause_drop(&b, concurrently ? "INDEX CONCURRENTLY" : "INDEX", if_exists, schema, name, nlen, cascade);
     kr_ddl_emit(&b, -2);
     lua_pop(L, 1);
     return 1;
@@ -247,9 +185,8 @@ static void add_constraint_head(kr_sql *b, const char *schema, const char *table
                                 const char *name, size_t nlen)
 {
     kr_sql_alter_table(b, schema, table, tlen);
-    kr_sql_adds(b, " ADD CONSTRAINT ");
-    kr_sql_ident(b, name, nlen);
-    kr_sql_add(b, " ", 1);
+    kr_sql_adds(b, " ADD ");
+    kr_ddl_clause_name(b, name, nlen);
 }
 
 static int finish(lua_State *L, kr_sql *b, int list)
@@ -262,39 +199,35 @@ static int finish(lua_State *L, kr_sql *b, int list)
 static const char *const keyed_keys[] = {"schema", NULL};
 
 /* create_unique_constraint and create_primary_key: (name|nil, table, columns, opts) */
-static int keyed_constraint(lua_State *L, const char *prefix, const char *body)
+static int keyed_constraint(lua_State *L, const char *prefix, const char *kind)
 {
     size_t nlen = 0, tlen, slen;
     const char *name = optional_name(L, &nlen);
     const char *table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
-    kr_ddl_checkarray(L, 3, 3, "columns");
+    kr_ddl_checknames(L, 3, 3, "columns");
     int opts = kr_option_check(L, 4, "opts", keyed_keys);
     const char *schema = kr_ddl_optname(L, opts, 4, "opts", "schema", &slen);
     lua_newtable(L);
     int list = lua_gettop(L);
     kr_sql b;
     kr_sql_init(L, &b);
-    kr_sql cols;
-    kr_sql_init(L, &cols);
-    kr_ddl_addnames(&cols, 3, 3, "columns");
     if (name == NULL) {
         name = kr_ddl_pushname(L, prefix, table, tlen, strcmp(prefix, "pk") == 0 ? 0 : 3, 0, NULL);
         nlen = strlen(name);
     }
     add_constraint_head(&b, schema, table, tlen, name, nlen);
-    kr_sql_adds(&b, body);
-    kr_sql_add(&b, cols.p, cols.n);
+    kr_ddl_clause_key(&b, kind, 3, 3, "columns");
     return finish(L, &b, list);
 }
 
 int kr_ddl_create_unique_constraint(lua_State *L)
 {
-    return keyed_constraint(L, "uq", "UNIQUE ");
+    return keyed_constraint(L, "uq", "UNIQUE");
 }
 
 int kr_ddl_create_primary_key(lua_State *L)
 {
-    return keyed_constraint(L, "pk", "PRIMARY KEY ");
+    return keyed_constraint(L, "pk", "PRIMARY KEY");
 }
 
 static const char *const check_keys[] = {"schema", "column_hint", "not_valid", NULL};
@@ -319,9 +252,7 @@ int kr_ddl_create_check_constraint(lua_State *L)
     kr_sql b;
     kr_sql_init(L, &b);
     add_constraint_head(&b, schema, table, tlen, name, nlen);
-    kr_sql_adds(&b, "CHECK (");
-    kr_sql_add(&b, cond, clen);
-    kr_sql_add(&b, ")", 1);
+    kr_ddl_clause_check(&b, cond, clen);
     if (not_valid) kr_sql_adds(&b, " NOT VALID");
     return finish(L, &b, list);
 }
@@ -350,7 +281,7 @@ int kr_ddl_create_foreign_key(lua_State *L)
     kr_sql body;   /* rendered first: it validates the column names the default name uses */
     kr_sql_init(L, &body);
     kr_ddl_arg local = {4, 4, "local_cols"}, remote = {5, 5, "remote_cols"}, acts = {opts, 6, "opts"};
-    kr_ddl_addfk(&body, local, remote, ref_schema, ref, rlen, acts);
+    kr_ddl_clause_fk(&body, local, remote, ref_schema, ref, rlen, acts);
     if (name == NULL) {
         name = kr_ddl_pushname(L, "fk", table, tlen, 4, 1, ref);
         nlen = strlen(name);

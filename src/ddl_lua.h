@@ -18,11 +18,9 @@ typedef struct kr_sql {
 void kr_sql_init(lua_State *L, kr_sql *b);            /* pushes the storage */
 void kr_sql_add(kr_sql *b, const char *s, size_t len);
 void kr_sql_adds(kr_sql *b, const char *s);
-char *kr_sql_reserve(kr_sql *b, size_t len);          /* room for len more bytes */
 void kr_sql_ident(kr_sql *b, const char *name, size_t len);   /* name already checked */
 void kr_sql_qualified(kr_sql *b, const char *schema, const char *name, size_t len);
 void kr_sql_alter_table(kr_sql *b, const char *schema, const char *table, size_t tlen); /* "ALTER TABLE t" */
-int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char *name_label);
 
 /* Checks the value at idx is a valid identifier; path names it in errors. */
 const char *kr_ddl_checkname(lua_State *L, int idx, int arg, const char *path, size_t *len);
@@ -69,20 +67,33 @@ int kr_ddl_create_foreign_key(lua_State *L);
 int kr_ddl_create_primary_key(lua_State *L);
 int kr_ddl_drop_constraint(lua_State *L);
 
-/* Constraint bodies shared by CREATE TABLE and ALTER TABLE ... ADD CONSTRAINT. */
+/* Where a value of a builder's arguments sits, for errors. */
 typedef struct kr_ddl_arg {
     int idx;           /* stack index of the value (0: absent) */
     int arg;           /* the argument it belongs to, for errors */
     const char *path;  /* its name in errors: "local_cols", "opts.constraints[2].columns" */
 } kr_ddl_arg;
 
+/* ddl_clause.c: one renderer per clause, shared by ddl_table.c and ddl_constraint.c. */
+/* 'CONSTRAINT "name" ' */
+void kr_ddl_clause_name(kr_sql *b, const char *name, size_t len);
+/* kind ("PRIMARY KEY", "UNIQUE") followed by ("a", "b") from the array of names at names_idx;
+ * names_idx 0: a column constraint, no list. */
+void kr_ddl_clause_key(kr_sql *b, const char *kind, int names_idx, int arg, const char *path);
+/* CHECK (cond): cond is trusted SQL text, already checked. */
+void kr_ddl_clause_check(kr_sql *b, const char *cond, size_t len);
 /* FOREIGN KEY (local) REFERENCES ref (remote) [ON DELETE ..] [ON UPDATE ..] [DEFERRABLE ..];
  * the actions and deferral are read from the table `actions` (ondelete, onupdate, deferrable,
  * initially). */
-void kr_ddl_addfk(kr_sql *b, kr_ddl_arg local, kr_ddl_arg remote, const char *ref_schema,
-                  const char *ref_table, size_t ref_len, kr_ddl_arg actions);
-/* CREATE [UNIQUE] INDEX [IF NOT EXISTS] "ix_<table>_<column>" ON table ("column") */
-void kr_ddl_addcolumnindex(kr_sql *b, const char *schema, const char *table, size_t tlen,
-                           const char *column, int unique, int if_not_exists);
+void kr_ddl_clause_fk(kr_sql *b, kr_ddl_arg local, kr_ddl_arg remote, const char *ref_schema,
+                      const char *ref_table, size_t ref_len, kr_ddl_arg actions);
+/* 'CREATE [UNIQUE] INDEX [CONCURRENTLY] [IF NOT EXISTS] "name" ON ' */
+void kr_ddl_clause_index(kr_sql *b, int unique, int concurrently, int if_not_exists, const char *name, size_t len);
+/* DROP <what> [IF EXISTS] [schema.]name [CASCADE]: the one DROP builder. */
+void kr_ddl_clause_drop(kr_sql *b, const char *what, int if_exists, const char *schema,
+                        const char *name, size_t len, int cascade);
+/* ALTER TABLE t DROP <what> [IF EXISTS] name [CASCADE], the builder of drop_column(table, column,
+ * opts) and drop_constraint(name, table, opts): Alembic's argument orders, checked in order. */
+int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char *name_label);
 
 #endif

@@ -74,35 +74,41 @@ static int wants_unique_constraint(const struct column *c)
     return c->unique && !c->index;
 }
 
+/* 'CONSTRAINT "<prefix>_<table>[_<column>]" ' */
 static void add_named(kr_sql *b, const char *prefix, const char *table, size_t tlen, const char *column)
 {
-    kr_sql_adds(b, "CONSTRAINT ");
     const char *name = kr_ddl_pushname(b->L, prefix, table, tlen, 0, 0, column);
-    kr_sql_ident(b, name, strlen(name));
+    kr_ddl_clause_name(b, name, strlen(name));
     lua_pop(b->L, 1);
 }
 
+/* The column spec's check (checked by add_column_def) as CHECK (...). */
 static void add_check_body(kr_sql *b, int col_idx)
 {
     size_t len;
     kr_option_field(b->L, col_idx, "check");
     const char *cond = kr_ddl_tosql(b->L, -1, &len);
     if (cond == NULL) cond = lua_tolstring(b->L, -1, &len);
-    kr_sql_adds(b, " CHECK (");
-    kr_sql_add(b, cond, len);
-    kr_sql_add(b, ")", 1);
+    kr_ddl_clause_check(b, cond, len);
     lua_pop(b->L, 1);
 }
 
-void kr_ddl_addcolumnindex(kr_sql *b, const char *schema, const char *table, size_t tlen,
-                           const char *column, int unique, int if_not_exists)
+/* A one-column key: pushes the array {column} that kr_ddl_clause_key takes. */
+static int push_single(lua_State *L, const char *column, size_t len)
 {
-    kr_sql_adds(b, unique ? "CREATE UNIQUE INDEX " : "CREATE INDEX ");
-    if (if_not_exists) kr_sql_adds(b, "IF NOT EXISTS ");
+    lua_createtable(L, 1, 0);
+    lua_pushlstring(L, column, len);
+    lua_rawseti(L, -2, 1);
+    return lua_gettop(L);
+}
+
+/* CREATE [UNIQUE] INDEX [IF NOT EXISTS] "ix_<table>_<column>" ON table ("column") */
+static void column_index(kr_sql *b, const char *schema, const char *table, size_t tlen,
+                         const char *column, int unique, int if_not_exists)
+{
     const char *name = kr_ddl_pushname(b->L, "ix", table, tlen, 0, 0, column);
-    kr_sql_ident(b, name, strlen(name));
+    kr_ddl_clause_index(b, unique, 0, if_not_exists, name, strlen(name));
     lua_pop(b->L, 1);
-    kr_sql_adds(b, " ON ");
     kr_sql_qualified(b, schema, table, tlen);
     kr_sql_adds(b, " (");
     kr_sql_ident(b, column, strlen(column));
@@ -159,28 +165,19 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
     kr_option_checkfields(L, idx, arg, path, constraint_keys);
     const char *kind = constraint_kind(L, idx, arg, path);
     const char *name = kr_ddl_optname(L, idx, arg, path, "name", &nlen);
-    kr_sql_adds(b, ",\n    CONSTRAINT ");
-    if (strcmp(kind, "primary_key") == 0) {
-        if (has_column_pk)
+    kr_sql_adds(b, ",\n    ");
+    if (strcmp(kind, "primary_key") == 0 || strcmp(kind, "unique") == 0) {
+        int pk = kind[0] == 'p';
+        if (pk && has_column_pk)
             kr_error_arg(L, arg, "%s: the columns already declare a primary key", path);
-        forbid(L, idx, arg, path, kind, fk_only);
-        forbid(L, idx, arg, path, kind, not_check);
-        int cols = field(L, idx, "columns", arg, path, 1);
-        if (name == NULL) name = kr_ddl_pushname(L, "pk", table, tlen, 0, 0, NULL);
-        kr_sql_ident(b, name, strlen(name));
-        kr_sql_adds(b, " PRIMARY KEY ");
-        snprintf(sub, sizeof sub, "%s.columns", path);
-        kr_ddl_addnames(b, cols, arg, sub);
-    } else if (strcmp(kind, "unique") == 0) {
         forbid(L, idx, arg, path, kind, fk_only);
         forbid(L, idx, arg, path, kind, not_check);
         int cols = field(L, idx, "columns", arg, path, 1);
         snprintf(sub, sizeof sub, "%s.columns", path);
         kr_ddl_checknames(L, cols, arg, sub);
-        if (name == NULL) name = kr_ddl_pushname(L, "uq", table, tlen, cols, 0, NULL);
-        kr_sql_ident(b, name, strlen(name));
-        kr_sql_adds(b, " UNIQUE ");
-        kr_ddl_addnames(b, cols, arg, sub);
+        if (name == NULL) name = kr_ddl_pushname(L, pk ? "pk" : "uq", table, tlen, pk ? 0 : cols, 0, NULL);
+        kr_ddl_clause_name(b, name, strlen(name));
+        kr_ddl_clause_key(b, pk ? "PRIMARY KEY" : "UNIQUE", cols, arg, sub);
     } else if (strcmp(kind, "check") == 0) {
         forbid(L, idx, arg, path, kind, fk_only);
         int cond = field(L, idx, "condition", arg, path, 1);
@@ -192,12 +189,10 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
             kr_ddl_checknames(L, cols, arg, sub);
             name = kr_ddl_pushname(L, "ck", table, tlen, cols, 0, NULL);
         }
-        kr_sql_ident(b, name, strlen(name));
         snprintf(sub, sizeof sub, "%s.condition", path);
         const char *text = kr_ddl_checksqltext(L, cond, arg, sub, &len);
-        kr_sql_adds(b, " CHECK (");
-        kr_sql_add(b, text, len);
-        kr_sql_add(b, ")", 1);
+        kr_ddl_clause_name(b, name, strlen(name));
+        kr_ddl_clause_check(b, text, len);
     } else if (strcmp(kind, "foreign_key") == 0) {
         forbid(L, idx, arg, path, kind, not_check);
         int cols = field(L, idx, "columns", arg, path, 1);
@@ -212,10 +207,9 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
         snprintf(rpath, sizeof rpath, "%s.remote_columns", path);
         kr_ddl_checknames(L, cols, arg, lpath);
         if (name == NULL) name = kr_ddl_pushname(L, "fk", table, tlen, cols, 1, ref);
-        kr_sql_ident(b, name, strlen(name));
-        kr_sql_add(b, " ", 1);
+        kr_ddl_clause_name(b, name, strlen(name));
         kr_ddl_arg local = {cols, arg, lpath}, rem = {remote, arg, rpath}, acts = {idx, arg, path};
-        kr_ddl_addfk(b, local, rem, ref_schema, ref, rlen, acts);
+        kr_ddl_clause_fk(b, local, rem, ref_schema, ref, rlen, acts);
     } else {
         kr_error_arg(L, arg, "%s.kind: expected primary_key, unique, check or foreign_key, got \"%s\"", path, kind);
     }
@@ -225,7 +219,7 @@ static void add_table_constraint(kr_sql *b, int idx, const char *path, const cha
 int kr_ddl_create_table(lua_State *L)
 {
     size_t tlen, slen;
-    luaL_checkstack(L, 40, "kronos.ddl");
+    kr_checkstack(L, 40);
     const char *table = kr_ddl_checkname(L, 1, 1, "name", &tlen);
     int ncols = kr_ddl_checkarray(L, 2, 2, "columns");
     int opts = kr_option_check(L, 3, "opts", create_table_keys);
@@ -258,23 +252,23 @@ int kr_ddl_create_table(lua_State *L)
         npk += cols[i - 1].primary_key;
     }
     if (npk > 0) {
-        kr_sql_adds(&b, ",\n    ");
-        add_named(&b, "pk", table, tlen, NULL);
-        kr_sql_adds(&b, " PRIMARY KEY (");
+        lua_createtable(L, npk, 0);   /* the key's columns, as kr_ddl_clause_key takes them */
         for (int i = 0, k = 0; i < ncols; i++) {
             if (!cols[i].primary_key) continue;
-            if (k++ > 0) kr_sql_add(&b, ", ", 2);
-            kr_sql_ident(&b, cols[i].name, cols[i].len);
+            lua_pushlstring(L, cols[i].name, cols[i].len);
+            lua_rawseti(L, -2, ++k);
         }
-        kr_sql_add(&b, ")", 1);
+        kr_sql_adds(&b, ",\n    ");
+        add_named(&b, "pk", table, tlen, NULL);
+        kr_ddl_clause_key(&b, "PRIMARY KEY", lua_gettop(L), 2, "columns");
+        lua_pop(L, 1);
     }
     for (int i = 0; i < ncols; i++) {
         if (!wants_unique_constraint(&cols[i])) continue;
         kr_sql_adds(&b, ",\n    ");
         add_named(&b, "uq", table, tlen, cols[i].name);
-        kr_sql_adds(&b, " UNIQUE (");
-        kr_sql_ident(&b, cols[i].name, cols[i].len);
-        kr_sql_add(&b, ")", 1);
+        kr_ddl_clause_key(&b, "UNIQUE", push_single(L, cols[i].name, cols[i].len), 2, "columns");
+        lua_pop(L, 1);
     }
     for (int i = 0; i < ncols; i++) {
         if (!cols[i].check) continue;
@@ -295,7 +289,7 @@ int kr_ddl_create_table(lua_State *L)
     kr_ddl_emit(&b, list);
     for (int i = 0; i < ncols; i++) {
         if (!cols[i].index) continue;
-        kr_ddl_addcolumnindex(&b, schema, table, tlen, cols[i].name, cols[i].unique, if_not_exists);
+        column_index(&b, schema, table, tlen, cols[i].name, cols[i].unique, if_not_exists);
         kr_ddl_emit(&b, list);
     }
     lua_settop(L, list);
@@ -317,9 +311,7 @@ int kr_ddl_drop_table(lua_State *L)
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
-    kr_sql_adds(&b, if_exists ? "DROP TABLE IF EXISTS " : "DROP TABLE ");
-    kr_sql_qualified(&b, schema, table, tlen);
-    if (cascade) kr_sql_adds(&b, " CASCADE");
+    kr_ddl_clause_drop(&b, "TABLE", if_exists, schema, table, tlen, cascade);
     kr_ddl_emit(&b, -2);
     lua_pop(L, 1);
     return 1;
@@ -337,8 +329,7 @@ int kr_ddl_rename_table(lua_State *L)
     lua_newtable(L);
     kr_sql b;
     kr_sql_init(L, &b);
-    kr_sql_adds(&b, "ALTER TABLE ");
-    kr_sql_qualified(&b, schema, old, olen);
+    kr_sql_alter_table(&b, schema, old, olen);
     kr_sql_adds(&b, " RENAME TO ");
     kr_sql_ident(&b, to, nlen);
     kr_ddl_emit(&b, -2);
@@ -354,7 +345,7 @@ static const char *const add_column_keys[] = {"schema", "if_not_exists", NULL};
 int kr_ddl_add_column(lua_State *L)
 {
     size_t tlen, slen;
-    luaL_checkstack(L, 20, "kronos.ddl");
+    kr_checkstack(L, 20);
     const char *table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
     if (lua_type(L, 2) != LUA_TTABLE)
         kr_error_arg(L, 2, "column: column spec (table) expected, got %s", luaL_typename(L, 2));
@@ -372,12 +363,12 @@ int kr_ddl_add_column(lua_State *L)
     if (c.primary_key) {
         kr_sql_add(&b, " ", 1);
         add_named(&b, "pk", table, tlen, NULL);
-        kr_sql_adds(&b, " PRIMARY KEY");
+        kr_ddl_clause_key(&b, "PRIMARY KEY", 0, 2, "column");
     }
     if (wants_unique_constraint(&c)) {
         kr_sql_add(&b, " ", 1);
         add_named(&b, "uq", table, tlen, c.name);
-        kr_sql_adds(&b, " UNIQUE");
+        kr_ddl_clause_key(&b, "UNIQUE", 0, 2, "column");
     }
     if (c.check) {
         kr_sql_add(&b, " ", 1);
@@ -386,43 +377,10 @@ int kr_ddl_add_column(lua_State *L)
     }
     kr_ddl_emit(&b, list);
     if (c.index) {
-        kr_ddl_addcolumnindex(&b, schema, table, tlen, c.name, c.unique, if_not_exists);
+        column_index(&b, schema, table, tlen, c.name, c.unique, if_not_exists);
         kr_ddl_emit(&b, list);
     }
     lua_settop(L, list);
-    return 1;
-}
-
-static const char *const drop_member_keys[] = {"schema", "if_exists", "cascade", NULL};
-
-/* ALTER TABLE t DROP <what> [IF EXISTS] name [CASCADE], for drop_column(table, column, opts) and
- * drop_constraint(name, table, opts): Alembic's argument orders, checked in argument order. */
-int kr_ddl_drop_member(lua_State *L, const char *what, int table_arg, const char *name_label)
-{
-    size_t tlen, nlen, slen;
-    const char *table, *name;
-    if (table_arg == 1) {
-        table = kr_ddl_checkname(L, 1, 1, "table", &tlen);
-        name = kr_ddl_checkname(L, 2, 2, name_label, &nlen);
-    } else {
-        name = kr_ddl_checkname(L, 1, 1, name_label, &nlen);
-        table = kr_ddl_checkname(L, 2, 2, "table", &tlen);
-    }
-    int opts = kr_option_check(L, 3, "opts", drop_member_keys);
-    const char *schema = kr_ddl_optname(L, opts, 3, "opts", "schema", &slen);
-    int if_exists = kr_option_bool(L, opts, 3, "opts", "if_exists", 0);
-    int cascade = kr_option_bool(L, opts, 3, "opts", "cascade", 0);
-    lua_newtable(L);
-    kr_sql b;
-    kr_sql_init(L, &b);
-    kr_sql_alter_table(&b, schema, table, tlen);
-    kr_sql_adds(&b, " DROP ");
-    kr_sql_adds(&b, what);
-    kr_sql_adds(&b, if_exists ? " IF EXISTS " : " ");
-    kr_sql_ident(&b, name, nlen);
-    if (cascade) kr_sql_adds(&b, " CASCADE");
-    kr_ddl_emit(&b, -2);
-    lua_pop(L, 1);
     return 1;
 }
 

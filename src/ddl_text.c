@@ -31,16 +31,30 @@ static int fail(int code, char *out, size_t outsz)
 
 int kr_ddl_check_text(const char *s, size_t len)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        if (u[i] == 0) return KR_DDL_ENUL;
-        unsigned long cp;
-        size_t n = kr_utf8_next(u + i, len - i, &cp);
-        if (n == 0) return KR_DDL_EUTF8;
-        i += n;
+    if (memchr(s, '\0', len) != NULL) return KR_DDL_ENUL;
+    return kr_utf8_chars(s, len, NULL, NULL) == KR_UTF8_INVALID ? KR_DDL_EUTF8 : 0;
+}
+
+size_t kr_ddl_quote(char quote, const char *in, size_t len, char *out, size_t outsz)
+{
+    int escape = quote == '\'' && memchr(in, '\\', len) != NULL;
+    size_t need = len + 2 + (escape ? 1 : 0);
+    for (size_t i = 0; i < len; i++)
+        if (in[i] == quote || (escape && in[i] == '\\')) need++;
+    if (outsz > need) {
+        size_t n = 0;
+        if (escape) out[n++] = 'E';
+        out[n++] = quote;
+        for (size_t i = 0; i < len; i++) {
+            if (in[i] == quote || (escape && in[i] == '\\')) out[n++] = in[i];
+            out[n++] = in[i];
+        }
+        out[n++] = quote;
+        out[n] = '\0';
+    } else if (outsz > 0) {
+        out[0] = '\0';
     }
-    return 0;
+    return need;
 }
 
 int kr_ddl_quote_ident(const char *in, size_t len, char *out, size_t outsz)
@@ -49,16 +63,8 @@ int kr_ddl_quote_ident(const char *in, size_t len, char *out, size_t outsz)
     int bad = kr_ddl_check_text(in, len);
     if (bad) return fail(bad, out, outsz);
     if (len > KR_DDL_NAMEMAX) return fail(KR_DDL_ELONG, out, outsz);
-    size_t n = 0;
-    if (outsz < 3) return fail(KR_DDL_ESPACE, out, outsz);
-    out[n++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        if (n + (in[i] == '"' ? 2 : 1) + 2 > outsz) return fail(KR_DDL_ESPACE, out, outsz);
-        if (in[i] == '"') out[n++] = '"';
-        out[n++] = in[i];
-    }
-    out[n++] = '"';
-    out[n] = '\0';
+    size_t n = kr_ddl_quote('"', in, len, out, outsz);
+    if (n >= outsz) return fail(KR_DDL_ESPACE, out, outsz);
     return (int)n;
 }
 
@@ -66,24 +72,8 @@ long kr_ddl_quote_literal(const char *in, size_t len, char *out, size_t outsz)
 {
     int bad = kr_ddl_check_text(in, len);
     if (bad) return fail(bad, out, outsz);
-    int backslash = memchr(in, '\\', len) != NULL;
-    size_t need = len + 2 + (backslash ? 1 : 0);
-    for (size_t i = 0; i < len; i++)
-        if (in[i] == '\'' || in[i] == '\\') need++;
+    size_t need = kr_ddl_quote('\'', in, len, out, outsz);
     if (need > (size_t)LONG_MAX) return fail(KR_DDL_ESPACE, out, outsz);
-    if (outsz > need) {
-        size_t n = 0;
-        if (backslash) out[n++] = 'E';
-        out[n++] = '\'';
-        for (size_t i = 0; i < len; i++) {
-            if (in[i] == '\'' || in[i] == '\\') out[n++] = in[i];
-            out[n++] = in[i];
-        }
-        out[n++] = '\'';
-        out[n] = '\0';
-    } else if (outsz > 0) {
-        out[0] = '\0';
-    }
     return (long)need;
 }
 
@@ -151,11 +141,6 @@ static int is_word(char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-static char lower(char c)
-{
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
 static size_t skip_space(const char *s, size_t len, size_t i)
 {
     while (i < len && is_space(s[i])) i++;
@@ -173,7 +158,7 @@ static int read_words(const char *s, size_t len, size_t *pos, char *buf, size_t 
         }
         while (i < len && is_word(s[i])) {
             if (n + 1 >= bufsz) return 0;
-            buf[n++] = lower(s[i++]);
+            buf[n++] = kr_utf8_lower(s[i++]);
         }
         size_t j = skip_space(s, len, i);
         if (j < len && is_word(s[j])) i = j;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ddl_lua.h"
+#include "convert.h"
 
 /* ---- the buffer ---- */
 
@@ -18,7 +19,8 @@ void kr_sql_init(lua_State *L, kr_sql *b)
     b->slot = lua_gettop(L);
 }
 
-char *kr_sql_reserve(kr_sql *b, size_t len)
+/* Room for len more bytes. */
+static char *reserve(kr_sql *b, size_t len)
 {
     if (len > b->cap - b->n) {
         size_t cap = b->cap * 2;
@@ -34,7 +36,7 @@ char *kr_sql_reserve(kr_sql *b, size_t len)
 
 void kr_sql_add(kr_sql *b, const char *s, size_t len)
 {
-    memcpy(kr_sql_reserve(b, len), s, len);
+    memcpy(reserve(b, len), s, len);
     b->n += len;
 }
 
@@ -125,11 +127,7 @@ int kr_ddl_checkarray(lua_State *L, int idx, int arg, const char *path)
 
 const char *kr_ddl_tosql(lua_State *L, int idx, size_t *len)
 {
-    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
-    luaL_getmetatable(L, KR_DDL_SQL_CLASS);
-    int is = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (!is) return NULL;
+    if (lua_type(L, idx) != LUA_TTABLE || !kr_testclass(L, idx, KR_DDL_SQL_CLASS)) return NULL;
     kr_option_field(L, idx, "sql");
     size_t l = 0;
     const char *s = lua_tolstring(L, -1, &l);
@@ -183,17 +181,13 @@ void kr_ddl_addtype(kr_sql *b, int idx, int arg, const char *path)
 
 static void addnumber(kr_sql *b, int idx, int arg, const char *path)
 {
-    char num[64];
+    char num[KR_DOUBLE_MAX];
     if (kr_isinteger(b->L, idx)) {
         snprintf(num, sizeof num, "%lld", kr_tointeger(b->L, idx));
     } else {
         double v = (double)lua_tonumber(b->L, idx);
         if (!isfinite(v)) kr_error_arg(b->L, arg, "%s: number must be finite", path);
-        /* the shortest form that reads back as the same double */
-        snprintf(num, sizeof num, "%.15g", v);
-        if (strtod(num, NULL) != v) snprintf(num, sizeof num, "%.17g", v);
-        for (char *c = num; *c; c++)
-            if (*c == ',') *c = '.';   /* a locale's decimal comma is no SQL */
+        kr_format_double(v, num);   /* the one number formatter: as a parameter would send it */
     }
     kr_sql_adds(b, num);
 }
@@ -212,7 +206,7 @@ void kr_ddl_addvalue(kr_sql *b, int idx, int arg, const char *path)
         const char *s = lua_tolstring(L, idx, &len);
         long need = kr_ddl_quote_literal(s, len, NULL, 0);
         if (need < 0) kr_error_arg(L, arg, "%s: string %s", path, kr_ddl_strerror((int)need));
-        char *out = kr_sql_reserve(b, (size_t)need + 1);
+        char *out = reserve(b, (size_t)need + 1);
         kr_ddl_quote_literal(s, len, out, (size_t)need + 1);
         b->n += (size_t)need;
         return;

@@ -235,12 +235,7 @@ static int error_new(lua_State *L)
 
 static int error_is(lua_State *L)
 {
-    int is = 0;
-    if (lua_istable(L, 1) && lua_getmetatable(L, 1)) {
-        luaL_getmetatable(L, KR_ERROR_CLASS);
-        is = lua_rawequal(L, -1, -2);
-    }
-    lua_pushboolean(L, is);
+    lua_pushboolean(L, lua_istable(L, 1) && kr_testclass(L, 1, KR_ERROR_CLASS));
     return 1;
 }
 

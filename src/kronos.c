@@ -17,6 +17,8 @@ int luaopen_kronos_core(lua_State *L)
     kr_open_array(L);
     kr_open_ddl(L);
     kr_open_migrate(L);
+    kr_open_lint(L);
+    kr_open_catalog(L);
     kr_open_users(L);
     /* kronos.null is a NULL light userdata, the same value as cjson.null and ngx.null. */
     lua_pushlightuserdata(L, NULL);

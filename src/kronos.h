@@ -184,6 +184,8 @@ void kr_open_conn(lua_State *L);
 void kr_open_uuid(lua_State *L);
 void kr_open_ddl(lua_State *L);
 void kr_open_migrate(lua_State *L);
+void kr_open_lint(lua_State *L);      /* lint.c */
+void kr_open_catalog(lua_State *L);   /* catalog.c */
 void kr_open_users(lua_State *L);
 void kr_open_notify(lua_State *L);
 void kr_open_statement(lua_State *L);

@@ -5,6 +5,7 @@
  * 2 = the run's environment table. */
 #include <string.h>
 
+#include "lint.h"
 #include "migrate.h"
 
 enum { UP_RUN = 1, UP_ENV, UP_BUILDER, UP_NAME }; /* upvalues (the last two: builders only) */
@@ -81,6 +82,7 @@ static int op_builder(lua_State *L)
 {
     kr_run *r = op_run(L);
     int n = lua_gettop(L);
+    kr_lint_strip_safe(L, n); /* safe = true is advice for the DDL check (lint.c), not a builder option */
     const char *name = lua_tostring(L, lua_upvalueindex(UP_NAME));
     lua_pushvalue(L, lua_upvalueindex(UP_BUILDER));
     lua_insert(L, 1);

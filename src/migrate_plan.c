@@ -86,6 +86,29 @@ static int branch_heads(kr_plan *p, int branch, int *out)
     return n;
 }
 
+/* Where a branch stands when none of the database's current heads is on it, as Alembic finds
+ * it: the applied revisions in branch's lineage that no other applied revision builds on, the
+ * others counted among the branch's own (upgrade: through down_revision and depends_on) or among
+ * all applied revisions (downgrade: through down_revision only). Into out; returns the count. */
+static int branch_tips(kr_plan *p, int branch, int upgrade, int *out)
+{
+    const kr_graph *g = &p->g;
+    unsigned char *on = p->tmp;
+    for (int i = 0; i < g->n; i++) on[i] = p->applied[i] && shares_lineage(p, i, branch, 0);
+    int n = 0, deps = upgrade;
+    for (int i = 0; i < g->n; i++) {
+        if (!on[i]) continue;
+        int covered = 0;
+        for (int j = 0; j < g->n && !covered; j++) {
+            if (!(upgrade ? on[j] : p->applied[j]) || j == i) continue;
+            for (int q = g->m[j].par0; q < g->m[j].par0 + g->m[j].npar; q++) covered |= g->par[q] == i;
+            for (int q = g->m[j].dep0; deps && q < g->m[j].dep0 + g->m[j].ndep; q++) covered |= g->dep[q] == i;
+        }
+        if (!covered) out[n++] = i;
+    }
+    return n;
+}
+
 /* ---- names ------------------------------------------------------------------------------- */
 
 /* "N" -> N; -1 for anything but digits (or more than a million). */
@@ -238,7 +261,9 @@ static void resolve_upgrade(lua_State *L, kr_plan *p, const spec *s)
     } else if (s->n < 0) {
         if (*s->symbol == '\0') kr_migrate_raise(L, "bad_target", NULL, "upgrade target '%s' goes down: use downgrade", s->text);
         int x = walk(L, p, resolve_symbol(L, p, s->branch, s->symbol), s->n, -1, s->text);
-        if (x != BASE) t[x] = 1;
+        if (x == BASE) /* as Alembic, which has no upgrade to base */
+            kr_migrate_raise(L, "bad_target", NULL, "upgrade target '%s' is base: use downgrade", s->text);
+        t[x] = 1;
     } else if (*s->symbol) {
         int x = walk(L, p, resolve_symbol(L, p, -1, s->symbol), s->n, s->branch, s->text);
         if (x != BASE) t[x] = 1;
@@ -251,11 +276,9 @@ static void resolve_upgrade(lua_State *L, kr_plan *p, const spec *s)
                 nstart++;
             }
         if (nstart == 0 && s->branch >= 0) {
-            /* the branch has no head applied: start from its newest applied revision, if any */
-            for (int k = 0; k < g->n; k++) {
-                int i = g->order[k];
-                if (p->applied[i] && shares_lineage(p, i, s->branch, 0)) start = i;
-            }
+            /* no current head on the branch: start from the branch's applied tips, or base */
+            nstart = branch_tips(p, s->branch, 1, p->heads);
+            start = nstart > 0 ? p->heads[0] : BASE;
         }
         if (nstart > 1)
             kr_migrate_raise(L, "bad_target", NULL, "upgrade '%s' is ambiguous: the database is at several heads; "
@@ -284,6 +307,11 @@ static void resolve_downgrade(lua_State *L, kr_plan *p, const spec *s)
                 start = p->heads[k];
                 nstart++;
             }
+        if (nstart == 0 && branch >= 0) {
+            /* no current head on the branch: walk down from the branch's applied tip */
+            nstart = branch_tips(p, branch, 0, p->heads);
+            if (nstart > 0) start = p->heads[0];
+        }
         if (nstart == 0)
             kr_migrate_raise(L, "bad_target", NULL, "downgrade '%s': no applied revision %s", s->text,
                              branch < 0 ? "to go down from" : "on that branch");
@@ -291,7 +319,7 @@ static void resolve_downgrade(lua_State *L, kr_plan *p, const spec *s)
             kr_migrate_raise(L, "bad_target", NULL, "downgrade '%s' is ambiguous: the database is at several heads; "
                              "give a branch (label@-N) or a revision (rev-N)", s->text);
         x = walk(L, p, start, s->n, -1, s->text);
-        branch = start;
+        if (branch < 0) branch = start; /* keep to the head walked down from */
     } else {
         x = resolve_symbol(L, p, branch, s->symbol);
     }

@@ -5,33 +5,26 @@
 
 #include "migrate.h"
 #include "sha256.h"
+#include "ddl.h"
+
+/* Pushes s quoted by the one quoting kernel (ddl_text.c's kr_ddl_quote). */
+static void push_quoted(lua_State *L, char quote, const char *s)
+{
+    size_t len = strlen(s), need = kr_ddl_quote(quote, s, len, NULL, 0);
+    char small[256], *out = need < sizeof small ? small : (char *)lua_newuserdata(L, need + 1);
+    kr_ddl_quote(quote, s, len, out, need + 1);
+    lua_pushlstring(L, out, need);
+    if (out != small) lua_remove(L, -2);
+}
 
 void kr_push_ident(lua_State *L, const char *name)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    luaL_addchar(&b, '"');
-    for (const char *p = name; *p; p++) {
-        if (*p == '"') luaL_addchar(&b, '"');
-        luaL_addchar(&b, *p);
-    }
-    luaL_addchar(&b, '"');
-    luaL_pushresult(&b);
+    push_quoted(L, '"', name);
 }
 
-/* E'...' with doubled backslashes reads the same whatever standard_conforming_strings says. */
 void kr_push_literal(lua_State *L, const char *value)
 {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    if (strchr(value, '\\')) luaL_addchar(&b, 'E');
-    luaL_addchar(&b, '\'');
-    for (const char *p = value; *p; p++) {
-        if (*p == '\'' || *p == '\\') luaL_addchar(&b, *p);
-        luaL_addchar(&b, *p);
-    }
-    luaL_addchar(&b, '\'');
-    luaL_pushresult(&b);
+    push_quoted(L, '\'', value);
 }
 
 /* The advisory lock key: the first 8 bytes of SHA-256("kronos:" .. table name), big-endian,

@@ -1,4 +1,4 @@
-/* Strict UTF-8 decoding (see utf8.h). */
+/* The text kernels (see utf8.h). */
 #include "utf8.h"
 
 size_t kr_utf8_next(const unsigned char *s, size_t n, unsigned long *cp)
@@ -22,4 +22,28 @@ size_t kr_utf8_next(const unsigned char *s, size_t n, unsigned long *cp)
     if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
     *cp = v;
     return need;
+}
+
+size_t kr_utf8_chars(const char *s, size_t len, int (*mark)(unsigned long cp), int *marked)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t count = 0, i = 0;
+    unsigned long cp;
+    if (marked) *marked = 0;
+    while (i < len) {
+        size_t n = kr_utf8_next(u + i, len - i, &cp);
+        if (n == 0 || cp == 0) return KR_UTF8_INVALID; /* NUL: never text */
+        if (mark && mark(cp)) *marked = 1;
+        i += n;
+        count++;
+    }
+    return count;
+}
+
+int kr_utf8_ieq(const char *s, size_t len, const char *lower)
+{
+    size_t i = 0;
+    for (; i < len && lower[i] != '\0'; i++)
+        if (kr_utf8_lower(s[i]) != lower[i]) return 0;
+    return i == len && lower[i] == '\0';
 }

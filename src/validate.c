@@ -4,23 +4,9 @@
 #include "utf8.h"
 #include "validate.h"
 
-size_t kr_utf8_chars(const char *s, size_t len)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t count = 0, i = 0;
-    unsigned long cp;
-    while (i < len) {
-        size_t n = kr_utf8_next(u + i, len - i, &cp);
-        if (n == 0 || cp == 0) return KR_UTF8_INVALID; /* NUL: never text */
-        i += n;
-        count++;
-    }
-    return count;
-}
-
 kr_verdict kr_check_text(const char *s, size_t len, size_t max)
 {
-    size_t n = kr_utf8_chars(s, len);
+    size_t n = kr_utf8_chars(s, len, NULL, NULL);
     if (n == KR_UTF8_INVALID) return KR_BAD_UTF8;
     return n > max ? KR_TOO_LONG : KR_VALID;
 }
@@ -38,23 +24,6 @@ static int ascii_space(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
-/* Walks valid UTF-8 text; returns the character count, or KR_UTF8_INVALID, and flags spaces. */
-static size_t scan(const char *s, size_t len, int *has_space)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t count = 0, i = 0;
-    unsigned long cp;
-    *has_space = 0;
-    while (i < len) {
-        size_t n = kr_utf8_next(u + i, len - i, &cp);
-        if (n == 0 || cp == 0) return KR_UTF8_INVALID; /* NUL: never text */
-        if (is_space_or_control(cp)) *has_space = 1;
-        i += n;
-        count++;
-    }
-    return count;
-}
-
 static kr_verdict malformed(const char **why, const char *reason)
 {
     if (why) *why = reason;
@@ -66,12 +35,11 @@ kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *out
     while (len > 0 && ascii_space((unsigned char)in[0])) in++, len--;
     while (len > 0 && ascii_space((unsigned char)in[len - 1])) len--;
     for (size_t i = 0; i < len; i++) {
-        char c = in[i];
-        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        out[i] = kr_utf8_lower(in[i]);
     }
     *outlen = len;
     int space;
-    size_t chars = scan(out, len, &space);
+    size_t chars = kr_utf8_chars(out, len, is_space_or_control, &space);
     if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
     if (chars > KR_EMAIL_MAX) return KR_TOO_LONG;
     if (chars < KR_EMAIL_MIN) return malformed(why, "must be at least 5 characters");
@@ -82,16 +50,6 @@ kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *out
     if (at == out) return malformed(why, "must have a local part before the @");
     if (at == out + len - 1) return malformed(why, "must have a domain after the @");
     return KR_VALID;
-}
-
-static int ascii_ieq(const char *s, const char *lower, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-        if (c != lower[i]) return 0;
-    }
-    return 1;
 }
 
 /* The authority [userinfo@]host[:port] must name a host; a port is 1 to 5 digits. */
@@ -126,14 +84,14 @@ static int valid_authority(const char *a, size_t n)
 kr_verdict kr_check_url(const char *s, size_t len, const char **why)
 {
     int space;
-    size_t chars = scan(s, len, &space);
+    size_t chars = kr_utf8_chars(s, len, is_space_or_control, &space);
     if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
     if (chars > KR_URL_MAX) return KR_TOO_LONG;
     if (space) return malformed(why, "must not contain whitespace or control characters");
     size_t skip;
-    if (len >= 7 && ascii_ieq(s, "http://", 7))
+    if (len >= 7 && kr_utf8_ieq(s, 7, "http://"))
         skip = 7;
-    else if (len >= 8 && ascii_ieq(s, "https://", 8))
+    else if (len >= 8 && kr_utf8_ieq(s, 8, "https://"))
         skip = 8;
     else
         return malformed(why, "must be an http:// or https:// URL");

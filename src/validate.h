@@ -17,10 +17,7 @@ typedef enum kr_verdict {
     KR_MALFORMED,  /* well-formed text that is not an acceptable email / URL */
 } kr_verdict;
 
-/* The number of characters in strict UTF-8 text (no overlong forms, surrogates or code points
- * above U+10FFFF, no NUL), or KR_UTF8_INVALID. */
-#define KR_UTF8_INVALID ((size_t)-1)
-size_t kr_utf8_chars(const char *s, size_t len);
+/* Characters are counted by utf8.h's kr_utf8_chars (the one UTF-8 walk). */
 
 /* Valid UTF-8 of at most max characters. */
 kr_verdict kr_check_text(const char *s, size_t len, size_t max);

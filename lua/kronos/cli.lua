@@ -46,10 +46,16 @@ local function build_parser()
     local stamp = common(p:command("stamp", "Record TARGET as the database's version without running migrations."))
     stamp:argument("target", "A revision, head, heads or base.")
     stamp:flag("--sql", "Print the SQL instead of running it.")
-    common(p:command("check", "Exit 0 when the database is at head with unchanged files, else 1."))
+    local check = common(p:command("check", "Exit 0 when the database is at head with unchanged files, else 1."))
+    check:flag("--drift", "Compare the live schema with what its applied migrations build in a scratch database.")
+    check:option("--scratch-url", "An empty database for --drift (default: kronos creates and drops one).")
+    local verify = common(p:command("verify", "On a scratch database, check that every migration's down undoes its up."))
+    verify:option("--scratch-url", "An empty database to use (default: kronos creates and drops one on the server).")
     local rev = common(p:command("revision", "Create a new migration file whose down_revision is the current head."))
     rev:option("-m --message", "What the migration does."):count(1)
     rev:option("--rev-id", "Use this revision id instead of a random one.")
+    local lint = common(p:command("lint", "Check the migrations' DDL for locks and rewrites of busy tables (offline)."))
+    lint:flag("-v --verbose", "Also list the findings allowed by safe = ... and every rule.")
     common(p:command("init", "Create the database if it does not exist, then upgrade to head."))
     common(p:command("console", "A Lua REPL with kronos, db and users ready."))
     return p
@@ -67,6 +73,7 @@ local function opts_of(args)
         statement_timeout = args.statement_timeout,
         transaction_per_migration = args.per_migration or nil,
         allow_changed = args.allow_changed or nil,
+        on_lint = function(f) io.stderr:write("kronos: warning: ", (f.text:gsub("[\r\n]+", " ")), "\n") end,
         log = not args.sql and function(line)
             io.stdout:write(line, "\n")
             io.stdout:flush()
@@ -166,6 +173,7 @@ function verbs.stamp(args)
 end
 
 function verbs.check(args)
+    if args.drift then return require("kronos.deploy").cli_drift(args) end
     local ok, why = migrate.check(opts_of(args))
     if ok then
         io.stdout:write("up to date\n")
@@ -182,6 +190,24 @@ end
 function verbs.revision(args)
     local path = migrate.revision { dir = args.dir, modules = args.module, message = args.message, revision = args.rev_id }
     io.stdout:write("created ", path, "\n")
+    require("kronos.deploy").warn_heads({ dir = args.dir, modules = args.module }, path, opts_of(args).on_lint)
+end
+
+function verbs.verify(args)
+    return require("kronos.deploy").cli_verify(args)
+end
+
+-- lint: the findings that block (exit 1), the notes; --verbose adds the allowed ones.
+function verbs.lint(args)
+    local found, blocking = migrate.lint { dir = args.dir, modules = args.module }
+    local allowed = 0
+    for _, f in ipairs(found) do
+        if f.allowed then allowed = allowed + 1 end
+        if not f.allowed or args.verbose then io.stdout:write(f.level, ": ", f.text, "\n") end
+    end
+    io.stdout:write(("%d finding(s)"):format(blocking), allowed > 0 and
+        (", %d allowed by safe%s"):format(allowed, args.verbose and "" or " (--verbose lists them)") or "", "\n")
+    return blocking > 0 and 1 or 0
 end
 
 function verbs.init(args)

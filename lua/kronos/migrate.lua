@@ -142,10 +142,28 @@ local function with_db(opts, fn)
     return a, b
 end
 
+-- The revisions the database has not applied, as a set (offline: every one).
+local function pending_set(list, opts, db)
+    local set = {}
+    if not db then
+        for _, e in ipairs(list) do set[e.migration.revision] = true end
+        return set
+    end
+    for _, rev in ipairs(engine.status(list, opts, db).pending) do set[rev] = true end
+    return set
+end
+
+-- The DDL safety check before an upgrade (kronos.deploy): warns, or refuses before anything runs.
+local function check_upgrade(cmd, list, opts, db)
+    if cmd ~= "upgrade" or opts.lint == false then return end
+    require("kronos.deploy").check_upgrade(list, opts, function() return pending_set(list, opts, db) end)
+end
+
 local function run(cmd, opts)
     opts = opts or {}
     local list = M.load(opts)
     if opts.sql then
+        check_upgrade(cmd, list, opts, nil)
         local _, out = engine.run(cmd, list, opts, nil, core.ddl)
         local text, statements = {}, {}
         for _, s in ipairs(out) do
@@ -159,6 +177,7 @@ local function run(cmd, opts)
         return table.concat(text), statements
     end
     return with_db(opts, function(db)
+        check_upgrade(cmd, list, opts, db)
         return (engine.run(cmd, list, opts, db, core.ddl))
     end)
 end
@@ -265,6 +284,11 @@ function M.revision(opts)
     f:write(text)
     f:close()
     return path
+end
+
+-- lint{} (the DDL safety check), verify{} and drift{}: lua/kronos/deploy.lua.
+for _, name in ipairs { "lint", "verify", "drift" } do
+    M[name] = function(opts) return require("kronos.deploy")[name](opts) end
 end
 
 M.lock_key = engine.lock_key
