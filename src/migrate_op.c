@@ -13,7 +13,7 @@ enum { UP_RUN = 1, UP_ENV, UP_BUILDER, UP_NAME }; /* upvalues (the last two: bui
 static kr_run *op_run(lua_State *L)
 {
     kr_run *r = (kr_run *)lua_touserdata(L, lua_upvalueindex(UP_RUN));
-    if (!r->active) luaL_error(L, "op was used outside of its migration's up/down function");
+    if (!r->active) kr_error_raise(L, "bad_migration", "op was used outside of its migration's up/down function");
     /* op:name(...) works as well as op.name(...) */
     lua_getfield(L, lua_upvalueindex(UP_ENV), "op");
     if (lua_gettop(L) > 1 && lua_rawequal(L, 1, -1)) lua_remove(L, 1);
@@ -26,8 +26,15 @@ static int op_execute(lua_State *L)
 {
     kr_run *r = op_run(L);
     size_t len;
-    const char *sql = luaL_checklstring(L, 1, &len);
-    if (strlen(sql) != len) luaL_argerror(L, 1, "SQL contains a NUL byte");
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        kr_error_setfname(L, "execute");
+        kr_error_arg(L, 1, "SQL text (string) expected, got %s", luaL_typename(L, 1));
+    }
+    const char *sql = lua_tolstring(L, 1, &len);
+    if (strlen(sql) != len) {
+        kr_error_setfname(L, "execute");
+        kr_error_arg(L, 1, "SQL contains a NUL byte");
+    }
     /* a trailing ';' would double in the offline output */
     while (len > 0 && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' ||
                        sql[len - 1] == '\t' || sql[len - 1] == '\r'))
@@ -93,11 +100,11 @@ static int op_builder(lua_State *L)
         kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
         return 0;
     }
-    if (!lua_istable(L, -1)) luaL_error(L, "ddl.%s returned %s, not an array of statements", name, luaL_typename(L, -1));
+    if (!lua_istable(L, -1)) kr_error_raise(L, "bad_migration", "ddl.%s returned %s, not an array of statements", name, luaL_typename(L, -1));
     int t = lua_gettop(L);
     for (int i = 1; i <= (int)lua_rawlen(L, t); i++) {
         lua_rawgeti(L, t, i);
-        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "ddl.%s returned a non-string statement", name);
+        if (lua_type(L, -1) != LUA_TSTRING) kr_error_raise(L, "bad_migration", "ddl.%s returned a non-string statement", name);
         kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
         lua_pop(L, 1);
     }
@@ -107,7 +114,8 @@ static int op_builder(lua_State *L)
 /* The builders are looked up in core.ddl on first use; pure helpers pass through unchanged. */
 static int op_index(lua_State *L)
 {
-    const char *key = luaL_checkstring(L, 2);
+    if (lua_type(L, 2) != LUA_TSTRING) kr_error_raise(L, "bad_migration", "op has only named fields, not %s keys", luaL_typename(L, 2));
+    const char *key = lua_tostring(L, 2);
     if (strcmp(key, "db") == 0) {
         /* The migration reaches the connection itself: what op collected must have run first,
          * and from here on this migration's statements run one by one, in the order given. */
@@ -125,9 +133,9 @@ static int op_index(lua_State *L)
         return 1;
     }
     lua_getfield(L, lua_upvalueindex(UP_ENV), "ddl");
-    if (!lua_istable(L, -1)) return luaL_error(L, "op.%s: the DDL helpers (kronos.core.ddl) are not available", key);
+    if (!lua_istable(L, -1)) kr_error_raise(L, "bad_migration", "op.%s: the DDL helpers (kronos.core.ddl) are not available", key);
     lua_getfield(L, -1, key);
-    if (!lua_isfunction(L, -1)) return luaL_error(L, "op.%s: no such DDL helper", key);
+    if (!lua_isfunction(L, -1)) kr_error_raise(L, "bad_migration", "op.%s: no such DDL helper", key);
     if (strcmp(key, "sql") == 0 || strcmp(key, "quote_ident") == 0 || strcmp(key, "quote_literal") == 0) return 1;
     lua_pushvalue(L, lua_upvalueindex(UP_RUN));
     lua_pushvalue(L, lua_upvalueindex(UP_ENV));
