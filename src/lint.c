@@ -457,6 +457,30 @@ static int call_line(lua_State *L, const char *file)
     return first < 0 ? 0 : first;
 }
 
+/* Records in the state's `tables` set the names of the tables a call touches (without schema):
+ * what a lock wait of this migration can have waited for (the lock-retry report names them). */
+static void touch_tables(lua_State *L, int st, const char *h, int n)
+{
+    static const struct { const char *helper; int args[2]; } where[] = {
+        {"create_table", {1, 0}}, {"drop_table", {1, 0}}, {"rename_table", {1, 2}}, {"add_column", {1, 0}},
+        {"drop_column", {1, 0}}, {"alter_column", {1, 0}}, {"create_index", {2, 0}}, {"create_unique_constraint", {2, 0}},
+        {"create_check_constraint", {2, 0}}, {"create_primary_key", {2, 0}}, {"create_foreign_key", {2, 3}},
+        {"drop_constraint", {2, 0}}, {NULL, {0, 0}},
+    };
+    lua_getfield(L, st, "tables");
+    for (int w = 0; where[w].helper; w++) {
+        if (strcmp(where[w].helper, h) != 0) continue;
+        for (int a = 0; a < 2; a++) {
+            int i = where[w].args[a];
+            if (i == 0 || i > n || lua_type(L, i) != LUA_TSTRING) continue;
+            lua_pushvalue(L, i);
+            lua_pushboolean(L, 1);
+            lua_rawset(L, -3);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 /* op.<helper>(...) while checking: upvalues 1 state, 2 helper name, 3 builder. */
 static int lint_call(lua_State *L)
 {
@@ -473,6 +497,7 @@ static int lint_call(lua_State *L)
     lua_pushvalue(L, lua_upvalueindex(3));
     for (int i = 1; i <= n; i++) lua_pushvalue(L, i);
     lua_call(L, n, 0);
+    touch_tables(L, k.st, k.helper, n);
     judge(&k, n);
     return 0;
 }
@@ -497,8 +522,9 @@ static int lint_index(lua_State *L)
     return 1;
 }
 
-/* lint.phase(entry, phase, ddl [, x]) -> findings: runs entry.migration[phase](op) with a
- * recording op and returns what the rules found (an empty array when the phase is absent).
+/* lint.phase(entry, phase, ddl [, x]) -> findings, tables: runs entry.migration[phase](op) with a
+ * recording op and returns what the rules found (an empty array when the phase is absent) and
+ * the set of table names its helpers touched.
  * entry is {file =, migration =} as kronos.migrate.load returns it; ddl is kronos.core.ddl. */
 static int l_phase(lua_State *L)
 {
@@ -527,6 +553,8 @@ static int l_phase(lua_State *L)
     lua_setfield(L, st, "indexes");
     lua_newtable(L);
     lua_setfield(L, st, "findings");
+    lua_newtable(L);
+    lua_setfield(L, st, "tables");
     lua_pushinteger(L, 0);
     lua_setfield(L, st, "line");
 
@@ -569,7 +597,8 @@ static int l_phase(lua_State *L)
     lua_getfield(L, mig, phase);
     if (!lua_isfunction(L, -1)) {
         lua_getfield(L, st, "findings");
-        return 1;
+        lua_getfield(L, st, "tables");
+        return 2;
     }
     int fn = lua_gettop(L);
     /* the recording op: offline, no db, x from the caller */
@@ -601,7 +630,8 @@ static int l_phase(lua_State *L)
         add_finding(&k, R_ERROR, NULL, lua_pushfstring(L, "%s raised: %s", phase, lua_tostring(L, -1)));
     }
     lua_getfield(L, st, "findings");
-    return 1;
+    lua_getfield(L, st, "tables");
+    return 2;
 }
 
 /* lint.rules() -> {{name, why, fix, level, suppressible}, ...}: for docs and `lint --verbose`. */

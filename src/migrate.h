@@ -65,7 +65,7 @@ const char *kr_version_table(lua_State *L, int opts);
 int kr_migrate_lock_key(lua_State *L);                  /* core.migrate.lock_key(name) */
 
 /* migrate_plan.c: what a run aims at. */
-enum { KR_CMD_UPGRADE, KR_CMD_DOWNGRADE, KR_CMD_STAMP };
+enum { KR_CMD_UPGRADE, KR_CMD_DOWNGRADE, KR_CMD_STAMP, KR_CMD_FINISH };
 typedef struct kr_plan {
     kr_graph g;
     int cmd;
@@ -95,7 +95,7 @@ typedef struct kr_run {
     int intx;                /* our BEGIN is open */
     int session_lock;        /* pg_advisory_lock is held */
     int has_echo;
-    int up;                  /* direction of the step running */
+    int up;                  /* the step running: 1 up, 0 down, KR_STEP_FINISH its finish */
     kr_batch batch;          /* online round-trip batching; changed only by kr_batch_* */
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
@@ -105,6 +105,8 @@ typedef struct kr_run {
     char slock_sql[80];
     char unlock_sql[80];
 } kr_run;
+
+#define KR_STEP_FINISH 2 /* kr_run.up of a finish step (two-phase migrations, see migrate_run.c) */
 
 /* The run's environment table: statements by number, values by name (echo, ddl, log, db, op). */
 #define KR_ENV_OUT 1      /* env[1] = offline statements */

@@ -8,6 +8,13 @@
  * outlives the transaction (transaction poolers keep working). A migration with
  * transactional = false gets a segment of its own under a session advisory lock.
  *
+ * Two phases: a migration may carry finish = function(op) beside up and down. upgrade runs up
+ * only; the "finish" command runs, in graph order, the finish of every applied migration whose
+ * finish has not run, under the same segments and lock, and records it in the version table's
+ * finished_at column (added by the first finish run: ALTER TABLE ... ADD COLUMN IF NOT EXISTS,
+ * online and offline alike, so version tables of older kronos keep working). A downgrade of a
+ * finished migration runs its unfinish(op) before its down, and is refused when it has none.
+ *
  * Round trips (the batch): online, the opening of a transactional segment (BEGIN .. the version
  * read) and each transactional migration (its version row, its DDL, its execution time) are
  * collected and sent as one multi-statement query each. The server runs exactly the statements
@@ -25,6 +32,8 @@ typedef struct body {
     kr_plan p;
     int each, allow_changed;
     int has_events;          /* opts.on_event is a function */
+    unsigned char *finished; /* finish and downgrade: migrations whose finish has run (finished_at set) */
+    unsigned char *finishes; /* migrations that have a finish function */
     const char *vt;          /* quoted version table */
     const char *vtname;
     const char *lock_timeout, *stmt_timeout;   /* quoted literals or NULL */
@@ -273,7 +282,7 @@ static void event_step(lua_State *L, body *b, const kr_mig *m, int up, const cha
     event_new(L, type);
     lua_pushstring(L, m->rev);
     lua_setfield(L, -2, "revision");
-    lua_pushstring(L, up ? "upgrade" : "downgrade");
+    lua_pushstring(L, up == KR_STEP_FINISH ? "finish" : up ? "upgrade" : "downgrade");
     lua_setfield(L, -2, "direction");
     if (ms < 0) {
         push_parents(L, &b->p.g, m);
@@ -295,6 +304,8 @@ static void create_version_table(lua_State *L, body *b)
 {
     emitf(L, b, "CREATE TABLE IF NOT EXISTS %s (revision text NOT NULL PRIMARY KEY, message text NOT NULL DEFAULT '', "
                 "checksum text, applied_at timestamptz NOT NULL DEFAULT clock_timestamp(), execution_ms integer)", b->vt);
+    if (b->p.cmd == KR_CMD_FINISH) /* the first run that needs it adds it */
+        emitf(L, b, "ALTER TABLE %s ADD COLUMN IF NOT EXISTS finished_at timestamptz", b->vt);
 }
 
 /* Reads the applied revisions (online; offline the simulated state stands). Raises for a
@@ -305,7 +316,11 @@ static void read_state(lua_State *L, body *b)
     kr_run *r = b->r;
     kr_graph *g = &b->p.g;
     if (r->offline) return;
-    lua_pushfstring(L, "SELECT revision, checksum FROM %s", b->vt);
+    /* finish and downgrade need finished_at, which a version table of an older kronos lacks */
+    if (b->finished)
+        lua_pushfstring(L, "SELECT revision, checksum, (to_jsonb(v) ->> 'finished_at') IS NOT NULL FROM %s v", b->vt);
+    else
+        lua_pushfstring(L, "SELECT revision, checksum FROM %s", b->vt);
     PGresult *res;
     if (r->batch.on) {
         res = batch_query(L, r, SLOT_ENV, lua_tostring(L, -1));
@@ -315,6 +330,7 @@ static void read_state(lua_State *L, body *b)
     }
     if (res == NULL) kr_error_throw(L);
     memset(b->p.applied, 0, (size_t)g->n + 1);
+    if (b->finished) memset(b->finished, 0, (size_t)g->n + 1);
     for (int row = 0; row < PQntuples(res); row++) {
         const char *rev = PQgetvalue(res, row, 0);
         int i = kr_graph_find(g, rev);
@@ -329,6 +345,7 @@ static void read_state(lua_State *L, body *b)
             kr_migrate_raise(L, "unknown_revision", NULL, "the database is at revision '%s', which no migration file provides; "
                              "stamp the revision it is at (stamp --purge starts from an empty version table)", rev);
         b->p.applied[i] = 1;
+        if (b->finished) b->finished[i] = strcmp(PQgetvalue(res, row, 2), "t") == 0;
         if (b->p.cmd == KR_CMD_UPGRADE && !b->allow_changed && !PQgetisnull(res, row, 1) &&
             strcmp(PQgetvalue(res, row, 1), g->m[i].checksum) != 0)
             kr_migrate_raise(L, "changed_migration", g->m[i].file,
@@ -397,9 +414,11 @@ static void log_step(lua_State *L, body *b, const kr_mig *m, int up, double ms)
         lua_pop(L, 1);
         return;
     }
-    lua_pushfstring(L, "%s %s %s (%d ms)", up ? "upgrade  " : "downgrade", m->rev, m->message, (int)(ms + 0.5));
+    const char *dir = up == KR_STEP_FINISH ? "finish" : up ? "upgrade" : "downgrade";
+    lua_pushfstring(L, "%s %s %s (%d ms)", up == KR_STEP_FINISH ? "finish   " : up ? "upgrade  " : "downgrade",
+                    m->rev, m->message, (int)(ms + 0.5));
     lua_createtable(L, 0, 5);
-    lua_pushstring(L, up ? "upgrade" : "downgrade");
+    lua_pushstring(L, dir);
     lua_setfield(L, -2, "direction");
     lua_pushstring(L, m->rev);
     lua_setfield(L, -2, "revision");
@@ -432,20 +451,37 @@ static void run_step(lua_State *L, body *b, int i, int up)
     r->cur_transactional = m->transactional;
     r->up = up;
     if (!up && !m->has_down) kr_migrate_raise(L, "bad_migration", m->file, "revision '%s' has no down function", m->rev);
+    int unfinish = !up && b->finished && b->finished[i];
     int top = lua_gettop(L);
-    lua_pushfstring(L, "-- %s %s: %s", up ? "upgrade" : "downgrade", m->rev, m->message);
+    lua_rawgeti(L, SLOT_LIST, m->slot);
+    lua_getfield(L, -1, "migration");
+    int mig = lua_gettop(L);
+    if (unfinish) {
+        lua_getfield(L, mig, "unfinish");
+        if (!lua_isfunction(L, -1))
+            kr_migrate_raise(L, "finished_migration", m->file,
+                             "revision '%s' is finished: its finish changed the schema and it has no unfinish function "
+                             "to undo that; add unfinish = function(op) ... end (run before down), or restore a backup", m->rev);
+        lua_pop(L, 1);
+    }
+    lua_pushfstring(L, "-- %s %s: %s", up == KR_STEP_FINISH ? "finish" : up ? "upgrade" : "downgrade", m->rev, m->message);
     comment(L, b, lua_tostring(L, -1));
     kr_push_literal(L, m->rev);
     const char *rev = lua_tostring(L, -1);
     double t0 = now_ms();
     if (m->transactional) batch_open(r); /* one round trip for the whole step */
-    if (up && m->transactional) insert_version(L, b, m);
-    lua_rawgeti(L, SLOT_LIST, m->slot);
-    lua_getfield(L, -1, "migration");
-    lua_getfield(L, -1, up ? "up" : "down");
+    if (up == 1 && m->transactional) insert_version(L, b, m);
+    if (unfinish) {
+        lua_getfield(L, mig, "unfinish");
+        lua_getfield(L, SLOT_ENV, "op");
+        lua_call(L, 1, 0);
+    }
+    lua_getfield(L, mig, up == KR_STEP_FINISH ? "finish" : up ? "up" : "down");
     lua_getfield(L, SLOT_ENV, "op");
     lua_call(L, 1, 0);
-    if (!up)
+    if (up == KR_STEP_FINISH)
+        emitf(L, b, "UPDATE %s SET finished_at = clock_timestamp() WHERE revision = %s", b->vt, rev);
+    else if (!up)
         emitf(L, b, "DELETE FROM %s WHERE revision = %s", b->vt, rev);
     else if (m->transactional)
         emitf(L, b, "UPDATE %s SET execution_ms = (extract(epoch FROM clock_timestamp() - applied_at) * 1000)::integer "
@@ -453,7 +489,10 @@ static void run_step(lua_State *L, body *b, int i, int up)
     else
         insert_version(L, b, m); /* no transaction to share: the row is written once the DDL has succeeded */
     kr_batch_close(L, r, SLOT_ENV);
-    b->p.applied[i] = (unsigned char)up;
+    if (up == KR_STEP_FINISH)
+        b->finished[i] = 1;
+    else
+        b->p.applied[i] = (unsigned char)up;
     lua_pushstring(L, m->rev);
     lua_rawseti(L, SLOT_RESULTS, (int)lua_rawlen(L, SLOT_RESULTS) + 1);
     r->cur_file = r->cur_rev = NULL;
@@ -511,15 +550,33 @@ static void run_stamp(lua_State *L, body *b, const char *spec)
     lua_pop(L, 1);
 }
 
+/* The finishes left: applied (or, offline, in the target's closure), with a finish function, not
+ * finished; in graph order. Fills b->p.steps and returns the count. */
+static int finish_steps(body *b)
+{
+    const kr_graph *g = &b->p.g;
+    int n = 0;
+    for (int k = 0; k < g->n; k++) {
+        int i = g->order[k];
+        if (b->p.applied[i] && b->finishes[i] && !b->finished[i]) b->p.steps[n++] = i;
+    }
+    return n;
+}
+
+static int steps_left(body *b)
+{
+    return b->p.cmd == KR_CMD_FINISH ? finish_steps(b) : kr_plan_steps(&b->p);
+}
+
 static void run_steps(lua_State *L, body *b, const char *spec)
 {
-    int up = b->p.cmd == KR_CMD_UPGRADE;
+    int up = b->p.cmd == KR_CMD_FINISH ? KR_STEP_FINISH : b->p.cmd == KR_CMD_UPGRADE;
     const kr_mig *m = b->p.g.m;
     const int *steps = b->p.steps;
     for (;;) {
         begin_tx(L, b);
-        if (!b->p.resolved) kr_plan_resolve(L, &b->p, spec);
-        int n = kr_plan_steps(&b->p);
+        if (!b->p.resolved && b->p.cmd != KR_CMD_FINISH) kr_plan_resolve(L, &b->p, spec);
+        int n = steps_left(b);
         if (n == 0) {
             commit_tx(L, b);
             return;
@@ -528,7 +585,7 @@ static void run_steps(lua_State *L, body *b, const char *spec)
             /* its own segment under a session lock; the state is read again under that lock */
             commit_tx(L, b);
             begin_session(L, b);
-            n = kr_plan_steps(&b->p);
+            n = steps_left(b);
             int ran = n > 0 && !m[steps[0]].transactional;
             if (ran) run_step(L, b, steps[0], up);
             end_session(L, b);
@@ -616,7 +673,8 @@ static int run_body(lua_State *L)
     memset(&b, 0, sizeof b);
     b.r = (kr_run *)lua_touserdata(L, SLOT_RUN);
     const char *cmd = lua_tostring(L, SLOT_CMD);
-    int kind = strcmp(cmd, "upgrade") == 0 ? KR_CMD_UPGRADE : strcmp(cmd, "downgrade") == 0 ? KR_CMD_DOWNGRADE : KR_CMD_STAMP;
+    int kind = strcmp(cmd, "upgrade") == 0 ? KR_CMD_UPGRADE : strcmp(cmd, "downgrade") == 0 ? KR_CMD_DOWNGRADE
+             : strcmp(cmd, "finish") == 0 ? KR_CMD_FINISH : KR_CMD_STAMP;
     lua_settop(L, SLOT_PROGRESS);
     lua_createtable(L, 2, 5); /* SLOT_ENV */
     lua_newtable(L);
@@ -639,8 +697,20 @@ static int run_body(lua_State *L)
     kr_op_make(L, SLOT_RUN, SLOT_ENV, SLOT_CONN, SLOT_OPTS);
     read_options(L, &b);
     kr_plan_init(L, &b.p, SLOT_LIST, kind);
+    if (kind == KR_CMD_FINISH || kind == KR_CMD_DOWNGRADE) {
+        b.finished = kr_newset(L, &b.p.g);
+        b.finishes = kr_newset(L, &b.p.g);
+        for (int i = 0; i < b.p.g.n; i++) {
+            lua_rawgeti(L, SLOT_LIST, b.p.g.m[i].slot);
+            lua_getfield(L, -1, "migration");
+            lua_getfield(L, -1, "finish");
+            b.finishes[i] = lua_isfunction(L, -1);
+            lua_pop(L, 3);
+        }
+    }
     b.p.purge = opt_bool(L, "purge");
-    const char *spec = opt_string(L, "target", kind == KR_CMD_UPGRADE ? "head" : kind == KR_CMD_DOWNGRADE ? "base" : "");
+    const char *spec = opt_string(L, "target", kind == KR_CMD_UPGRADE ? "head" : kind == KR_CMD_DOWNGRADE ? "base"
+                                               : kind == KR_CMD_FINISH ? "heads" : "");
     if (*spec == '\0') kr_migrate_raise(L, "bad_target", NULL, "stamp needs a target");
     const char *colon = strchr(spec, ':');
     if (colon && !b.r->offline) kr_migrate_raise(L, "bad_target", NULL, "a from:to range ('%s') is for offline (sql) mode only", spec);
@@ -653,6 +723,13 @@ static int run_body(lua_State *L)
         if (*spec == '\0') spec = kind == KR_CMD_UPGRADE ? "head" : "base";
     } else if (b.r->offline && kind == KR_CMD_DOWNGRADE) {
         kr_migrate_raise(L, "bad_target", NULL, "offline downgrade needs a from:to range, such as 'head:base'");
+    }
+    if (kind == KR_CMD_FINISH && b.r->offline) {
+        /* offline: the finishes of the target's closure, those of the range's start taken as run */
+        memcpy(b.finished, b.p.applied, (size_t)b.p.g.n + 1);
+        kr_plan_closure(L, &b.p, spec, b.p.applied);
+    } else if (kind == KR_CMD_FINISH && strcmp(spec, "heads") != 0) {
+        kr_migrate_raise(L, "bad_target", NULL, "finish runs every pending finish; it takes no target ('%s')", spec);
     }
     b.r->active = 1;
     if (kind == KR_CMD_STAMP)
@@ -668,7 +745,7 @@ static int run_body(lua_State *L)
 /* Wraps the error at the top of the stack with the migration that raised it. */
 static void blame(lua_State *L, kr_run *r)
 {
-    const char *dir = r->up ? "upgrade" : "downgrade";
+    const char *dir = r->up == KR_STEP_FINISH ? "finish" : r->up ? "upgrade" : "downgrade";
     int is_error = 0;
     if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
         luaL_getmetatable(L, KR_ERROR_CLASS);
@@ -708,8 +785,9 @@ static void report_progress(lua_State *L, kr_run *r, int progress)
 int kr_migrate_run(lua_State *L)
 {
     const char *cmd = luaL_checkstring(L, 1);
-    if (strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "downgrade") != 0 && strcmp(cmd, "stamp") != 0)
-        kr_error_arg(L, 1, "'upgrade', 'downgrade' or 'stamp' expected");
+    if (strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "downgrade") != 0 && strcmp(cmd, "stamp") != 0 &&
+        strcmp(cmd, "finish") != 0)
+        kr_error_arg(L, 1, "'upgrade', 'downgrade', 'stamp' or 'finish' expected");
     luaL_checktype(L, 2, LUA_TTABLE);
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "sql");

@@ -26,14 +26,18 @@ static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
     kr_clearbox((PGresult **)lua_touserdata(L, -1));
     lua_pop(L, 3);
     if (!exists) return NULL;
-    lua_pushfstring(L, "SELECT revision, checksum, applied_at, execution_ms FROM %s ORDER BY applied_at, revision", vt);
+    /* finished_at: added by the first finish run, so read in a way that works without it */
+    lua_pushfstring(L, "SELECT revision, checksum, applied_at, execution_ms, (to_jsonb(v) ->> 'finished_at')::timestamptz "
+                       "FROM %s v ORDER BY applied_at, revision", vt);
     res = kr_execscript(L, c, lua_tostring(L, -1));
     if (res == NULL) kr_error_throw(L);
     lua_remove(L, -2);
     return res;
 }
 
-/* core.migrate.status(list, opts, conn|nil) -> {heads, current, pending, changed, unknown, history}
+/* core.migrate.status(list, opts, conn|nil) -> {heads, current, pending, changed, unknown,
+ * finish_pending, history}. finish_pending: the applied migrations with a finish function whose
+ * finish has not run (graph order); history marks them finish_pending and the others finished.
  * unknown: the revisions the version table holds that no file provides (after switching
  * branches, say); history lists them last with unknown = true. */
 int kr_migrate_status(lua_State *L)
@@ -45,7 +49,7 @@ int kr_migrate_status(lua_State *L)
     kr_version_table(L, 2);                       /* 4: the quoted name */
     kr_graph g;
     kr_graph_build(L, 1, &g);
-    unsigned char *applied = kr_newset(L, &g), *changed = kr_newset(L, &g);
+    unsigned char *applied = kr_newset(L, &g), *changed = kr_newset(L, &g), *finished = kr_newset(L, &g);
     int *idx = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g.n + 1));
     int *rowof = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g.n + 1));
     lua_newtable(L);
@@ -65,6 +69,7 @@ int kr_migrate_status(lua_State *L)
         applied[i] = 1;
         rowof[i] = row;
         changed[i] = !PQgetisnull(res, row, 1) && strcmp(PQgetvalue(res, row, 1), g.m[i].checksum) != 0;
+        finished[i] = !PQgetisnull(res, row, 4);
     }
     lua_pushvalue(L, unknown);
     lua_setfield(L, out, "unknown");
@@ -79,6 +84,16 @@ int kr_migrate_status(lua_State *L)
     for (int k = 0; k < g.n; k++)
         if (changed[g.order[k]]) idx[n++] = g.order[k];
     set_revs(L, &g, idx, n, "changed");
+    n = 0;
+    for (int k = 0; k < g.n; k++) {
+        int i = g.order[k];
+        lua_rawgeti(L, 1, g.m[i].slot);
+        lua_getfield(L, -1, "migration");
+        lua_getfield(L, -1, "finish");
+        if (applied[i] && !finished[i] && lua_isfunction(L, -1)) idx[n++] = i;
+        lua_pop(L, 3);
+    }
+    set_revs(L, &g, idx, n, "finish_pending");
     int nh = kr_applied_heads(&g, applied, idx);
     lua_createtable(L, g.n, 0);
     for (int k = 0; k < g.n; k++) {
@@ -91,7 +106,17 @@ int kr_migrate_status(lua_State *L)
         lua_getfield(L, -1, "migration");
         lua_getfield(L, -1, "down_revision");
         lua_setfield(L, -4, "down_revision");
-        lua_pop(L, 2);
+        lua_getfield(L, -1, "finish");
+        int has_finish = lua_isfunction(L, -1);
+        lua_pop(L, 3);
+        lua_pushboolean(L, has_finish);
+        lua_setfield(L, -2, "finish");
+        if (has_finish && applied[i]) {
+            lua_pushboolean(L, finished[i]);
+            lua_setfield(L, -2, "finished");
+            lua_pushboolean(L, !finished[i]);
+            lua_setfield(L, -2, "finish_pending");
+        }
         lua_pushstring(L, m->message);
         lua_setfield(L, -2, "message");
         lua_pushstring(L, m->file);
@@ -114,6 +139,10 @@ int kr_migrate_status(lua_State *L)
             if (!PQgetisnull(res, rowof[i], 3)) {
                 kr_pushvalue(L, res, rowof[i], 3);
                 lua_setfield(L, -2, "execution_ms");
+            }
+            if (!PQgetisnull(res, rowof[i], 4)) {
+                kr_pushvalue(L, res, rowof[i], 4);
+                lua_setfield(L, -2, "finished_at");
             }
         }
         lua_rawseti(L, -2, k + 1);

@@ -27,6 +27,7 @@ local function running(cmd)
     cmd:option("--lock-timeout", "How long to wait for another process's migration (default: 60s).")
     cmd:option("--statement-timeout", "statement_timeout for the migrations (default: the server's).")
     cmd:flag("--per-migration", "One transaction per migration instead of one for the whole run.")
+    cmd:option("--retries", "Retry a step whose lock wait ran out (lock_timeout) N times, with backoff (default: 0).")
     return cmd
 end
 
@@ -49,6 +50,8 @@ local function build_parser()
     local check = common(p:command("check", "Exit 0 when the database is at head with unchanged files, else 1."))
     check:flag("--drift", "Compare the live schema with what its applied migrations build in a scratch database.")
     check:option("--scratch-url", "An empty database for --drift (default: kronos creates and drops one).")
+    local fin = running(p:command("finish", "Run the pending finish of every applied two-phase migration."))
+    fin:argument("target", "With --sql: FROM:TO, the finishes of TO's lineage not in FROM's."):args("?")
     local verify = common(p:command("verify", "On a scratch database, check that every migration's down undoes its up."))
     verify:option("--scratch-url", "An empty database to use (default: kronos creates and drops one on the server).")
     local rev = common(p:command("revision", "Create a new migration file whose down_revision is the current head."))
@@ -70,6 +73,7 @@ local function opts_of(args)
         target = args.target,
         sql = args.sql or nil,
         lock_timeout = args.lock_timeout,
+        retries = args.retries and (tonumber(args.retries) or -1), -- not a number: refused by the engine side
         statement_timeout = args.statement_timeout,
         transaction_per_migration = args.per_migration or nil,
         allow_changed = args.allow_changed or nil,
@@ -141,7 +145,12 @@ function verbs.current(args)
     if #s.current == 0 then io.stdout:write("base (no revision applied)\n") end
     local heads = {}
     for _, h in ipairs(s.heads) do heads[h] = true end
-    for _, rev in ipairs(s.current) do io.stdout:write(rev, heads[rev] and " (head)" or "", "\n") end
+    for _, rev in ipairs(s.current) do
+        io.stdout:write(rev, heads[rev] and " (head)" or "", "\n")
+    end
+    if #(s.finish_pending or {}) > 0 then -- two-phase migrations: up applied, finish not yet run
+        io.stdout:write("finish pending: ", table.concat(s.finish_pending, ", "), "\n")
+    end
 end
 
 function verbs.heads(args)
@@ -160,6 +169,7 @@ function verbs.history(args)
         if h.head then tags[#tags + 1] = "head" end
         if h.current then tags[#tags + 1] = "current" end
         if h.changed then tags[#tags + 1] = "CHANGED" end
+        if h.finish_pending then tags[#tags + 1] = "finish pending" elseif h.finished then tags[#tags + 1] = "finished" end
         local state = h.applied and ("applied " .. tostring(h.applied_at) ..
             (h.execution_ms and (" in " .. h.execution_ms .. " ms") or "")) or "pending"
         io.stdout:write(("%s -> %s%s, %s [%s]\n"):format(down or "<base>", h.revision,
@@ -176,7 +186,7 @@ function verbs.check(args)
     if args.drift then return require("kronos.deploy").cli_drift(args) end
     local ok, why = migrate.check(opts_of(args))
     if ok then
-        io.stdout:write("up to date\n")
+        io.stdout:write("up to date", why and (" (finish pending: " .. table.concat(why.finish_pending, ", ") .. ")") or "", "\n")
         return 0
     end
     local parts = {}
@@ -191,6 +201,17 @@ function verbs.revision(args)
     local path = migrate.revision { dir = args.dir, modules = args.module, message = args.message, revision = args.rev_id }
     io.stdout:write("created ", path, "\n")
     require("kronos.deploy").warn_heads({ dir = args.dir, modules = args.module }, path, opts_of(args).on_lint)
+end
+
+-- finish: the pending finishes of two-phase migrations (after every instance runs the new code).
+function verbs.finish(args)
+    local opts = opts_of(args)
+    local res = migrate.finish(opts)
+    if args.sql then
+        io.stdout:write(res)
+    elseif #res == 0 then
+        io.stdout:write("nothing to finish\n")
+    end
 end
 
 function verbs.verify(args)

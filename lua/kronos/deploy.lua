@@ -62,6 +62,109 @@ function D.check_upgrade(list, opts, pending)
     end
 end
 
+-- ---- lock retries -----------------------------------------------------------------------------
+
+-- A step's own lock wait ran out (lock_timeout, 55P03): not the migration lock (another migrator,
+-- code migration_locked), which has no revision.
+local function lock_timed_out(err)
+    return type(err) == "table" and err.sqlstate == "55P03" and err.revision ~= nil and err.code ~= "migration_locked"
+end
+
+-- The sessions that hold a lock on the tables the failing migration touches (all user tables when
+-- it touches none through op, e.g. raw SQL): [{table, pid, application_name, state, mode, seconds}].
+local function lock_holders(db, list, err, x)
+    local names = {}
+    for _, entry in ipairs(list) do
+        if entry.file == err.file then
+            for _, phase in ipairs { "up", "down", "finish", "unfinish" } do
+                local ok, _, tables = pcall(core.lint.phase, entry, phase, core.ddl, x)
+                for name in pairs(ok and tables or {}) do names[#names + 1] = name end
+            end
+        end
+    end
+    local rows = db:exec([[
+        SELECT c.relname AS "table", a.pid, a.application_name, a.state, l.mode,
+               round(extract(epoch FROM clock_timestamp() - coalesce(a.xact_start, a.query_start)))::int AS seconds
+        FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+          AND c.relkind IN ('r', 'p', 'm', 'v')
+          AND ($1 = '' OR c.relname = ANY (string_to_array($1, chr(31))))
+        ORDER BY seconds DESC, a.pid]], table.concat(names, "\31"))
+    return rows or {}
+end
+
+-- Sleeps on the server (no yielding C sleep is needed: the run holds no lock while it waits).
+local function pause(db, ms)
+    db:exec("SELECT pg_sleep($1::float8 / 1000)", ms)
+end
+
+-- The target left after `done` steps of a relative one (+N, -N) were kept by a failed try.
+local function remaining(target, done)
+    local sign, n = tostring(target or ""):match("^([%+%-])(%d+)$")
+    if not sign then return target end
+    n = tonumber(n) - done
+    if n <= 0 then return nil end
+    return sign .. n
+end
+
+-- Refuses an option retries that is not a whole number >= 0 (before anything runs).
+function D.check_retries(retries)
+    if type(retries) ~= "number" or retries < 0 or retries % 1 ~= 0 then
+        error(core.error("bad_argument", "bad argument to 'kronos.migrate': option 'retries' must be a non-negative integer"), 0)
+    end
+end
+
+-- After engine.run failed with err: a lock wait that timed out is retried up to opts.retries
+-- times (default 0), waiting 250 ms, 500 ms, 1 s ... (at most 10 s) between tries; each retry
+-- starts the run again from the database's state, so in the one-transaction mode the whole run
+-- is retried from the start (nothing of the failed try was kept), and with per-migration
+-- transactions the kept steps stay and the rest is retried. When it still times out, the error
+-- names the table and the session that held it (err.holder). Any other error is raised as is.
+function D.after_failure(err, cmd, list, opts, db, attempt)
+    if not lock_timed_out(err) then error(err, 0) end
+    local retries = opts.retries or 0
+    local done, tries, delay = {}, 0, 250
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    while true do
+        for _, rev in ipairs(err.kept or {}) do done[#done + 1] = rev end
+        if tries >= retries then break end
+        tries = tries + 1
+        if type(opts.on_event) == "function" then
+            opts.on_event { type = "lock_retry", revision = err.revision, file = err.file, attempt = tries,
+                            retries = retries, delay_ms = delay }
+        end
+        pause(db, delay)
+        delay = math.min(delay * 2, 10000)
+        if cmd ~= "finish" then o.target = remaining(opts.target, #done) end
+        if cmd ~= "finish" and opts.target and not o.target then return done end
+        local ok, res = pcall(attempt, o)
+        if ok then
+            for _, rev in ipairs(res) do done[#done + 1] = rev end
+            return done
+        end
+        if not lock_timed_out(res) then error(res, 0) end
+        err = res
+    end
+    -- still waiting: say for what, and for whom
+    local holders = lock_holders(db, list, err, opts.x)
+    local h = holders[1]
+    local what = h and ("; table %q is locked (%s) by pid %d%s, %s for %d s"):format(h.table, h.mode, h.pid,
+        (h.application_name or "") ~= "" and (" (application_name %q)"):format(h.application_name) or "",
+        h.state or "?", h.seconds or 0) or "; the lock holder was gone when kronos looked"
+    err.message = tostring(err.message) .. (retries > 0 and (" (after %d retries)"):format(retries) or "") .. what
+    err.retries = retries
+    if h then
+        err.table = h.table
+        err.holder = { pid = h.pid, application_name = h.application_name, state = h.state, mode = h.mode,
+                       seconds = h.seconds }
+    end
+    err.kept = done
+    error(err, 0)
+end
+
 -- ---- scratch databases, drift, round trips ---------------------------------------------------
 
 local function connect(conninfo)

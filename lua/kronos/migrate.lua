@@ -161,6 +161,7 @@ end
 
 local function run(cmd, opts)
     opts = opts or {}
+    if opts.retries ~= nil then require("kronos.deploy").check_retries(opts.retries) end
     local list = M.load(opts)
     if opts.sql then
         check_upgrade(cmd, list, opts, nil)
@@ -178,12 +179,21 @@ local function run(cmd, opts)
     end
     return with_db(opts, function(db)
         check_upgrade(cmd, list, opts, db)
-        return (engine.run(cmd, list, opts, db, core.ddl))
+        local ok, res = pcall(engine.run, cmd, list, opts, db, core.ddl)
+        if ok then return res end
+        -- a lock wait that timed out: retried (opts.retries), else reported with who held the lock
+        return require("kronos.deploy").after_failure(res, cmd, list, opts, db, function(o)
+            return (engine.run(cmd, list, o, db, core.ddl))
+        end)
     end)
 end
 
 -- upgrade{target = "head", ...} -> the revisions applied, in order (sql = true: the SQL text).
 function M.upgrade(opts) return run("upgrade", opts) end
+
+-- finish{...} -> the revisions whose finish ran, in graph order: every applied migration's
+-- pending finish (two-phase migrations), under the same lock and transaction rules as upgrade.
+function M.finish(opts) return run("finish", opts) end
 
 -- downgrade{target = "base", ...} -> the revisions reverted, in order.
 function M.downgrade(opts) return run("downgrade", opts) end
@@ -224,10 +234,16 @@ function M.history(opts)
 end
 
 -- true when the database is at every head with unchanged files, else false, {pending, changed, unknown}.
+-- Only finishes pending (two-phase migrations: up applied, finish not yet) is up to date for the
+-- code: true, {finish_pending = {...}}, so an instance may start between upgrade and finish.
 function M.check(opts)
     local s = status(opts, true)
-    if #s.pending == 0 and #s.changed == 0 and #s.unknown == 0 then return true end
-    return false, { pending = s.pending, changed = s.changed, unknown = s.unknown, current = s.current }
+    if #s.pending == 0 and #s.changed == 0 and #s.unknown == 0 then
+        if #s.finish_pending == 0 then return true end
+        return true, { finish_pending = s.finish_pending, current = s.current }
+    end
+    return false, { pending = s.pending, changed = s.changed, unknown = s.unknown, current = s.current,
+                    finish_pending = s.finish_pending }
 end
 
 local function slug(message)
