@@ -20,13 +20,170 @@ local function spawn(args, env)
     }
 end
 
+local migrate = require "kronos.migrate"
+
+-- Polls fn until it returns a true value; the bound only keeps a broken run from hanging.
+local function wait_for(what, fn)
+    for _ = 1, 1200 do
+        local v = fn()
+        if v then return v end
+        os.execute("sleep 0.025")
+    end
+    error("timed out waiting for " .. what)
+end
+
+-- r1: a table with rows (its up blocks on the FIFO named by $KRONOS_GATE, when set);
+-- r2: transactional = false, CREATE INDEX CONCURRENTLY; r3: an ordinary step after it.
+local function cic_chain(dir)
+    H.write_file(dir .. "/r1.lua", [[
+return {
+    revision = "r1", message = "a table",
+    up = function(op)
+        op.create_table("items", { { name = "id", type = "integer" }, { name = "label", type = "text" } })
+        op.execute("INSERT INTO items SELECT g, 'label ' || g FROM generate_series(1, 2000) g")
+        local gate = os.getenv("KRONOS_GATE")
+        if gate and op.db then io.open(gate, "r"):read("a") end -- op.db: the real run, not the lint
+    end,
+    down = function(op) op.drop_table("items") end,
+}
+]])
+    H.write_file(dir .. "/r2.lua", [[
+return {
+    revision = "r2", down_revision = "r1", message = "an index built concurrently", transactional = false,
+    up = function(op) op.create_index("ix_items_label", "items", { "label" }, { concurrently = true }) end,
+    down = function(op) op.drop_index("ix_items_label", { concurrently = true }) end,
+}
+]])
+    H.write_file(dir .. "/r3.lua", [[
+return {
+    revision = "r3", down_revision = "r2", message = "after the index",
+    up = function(op) op.add_column("items", { name = "note", type = "text" }) end,
+    down = function(op) op.drop_column("items", "note") end,
+}
+]])
+end
+
+-- Lets the process blocked on the FIFO go on (opening it read-write never blocks), and removes
+-- it, so that a process that has not reached it yet fails instead of hanging.
+local function open_gate(gate)
+    local f = io.open(gate, "r+")
+    if f then f:close() end
+    os.remove(gate)
+end
+
 describe("concurrency", function()
+    local url, dbname, dir, admin
+
+    before_each(function()
+        url, dbname = H.fresh_db("conc")
+        dir = H.tmpdir("conc")
+        cic_chain(dir)
+        admin = assert(kronos.connect(url))
+    end)
+
+    after_each(function()
+        open_gate(dir .. "/gate")
+        admin:close()
+        H.drop_db(dbname)
+        os.execute("rm -rf " .. H.shell_quote(dir))
+    end)
+
+    -- The sessions of application app that have tried the lock at least once (they poll).
+    local function polling(app)
+        return assert(admin:exec([[SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1
+            AND (query LIKE '%pg_try_advisory%' OR query LIKE '%pg_locks%' OR query = 'ROLLBACK')]], app))[1].n
+    end
+
+    local function holder_inside_r1(app)
+        wait_for("the first process inside r1, holding the lock", function()
+            return assert(admin:exec([[SELECT count(*) AS n FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+                WHERE a.application_name = $1 AND a.state = 'idle in transaction'
+                  AND l.locktype = 'advisory' AND l.granted]], app))[1].n == 1
+        end)
+    end
+
+    it("four `kronos upgrade` at once through a CREATE INDEX CONCURRENTLY: all exit 0, each step once", function()
+        local gate = dir .. "/gate"
+        assert(os.execute("mkfifo " .. H.shell_quote(gate)))
+        local app = "kronos-conc-" .. kronos.uuid():sub(1, 8)
+        local function args(name)
+            return ("upgrade -d %s --dir %s"):format(H.shell_quote(url .. "?application_name=" .. name), H.shell_quote(dir))
+        end
+        -- the first holds the lock inside r1 until the gate opens; the others start meanwhile and wait
+        local procs = { spawn(args(app .. "-first"), "KRONOS_GATE=" .. H.shell_quote(gate)) }
+        holder_inside_r1(app .. "-first")
+        for i = 2, 4 do procs[i] = spawn(args(app)) end
+        wait_for("three processes polling the lock", function() return polling(app) == 3 end)
+        open_gate(gate) -- r1 commits, then r2 builds its index while the others poll
+        local ran = {}
+        for i = 1, 4 do
+            local code, out = procs[i].finish()
+            assert.are.equal(0, code, out)
+            for rev in out:gmatch("upgrade%s+(r%d) ") do ran[#ran + 1] = rev end
+        end
+        table.sort(ran)
+        assert.are.same({ "r1", "r2", "r3" }, ran) -- each step ran in exactly one process
+        local rows = assert(admin:exec("SELECT revision FROM kronos_version ORDER BY revision"))
+        assert.are.same({ "r1", "r2", "r3" }, { rows[1].revision, rows[2].revision, rows[3].revision })
+        assert.are.equal(3, #rows)
+        local ix = assert(admin:exec([[SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_items_label'::regclass]]))
+        assert.is_true(ix[1].indisvalid)
+        assert.are.equal(0, assert(admin:exec([[SELECT count(*) AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE NOT i.indisvalid]]))[1].n)
+        assert.are.equal(0, assert(admin:exec("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'"))[1].n)
+    end)
+
+    it("four `kronos upgrade` started together on the chain: all exit 0, each step once, no INVALID index", function()
+        local procs = {}
+        for i = 1, 4 do procs[i] = spawn(("upgrade -d %s --dir %s"):format(H.shell_quote(url), H.shell_quote(dir))) end
+        local ran = {}
+        for i = 1, 4 do
+            local code, out = procs[i].finish()
+            assert.are.equal(0, code, out)
+            for rev in out:gmatch("upgrade%s+(r%d) ") do ran[#ran + 1] = rev end
+        end
+        table.sort(ran)
+        assert.are.same({ "r1", "r2", "r3" }, ran)
+        assert.are.equal(3, assert(admin:exec("SELECT count(*) AS n FROM kronos_version"))[1].n)
+        assert.are.equal(0, assert(admin:exec([[SELECT count(*) AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE NOT i.indisvalid]]))[1].n)
+        local n = assert(admin:exec([[SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'ix_items_label']]))[1].n
+        assert.are.equal(1, n)
+    end)
+
+    it("a waiter reports lock_wait once, with the holder, and times out as migration_locked", function()
+        local gate = dir .. "/gate"
+        assert(os.execute("mkfifo " .. H.shell_quote(gate)))
+        local app = "kronos-holder-" .. kronos.uuid():sub(1, 8)
+        local holder = spawn(("upgrade -d %s --dir %s"):format(H.shell_quote(url .. "?application_name=" .. app),
+            H.shell_quote(dir)), "KRONOS_GATE=" .. H.shell_quote(gate))
+        holder_inside_r1(app)
+        local pid = assert(admin:exec("SELECT pid FROM pg_stat_activity WHERE application_name = $1", app))[1].pid
+        local events = {}
+        local ok, err = pcall(migrate.upgrade, { url = url, dir = dir, lock_timeout = 300,
+            on_event = function(ev) events[#events + 1] = ev end })
+        assert.is_false(ok)
+        assert.are.equal("migration_locked", err.code)
+        assert.are.equal("55P03", err.sqlstate)
+        local waits = {}
+        for _, ev in ipairs(events) do if ev.type == "lock_wait" then waits[#waits + 1] = ev end end
+        assert.are.equal(1, #waits)
+        assert.are.equal(pid, waits[1].holder_pid)
+        assert.are.equal(app, waits[1].holder_application_name)
+        assert.is_true(waits[1].held_seconds >= 0 and waits[1].held_seconds < 600)
+        -- nothing of the waiter stays: no transaction, no lock, and the holder finishes
+        open_gate(gate)
+        local code, out = holder.finish()
+        assert.are.equal(0, code, out)
+        assert.are.same({ "r3" }, migrate.current({ url = url, dir = dir }))
+    end)
+
     it("eight `kronos init` at once on a database that does not exist: all succeed, one creates it", function()
         local name = "kronos_conc_init_" .. kronos.uuid():sub(1, 8)
-        local url = H.url_for(name)
+        local new_url = H.url_for(name)
         local procs = {}
         for i = 1, 8 do
-            procs[i] = spawn(("init -d %s --dir %s"):format(H.shell_quote(url), H.shell_quote(USERS)))
+            procs[i] = spawn(("init -d %s --dir %s"):format(H.shell_quote(new_url), H.shell_quote(USERS)))
         end
         local created, applied = 0, 0
         for i = 1, 8 do
@@ -38,7 +195,7 @@ describe("concurrency", function()
         end
         assert.are.equal(1, created)
         assert.are.equal(1, applied)
-        local db = assert(kronos.connect(url))
+        local db = assert(kronos.connect(new_url))
         assert.are.equal(1, assert(db:exec("SELECT count(*) AS n FROM kronos_version"))[1].n)
         db:close()
         H.drop_db(name)

@@ -173,10 +173,12 @@ describe("faults", function()
             return r[1].n == 1
         end)
         local waiters = {}
-        for i = 1, 3 do waiters[i] = spawn(nil, child, url, m) end
+        local wapp = "kronos-waiter-" .. kronos.uuid():sub(1, 8)
+        for i = 1, 3 do waiters[i] = spawn(nil, child, url .. "?application_name=" .. wapp, m) end
+        -- a waiter polls the lock outside any transaction: once it has tried, it keeps trying
         wait_for("three processes waiting on the migration lock", function()
-            local r = assert(admin:exec([[SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND NOT l.granted AND a.datname = $1]], dbname))
+            local r = assert(admin:exec([[SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1
+                AND (query LIKE '%pg_try_advisory%' OR query LIKE '%pg_locks%' OR query = 'ROLLBACK')]], wapp))
             return r[1].n == 3
         end)
         local f = assert(io.open(pidfile))

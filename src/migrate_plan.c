@@ -321,7 +321,7 @@ static void resolve_downgrade(lua_State *L, kr_plan *p, const spec *s)
         x = walk(L, p, start, s->n, -1, s->text);
         if (branch < 0) branch = start; /* keep to the head walked down from */
     } else {
-        x = resolve_symbol(L, p, branch, s->symbol);
+        x = resolve_symbol(L, p, -1, s->symbol); /* as Alembic: the branch limits what goes, not x */
     }
     /* what goes: the revisions above x (every one, from base), limited to the branch's when several */
     unsigned char *roots = p->tmp;

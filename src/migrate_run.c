@@ -19,8 +19,10 @@
  * read) and each transactional migration (its version row, its DDL, its execution time) are
  * collected and sent as one multi-statement query each. The server runs exactly the statements
  * of the offline SQL, in the same order and transaction; only the number of round trips changes. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -172,14 +174,16 @@ static void comment(lua_State *L, body *b, const char *text)
 
 /* ---- the lock ------------------------------------------------------------------------- */
 
-/* The error at -1 came from a query that took the lock: a lock_timeout there means another
- * migrator. Raises. */
-_Noreturn static void lock_failed(lua_State *L, body *b)
+/* The run waits for the migration lock without holding a snapshot, because a session that
+ * waits inside a statement (pg_advisory_lock) or inside a transaction keeps a snapshot or a
+ * virtual transaction that CREATE INDEX CONCURRENTLY, run by the lock's holder, must wait for:
+ * a deadlock. So each attempt is pg_try_advisory_(xact_)lock, which never blocks; a transaction
+ * that did not get the lock is rolled back at once; between attempts the session holds no
+ * transaction at all, and lock_timeout is enforced here, on the client. The state is read only
+ * once the lock is held. Offline, and in opts.echo, the lock is its one blocking statement. */
+
+_Noreturn static void locked(lua_State *L, body *b)
 {
-    lua_getfield(L, -1, "sqlstate");
-    int timed_out = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "55P03") == 0;
-    lua_pop(L, 1);
-    if (!timed_out) kr_error_throw(L);
     kr_error_push(L, "migration_locked",
                   "another process is migrating: the migration lock on %s was not granted within lock_timeout %s",
                   b->vtname, b->lock_timeout_text);
@@ -187,19 +191,129 @@ _Noreturn static void lock_failed(lua_State *L, body *b)
     kr_error_throw(L);
 }
 
-/* The lock statement, with "another process is migrating" when lock_timeout runs out. */
-static void take_lock(lua_State *L, body *b, const char *sql)
+/* The error at -1 came from a query run under the lock: a lock_timeout there means another
+ * migrator. Raises. */
+_Noreturn static void lock_failed(lua_State *L, body *b)
+{
+    lua_getfield(L, -1, "sqlstate");
+    int timed_out = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "55P03") == 0;
+    lua_pop(L, 1);
+    if (!timed_out) kr_error_throw(L);
+    locked(L, b);
+}
+
+/* Runs sql (no echo) and returns the first value of its last result; raises on errors. */
+static int query_bool(lua_State *L, kr_run *r, const char *sql)
+{
+    PGresult *res = kr_execscript(L, r->c, sql);
+    if (res == NULL) kr_error_throw(L);
+    int v = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Who holds the lock, told once through opts.on_event ("lock_wait"); returns lock_timeout in
+ * milliseconds as the server reads the setting in force (0: wait for ever). */
+static double lock_wait_event(lua_State *L, body *b)
+{
+    unsigned long long k = (unsigned long long)kr_lock_key(b->vtname);
+    char hi[16], lo[16];
+    snprintf(hi, sizeof hi, "%llu", (k >> 32) & 0xffffffffULL);
+    snprintf(lo, sizeof lo, "%llu", k & 0xffffffffULL);
+    lua_pushfstring(L,
+        "SELECT (SELECT setting FROM pg_settings WHERE name = 'lock_timeout') AS timeout_ms, a.pid, a.application_name, "
+        "extract(epoch FROM clock_timestamp() - coalesce(a.xact_start, a.query_start, a.backend_start))::float8 AS held "
+        "FROM (SELECT 1) AS one LEFT JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s AND l.objid = %s LEFT JOIN pg_stat_activity a ON a.pid = l.pid LIMIT 1", hi, lo);
+    PGresult *res = kr_execscript(L, b->r->c, lua_tostring(L, -1));
+    if (res == NULL) kr_error_throw(L);
+    double timeout_ms = PQntuples(res) == 1 ? strtod(PQgetvalue(res, 0, 0), NULL) : 0;
+    lua_getfield(L, SLOT_ENV, "on_event");
+    if (lua_isfunction(L, -1) && PQntuples(res) == 1) {
+        lua_createtable(L, 0, 4);
+        lua_pushliteral(L, "lock_wait");
+        lua_setfield(L, -2, "type");
+        if (!PQgetisnull(res, 0, 1)) {
+            lua_pushinteger(L, (lua_Integer)strtol(PQgetvalue(res, 0, 1), NULL, 10));
+            lua_setfield(L, -2, "holder_pid");
+            lua_pushstring(L, PQgetvalue(res, 0, 2));
+            lua_setfield(L, -2, "holder_application_name");
+            lua_pushnumber(L, strtod(PQgetvalue(res, 0, 3), NULL));
+            lua_setfield(L, -2, "held_seconds");
+        }
+        lua_call(L, 1, 0);
+    } else {
+        lua_pop(L, 1);
+    }
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 2);
+    return timeout_ms;
+}
+
+static void sleep_ms(double ms)
+{
+    if (!(ms > 0)) return;
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)((ms - (double)ts.tv_sec * 1000) * 1e6);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+
+/* Takes the lock online: session = 0, pg_advisory_xact_lock in a transaction this leaves open
+ * (BEGIN; SET LOCAL lock_timeout; the lock); session = 1, pg_advisory_lock on the session
+ * (SET lock_timeout came first). Raises migration_locked once lock_timeout has passed. */
+static void lock_acquire(lua_State *L, body *b, int session)
 {
     kr_run *r = b->r;
-    if (r->offline || r->c->pg == NULL || r->batch.on) {
+    char key[32];
+    snprintf(key, sizeof key, "%lld", kr_lock_key(b->vtname));
+    if (session)
+        lua_pushfstring(L, "SELECT pg_try_advisory_lock(%s)", key);
+    else
+        lua_pushfstring(L, "BEGIN; SET LOCAL lock_timeout = %s; SELECT pg_try_advisory_xact_lock(%s)", b->lock_timeout, key);
+    const char *attempt = lua_tostring(L, -1);
+    double start = now_ms(), timeout_ms = -1, delay = 2 + (double)((unsigned)PQbackendPID(r->c->pg) % 5); /* PgBouncer's pid may be negative */
+    for (;;) {
+        if (!session) r->intx = 1; /* from here on a failure rolls back */
+        if (query_bool(L, r, attempt)) break;
+        if (timeout_ms < 0) timeout_ms = lock_wait_event(L, b); /* in the transaction: SET LOCAL is in force */
+        if (!session) {
+            r->intx = 0;
+            PGresult *res = kr_execscript(L, r->c, "ROLLBACK"); /* no transaction while waiting */
+            if (res == NULL) kr_error_throw(L);
+            kr_clearbox((PGresult **)lua_touserdata(L, -1));
+            lua_pop(L, 1);
+        }
+        double left = timeout_ms > 0 ? start + timeout_ms - now_ms() : delay;
+        if (left <= 0) locked(L, b);
+        sleep_ms(delay < left ? delay : left);
+        delay = delay * 1.5 > 100 ? 100 : delay * 1.5;
+    }
+    lua_pop(L, 1);
+}
+
+/* The lock statement: offline it is output; online it is echoed and taken by lock_acquire. */
+static void take_lock(lua_State *L, body *b, int session)
+{
+    kr_run *r = b->r;
+    const char *sql = session ? r->slock_sql : r->xlock_sql;
+    if (r->offline) {
         kr_emit(L, r, SLOT_ENV, sql);
         return;
     }
     echo(L, r, SLOT_ENV, sql);
-    PGresult *res = kr_execscript(L, r->c, sql);
-    if (res == NULL) lock_failed(L, b);
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
-    lua_pop(L, 1);
+    lock_acquire(L, b, session);
 }
 
 /* ---- progress events (EVENTS.md) --------------------------------------------------------- */
@@ -358,15 +472,23 @@ static void read_state(lua_State *L, body *b)
 
 static void begin_tx(lua_State *L, body *b)
 {
-    batch_open(b->r); /* read_state sends it all */
-    emitf(L, b, "BEGIN");
-    b->r->intx = 1;
-    if (b->r->c) { /* conn:transaction() inside a migration makes savepoints */
-        b->r->c->txdepth = 1;
-        b->r->c->tx_ended = 0;
+    kr_run *r = b->r;
+    if (r->offline) {
+        emitf(L, b, "BEGIN");
+        emitf(L, b, "SET LOCAL lock_timeout = %s", b->lock_timeout);
+    } else {
+        echo(L, r, SLOT_ENV, "BEGIN");
+        lua_pushfstring(L, "SET LOCAL lock_timeout = %s", b->lock_timeout);
+        echo(L, r, SLOT_ENV, lua_tostring(L, -1));
+        lua_pop(L, 1);
     }
-    emitf(L, b, "SET LOCAL lock_timeout = %s", b->lock_timeout);
-    take_lock(L, b, b->r->xlock_sql);
+    take_lock(L, b, 0); /* online: BEGIN and SET LOCAL run with each attempt */
+    r->intx = 1;
+    if (r->c) { /* conn:transaction() inside a migration makes savepoints */
+        r->c->txdepth = 1;
+        r->c->tx_ended = 0;
+    }
+    batch_open(r); /* read_state sends the rest of the opening */
     if (b->stmt_timeout) emitf(L, b, "SET LOCAL statement_timeout = %s", b->stmt_timeout);
     create_version_table(L, b);
     read_state(L, b);
@@ -384,7 +506,7 @@ static void begin_session(lua_State *L, body *b)
 {
     b->r->session_lock = 1; /* from here on a failure resets the session (unlocking is harmless) */
     emitf(L, b, "SET lock_timeout = %s", b->lock_timeout);
-    take_lock(L, b, b->r->slock_sql);
+    take_lock(L, b, 1);
     if (b->stmt_timeout) emitf(L, b, "SET statement_timeout = %s", b->stmt_timeout);
     create_version_table(L, b);
     read_state(L, b);
@@ -399,13 +521,6 @@ static void end_session(lua_State *L, body *b)
 }
 
 /* ---- steps ------------------------------------------------------------------------------- */
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
 
 static void log_step(lua_State *L, body *b, const kr_mig *m, int up, double ms)
 {
@@ -685,6 +800,8 @@ static int run_body(lua_State *L)
     lua_setfield(L, SLOT_ENV, "ddl");
     lua_getfield(L, SLOT_OPTS, "log");
     lua_setfield(L, SLOT_ENV, "log");
+    lua_getfield(L, SLOT_OPTS, "on_event");
+    lua_setfield(L, SLOT_ENV, "on_event");
     lua_getfield(L, SLOT_OPTS, "echo");
     b.r->has_echo = lua_isfunction(L, -1);
     lua_setfield(L, SLOT_ENV, "echo");
