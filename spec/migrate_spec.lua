@@ -430,6 +430,20 @@ describe("kronos.migrate", function()
             os.execute(("rm -rf %q"):format(dir))
         end)
 
+        it("a non-transactional step commits on its own, between the transactions around it", function()
+            local evs = {}
+            migrate.upgrade(opts("nontx", { on_event = function(ev)
+                evs[#evs + 1] = ev.type .. ":" .. (ev.revision or table.concat(ev.revisions, ","))
+                if ev.type == "step_start" then evs[#evs] = evs[#evs] .. (ev.transactional and "" or "(no tx)") end
+            end }))
+            assert.same({ "step_start:n1", "step_done:n1", "commit:n1", "step_start:n2(no tx)", "step_done:n2",
+                "commit:n2", "step_start:n3", "step_done:n3", "commit:n3" }, evs)
+            -- offline nothing runs and nothing commits: no events
+            local sql = migrate.upgrade(opts("nontx", { sql = true, target = "base:n3",
+                on_event = function() error("offline runs send no events") end }))
+            assert.matches("upgrade n3", sql, 1, true)
+        end)
+
         it("a failure says what was kept and what was rolled back", function()
             local err = raises(function() migrate.upgrade(opts("failing", { transaction_per_migration = true })) end)
             assert.same({ "f1" }, err.kept)

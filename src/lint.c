@@ -16,6 +16,7 @@
 
 #include "ddl_lua.h"
 #include "lint.h"
+#include "lint_sql.h"
 
 typedef struct rule {
     const char *name;
@@ -254,57 +255,14 @@ static void add_to_set(check *k, const char *set, const char *key)
     lua_pop(k->L, 1);
 }
 
-/* Functions a column default may call without a rewrite (stable or immutable, evaluated once
- * by ADD COLUMN). Any other call may be volatile, and kronos cannot ask the server offline. */
-static const char *const stable_functions[] = {
-    "now", "transaction_timestamp", "statement_timestamp", "current_date", "current_timestamp",
-    "localtimestamp", "lower", "upper", "btrim", "trim", "length", "coalesce", "nullif", "greatest",
-    "least", "make_date", "make_time", "make_interval", "make_timestamp", "make_timestamptz",
-    "to_timestamp", "to_date", "json_build_object", "jsonb_build_object", "json_build_array",
-    "jsonb_build_array", "array", "row", "cast", "in", "interval", "concat", "abs", "round", NULL
-};
-
-/* Returns the first function a default expression calls that is not known to be stable, as a
- * pushed string, or NULL (nothing pushed). Why: a volatile default (clock_timestamp(), random(),
- * gen_random_uuid(), nextval()) is evaluated per row, which forces ADD COLUMN to rewrite. */
+/* Pushes the name of the first function a default expression calls that is not known to be
+ * stable (lint_sql.c), or returns NULL (nothing pushed). */
 static const char *push_volatile_call(lua_State *L, const char *expr, size_t len)
 {
-    size_t i = 0;
-    while (i < len) {
-        if (expr[i] == '\'') { /* a literal: skip it, doubled quotes included */
-            i++;
-            while (i < len && !(expr[i] == '\'' && (i + 1 >= len || expr[i + 1] != '\''))) i += expr[i] == '\'' ? 2 : 1;
-            i++;
-            continue;
-        }
-        if (isalpha((unsigned char)expr[i]) || expr[i] == '_') {
-            size_t s = i;
-            while (i < len && (isalnum((unsigned char)expr[i]) || expr[i] == '_' || expr[i] == '.')) i++;
-            size_t e = i;
-            while (i < len && isspace((unsigned char)expr[i])) i++;
-            if (i < len && expr[i] == '(') {
-                const char *dot = memchr(expr + s, '.', e - s); /* pg_catalog.now: the last part */
-                while (dot) {
-                    s = (size_t)(dot - expr) + 1;
-                    dot = memchr(expr + s, '.', e - s);
-                }
-                char name[64];
-                size_t n = e - s < sizeof name - 1 ? e - s : sizeof name - 1;
-                for (size_t j = 0; j < n; j++) name[j] = (char)tolower((unsigned char)expr[s + j]);
-                name[n] = '\0';
-                int stable = 0;
-                for (const char *const *f = stable_functions; *f; f++)
-                    if (strcmp(*f, name) == 0) stable = 1;
-                if (!stable) {
-                    lua_pushlstring(L, expr + s, e - s);
-                    return lua_tostring(L, -1);
-                }
-            }
-            continue;
-        }
-        i++;
-    }
-    return NULL;
+    size_t start, n;
+    if (!kr_lint_sql_volatile_call(expr, len, &start, &n)) return NULL;
+    lua_pushlstring(L, expr + start, n);
+    return lua_tostring(L, -1);
 }
 
 /* ---- the rules, by helper ------------------------------------------------------------------ */
