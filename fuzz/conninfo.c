@@ -1,4 +1,4 @@
-/* fuzz-link: src/conn.c src/auxiliar.c src/error.c src/params.c src/result.c src/convert.c -llua5.4 -lpq */
+// fuzz-link: src/*.c -llua5.4 -lpq -luuid
 /* libFuzzer target: kronos.connect's conninfo handling (src/conn.c) with hostile strings.
  * Input: byte 0 picks how the password travels, then "password\0rest". Every attempt is
  * pinned to a Unix socket in a directory that does not exist, so nothing leaves the process;
@@ -105,7 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_State *L = luaL_newstate();
     if (L == NULL) abort();
     lua_newtable(L);
-    kr_open_aux(L);
+    kr_open_error(L);
     kr_open_params(L);
     kr_open_conn(L);
     lua_getfield(L, -1, "connect");

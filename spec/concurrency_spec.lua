@@ -1,4 +1,4 @@
--- Several kronos processes at once on one database: `kronos init` racing to create it, and
+-- Several kronos processes at once on one database: `kronos createdb` racing to create it, and
 -- `kronos upgrade` on a chain with a non-transactional step (CREATE INDEX CONCURRENTLY), as
 -- several OpenResty instances starting together do. Real bin/kronos processes, a real server.
 local kronos = require "kronos"
@@ -119,7 +119,7 @@ describe("concurrency", function()
         for i = 1, 4 do
             local code, out = procs[i].finish()
             assert.are.equal(0, code, out)
-            for rev in out:gmatch("upgrade%s+(r%d) ") do ran[#ran + 1] = rev end
+            for rev in out:gmatch("upgrade [^\n]* %-> (r%d), ") do ran[#ran + 1] = rev end
         end
         table.sort(ran)
         assert.are.same({ "r1", "r2", "r3" }, ran) -- each step ran in exactly one process
@@ -140,7 +140,7 @@ describe("concurrency", function()
         for i = 1, 4 do
             local code, out = procs[i].finish()
             assert.are.equal(0, code, out)
-            for rev in out:gmatch("upgrade%s+(r%d) ") do ran[#ran + 1] = rev end
+            for rev in out:gmatch("upgrade [^\n]* %-> (r%d), ") do ran[#ran + 1] = rev end
         end
         table.sort(ran)
         assert.are.same({ "r1", "r2", "r3" }, ran)
@@ -178,20 +178,20 @@ describe("concurrency", function()
         assert.are.same({ "r3" }, migrate.current({ url = url, dir = dir }))
     end)
 
-    it("eight `kronos init` at once on a database that does not exist: all succeed, one creates it", function()
+    it("eight `kronos createdb` at once on a database that does not exist: all succeed, one creates it", function()
         local name = "kronos_conc_init_" .. kronos.uuid():sub(1, 8)
         local new_url = H.url_for(name)
         local procs = {}
         for i = 1, 8 do
-            procs[i] = spawn(("init -d %s --dir %s"):format(H.shell_quote(new_url), H.shell_quote(USERS)))
+            procs[i] = spawn(("createdb -d %s --dir %s"):format(H.shell_quote(new_url), H.shell_quote(USERS)))
         end
         local created, applied = 0, 0
         for i = 1, 8 do
             local code, out = procs[i].finish()
             assert.are.equal(0, code, out)
-            assert.matches("at 4f1c2a9e7b30\n", out, 1, true)
+            assert.matches("now at 4f1c2a9e7b30 (head); ", out, 1, true)
             if out:find("created database " .. name, 1, true) then created = created + 1 end
-            if out:find("upgrade   4f1c2a9e7b30", 1, true) then applied = applied + 1 end
+            if out:find("upgrade base -> 4f1c2a9e7b30, ", 1, true) then applied = applied + 1 end
         end
         assert.are.equal(1, created)
         assert.are.equal(1, applied)

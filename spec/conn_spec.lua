@@ -169,7 +169,8 @@ describe("kronos connection", function()
         end)
 
         it("raises on misuse naming the argument", function()
-            assert.has_error(function() conn:exec({}) end, "bad argument #1 to 'exec' (string expected, got table) [bad_argument]")
+            assert.has_error(function() conn:exec({}) end,
+                "bad argument #1 to 'exec' (string expected, got table) [bad_argument]")
             assert.has_error(function() conn:exec("SELECT $1", print) end)
             assert.has_error(function() conn:exec("SELECT 1\0 --") end,
                 "bad argument #1 to 'exec' (SQL contains a NUL byte) [bad_argument]")
@@ -461,7 +462,8 @@ describe("kronos connection", function()
             assert.is_true(c:close())
             assert.are.equal("closed", c:status())
             assert.are.equal("kronos.connection (closed)", tostring(c))
-            assert.has_error(function() c:exec("SELECT 1") end, "calling 'exec' on bad self (connection is closed) [bad_argument]")
+            assert.has_error(function() c:exec("SELECT 1") end,
+                "calling 'exec' on bad self (connection is closed) [bad_argument]")
             assert.has_error(function() c:rows("SELECT 1") end)
             assert.has_error(function() c:transaction(function() end) end)
             assert.has_error(function() c:escape_literal("x") end)

@@ -150,6 +150,89 @@ describe("guarantees", function()
         end)
     end)
 
+    describe("a migration's SQL that ends the one-transaction run", function()
+        local function versions()
+            if not assert(db:exec("SELECT to_regclass('kronos_version') AS t"))[1].t then return {} end
+            return column(db, "SELECT revision FROM kronos_version ORDER BY revision", "revision")
+        end
+        local function locks()
+            return assert(db:exec("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'"))[1].n
+        end
+        local function three(third)
+            migration(dir, "s1.lua", "s1", nil, '        op.create_table("t1", {{ name = "id", type = "integer" }})')
+            migration(dir, "s2.lua", "s2", "s1", '        op.execute("INSERT INTO item VALUES (2)")')
+            migration(dir, "s3.lua", "s3", "s2", third)
+        end
+        local function fails(code, opts)
+            local ok, err = pcall(migrate.upgrade, opts or { db = db, dir = dir })
+            assert.is_false(ok)
+            assert.are.equal(code, err.code, tostring(err))
+            assert.are.equal("s3", err.revision)
+            assert.matches("s3%.lua$", err.file)
+            assert.matches("s3.lua: upgrade of revision 's3' failed", tostring(err), 1, true)
+            return err
+        end
+
+        it("COMMIT or ROLLBACK in op.execute is refused before anything of it runs", function()
+            three('        op.execute("ROLLBACK; CREATE TABLE tb (x int)")')
+            local err = fails("transaction_control")
+            assert.matches("ROLLBACK would end the migration's transaction", tostring(err), 1, true)
+            assert.are.same({}, versions())                -- nothing recorded
+            assert.are.same({}, items())                   -- s2's work rolled back with the run
+            assert.is_nil(assert(db:exec("SELECT to_regclass('tb') AS t"))[1].t)
+            assert.is_nil(assert(db:exec("SELECT to_regclass('t1') AS t"))[1].t)
+            assert.are.equal(0, locks())
+            assert.is_false(db:in_transaction())
+            -- offline too: the script would break psql -1 the same way
+            fails("transaction_control", { dir = dir, sql = true })
+            for _, sql in ipairs { "COMMIT", "end", "abort work", "start transaction", "Begin", "PREPARE TRANSACTION 'x'",
+                "SELECT 1; /* c */ rollback", "SELECT 1;\n-- c\nCOMMIT AND CHAIN" } do
+                three(("        op.execute(%q)"):format(sql))
+                fails("transaction_control")
+                assert.are.same({}, versions())
+            end
+        end)
+
+        it("what is not transaction control passes: a DO block, ROLLBACK TO a savepoint, words in strings", function()
+            three([[
+        op.execute("DO $$ BEGIN PERFORM 1; END $$")
+        op.execute("SAVEPOINT s; INSERT INTO item VALUES (30); ROLLBACK TO SAVEPOINT s")
+        op.execute("SAVEPOINT s2; INSERT INTO item VALUES (31); ROLLBACK WORK TO s2")
+        op.execute("INSERT INTO item SELECT length('COMMIT; ROLLBACK') -- ROLLBACK\n")
+        op.execute("SELECT 1 AS \"begin\"; PREPARE p AS SELECT 1; DEALLOCATE p")]])
+            assert.are.same({ "s1", "s2", "s3" }, migrate.upgrade({ db = db, dir = dir }))
+            assert.are.same({ 2, 16 }, items())
+        end)
+
+        it("a COMMIT or ROLLBACK the scan cannot see is caught after it ran, naming the step", function()
+            -- a backslash in a string makes the text doubtful: it runs, and the ROLLBACK is seen afterwards
+            three([[        op.execute("SELECT E'a\\nb'; ROLLBACK; CREATE TABLE tb (x int)")]])
+            local err = fails("transaction_ended")
+            assert.matches("ended the migration's transaction", tostring(err), 1, true)
+            assert.are.same({}, versions())                -- nothing recorded for the rolled-back work
+            assert.are.same({}, items())
+            assert.is_false(db:in_transaction())
+            assert.are.equal(0, locks())
+            assert(db:exec("DROP TABLE IF EXISTS tb"))
+            -- through op.db: the statements after it are refused, the step fails
+            three([[
+        assert(op.db:exec("ROLLBACK"))
+        op.execute("INSERT INTO item VALUES (3)")]])
+            fails("transaction_ended")
+            assert.are.same({}, versions())
+            assert.are.same({}, items())
+            assert.are.equal(0, locks())
+        end)
+
+        it("a transactional = false migration manages its own transactions", function()
+            three('        op.execute("BEGIN; INSERT INTO item VALUES (3); COMMIT")')
+            local src = H.read_file(dir .. "/s3.lua"):gsub("    end,\n}", "    end,\n    transactional = false,\n}")
+            write(dir .. "/s3.lua", src)
+            assert.are.same({ "s1", "s2", "s3" }, migrate.upgrade({ db = db, dir = dir }))
+            assert.are.same({ 2, 3 }, items())
+        end)
+    end)
+
     describe("offline SQL", function()
         it("a statement ending in a -- comment keeps its terminator: psql -1 runs what the online run does", function()
             migration(dir, "c1.lua", "c1", nil, [[

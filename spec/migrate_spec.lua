@@ -625,9 +625,13 @@ describe("kronos.migrate", function()
             assert.matches("^%x%x%x%x%x%x%x%x%x%x%x%x$", m.revision)
             assert.same({ m.revision }, migrate.heads { dir = dir })
             os.execute(("rm -rf %q"):format(dir))
-            -- two heads: the new revision merges them
+            -- two heads: refused (as Alembic does); a merge names its parents
             dir = scratch("twoheads")
-            m = dofile(migrate.revision { dir = dir, message = "merge", revision = "merged" })
+            local ok, err = pcall(migrate.revision, { dir = dir, message = "next" })
+            assert.is_false(ok)
+            assert.equal("multiple_heads", err.code)
+            m = dofile(migrate.revision { dir = dir, message = "merge", revision = "merged",
+                down_revision = { "left", "right" } })
             assert.same({ "left", "right" }, m.down_revision)
             assert.same({ "merged" }, migrate.heads { dir = dir })
             os.execute(("rm -rf %q"):format(dir))

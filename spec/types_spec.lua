@@ -230,7 +230,8 @@ describe("kronos types", function()
 
         it("a string with a NUL byte raises naming the parameter", function()
             assert.has_error(function() conn:exec("SELECT $1::text, $2::text", "ok", "a\0b") end,
-                "bad argument #3 to 'exec' (parameter $2 contains a NUL byte (send binary data with kronos.bytea)) [bad_argument]")
+                "bad argument #3 to 'exec' (parameter $2 contains a NUL byte (send binary data with kronos.bytea))"
+                .. " [bad_argument]")
             assert.has_error(function() conn:rows("SELECT $1::text", "\0") end)
         end)
 

@@ -451,6 +451,7 @@ describe("kronos.users", function()
                 assert.are.equal("bad_argument", err.code)
                 assert.are.equal("bad argument #2 to '?' (" .. case[2] .. ")", err.message)
                 ok, err = pcall(function() local page = users:list(case[1]); return page end)
+                assert.is_false(ok)
                 assert.are.equal("bad argument #1 to 'list' (" .. case[2] .. ") [bad_argument]", tostring(err))
             end
             for _, after in ipairs { "not a cursor", "" } do

@@ -6,8 +6,8 @@ void kr_open_migrate(lua_State *L)
 {
     kr_migrate_files_open(L);
     static const luaL_Reg fns[] = {
-        {"run", kr_migrate_run},       {"status", kr_migrate_status},     {"scan", kr_migrate_scan},
-        {"sha256", kr_migrate_sha256}, {"lock_key", kr_migrate_lock_key},
+        {"run", kr_migrate_run},       {"status", kr_migrate_status},     {"repair", kr_migrate_repair},
+        {"scan", kr_migrate_scan},     {"sha256", kr_migrate_sha256},     {"lock_key", kr_migrate_lock_key},
         {"terminator", kr_migrate_terminator}, {NULL, NULL},
     };
     lua_newtable(L);

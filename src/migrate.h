@@ -58,6 +58,7 @@ void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier *
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
 int kr_sql_batchable(const char *sql);                  /* safe to join with ";\n" to others */
+const char *kr_sql_txcontrol(const char *sql);          /* "COMMIT", "ROLLBACK", ... when it ends a transaction */
 const char *kr_sql_terminator(const char *sql);         /* ";" or "\n;" after it in a script */
 int kr_migrate_terminator(lua_State *L);                /* core.migrate.terminator(sql) */
 /* opts.version_table (default kronos_version), checked; pushes its quoted form and returns the name. */
@@ -122,6 +123,7 @@ void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts); /* 
 
 /* migrate_status.c */
 int kr_migrate_status(lua_State *L);                              /* core.migrate.status */
+int kr_migrate_repair(lua_State *L);                              /* core.migrate.repair */
 
 /* migrate_files.c */
 int kr_migrate_scan(lua_State *L);                                /* core.migrate.scan */

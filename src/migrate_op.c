@@ -41,6 +41,12 @@ static int op_execute(lua_State *L)
         len--;
     if (len == 0) return 0;
     lua_pushlstring(L, sql, len);
+    const char *ends = r->intx ? kr_sql_txcontrol(lua_tostring(L, -1)) : NULL;
+    if (ends)
+        /* it would end the run's transaction and its lock, and what follows would run outside */
+        kr_error_raise(L, "transaction_control", "op.execute: %s would end the migration's transaction (and release the "
+                       "migration lock); nothing was run. Give the migration transactional = false to manage transactions "
+                       "yourself", ends);
     kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
     return 0;
 }

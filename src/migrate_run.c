@@ -80,6 +80,11 @@ static PGresult *batch_send(lua_State *L, kr_run *r, int env)
     PGresult *res = kr_execscript(L, r->c, lua_tostring(L, -1));
     lua_remove(L, t);
     lua_remove(L, t); /* the query text */
+    if (res && r->intx && r->c->tx_ended)
+        /* a COMMIT or ROLLBACK the scan of op.execute could not see (op.db, doubtful text) */
+        kr_error_raise(L, "transaction_ended", "its SQL ended the migration's transaction (COMMIT or ROLLBACK): the "
+                       "statements after that ran outside it; the run stopped, and what was still in the transaction "
+                       "is rolled back");
     return res;
 }
 
@@ -496,9 +501,9 @@ static void begin_tx(lua_State *L, body *b)
 
 static void commit_tx(lua_State *L, body *b)
 {
-    emitf(L, b, "COMMIT");
-    b->r->intx = 0;
+    b->r->intx = 0; /* before: the COMMIT itself ends the transaction on purpose */
     if (b->r->c) b->r->c->txdepth = 0;
+    emitf(L, b, "COMMIT");
     progress_committed(L, b);
 }
 

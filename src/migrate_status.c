@@ -1,5 +1,6 @@
 /* core.migrate.status: what the files and the version table say together (heads, current,
- * pending, changed, unknown, history). A read-only view: it takes no lock and creates nothing. */
+ * pending, changed, unknown, history). A read-only view: it takes no lock and creates nothing.
+ * core.migrate.repair: records the checksums of changed applied files (Flyway's repair). */
 #include <string.h>
 
 #include "migrate.h"
@@ -123,6 +124,8 @@ int kr_migrate_status(lua_State *L)
         lua_setfield(L, -2, "file");
         lua_pushboolean(L, m->transactional);
         lua_setfield(L, -2, "transactional");
+        lua_pushboolean(L, m->has_down);
+        lua_setfield(L, -2, "has_down");
         lua_pushboolean(L, m->nchild == 0);
         lua_setfield(L, -2, "head");
         int cur = 0;
@@ -168,3 +171,43 @@ int kr_migrate_status(lua_State *L)
     return 1;
 }
 
+
+/* core.migrate.repair(list, opts, conn) -> the revisions whose recorded checksum was replaced by
+ * their file's. Accepts an intended edit of an applied migration once, instead of allow_changed
+ * on every run. Only rows that status calls changed are touched (a NULL checksum stays NULL).
+ * Each UPDATE stands alone and is idempotent, and names the old checksum it replaces, so it
+ * needs neither the migration lock nor a transaction: a row another process changed meanwhile
+ * is left alone, and a failure half-way leaves rows that a second repair finishes. */
+int kr_migrate_repair(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    kr_conn *c = kr_checkconn(L, 3);
+    lua_settop(L, 3);
+    kr_version_table(L, 2);                       /* 4: the quoted name */
+    kr_graph g;
+    kr_graph_build(L, 1, &g);
+    lua_pushfstring(L, "UPDATE %s SET checksum = $1 WHERE revision = $2 AND checksum = $3 RETURNING revision",
+                    lua_tostring(L, 4));
+    int update = lua_gettop(L);
+    lua_newtable(L);
+    int out = lua_gettop(L);
+    PGresult *res = read_versions(L, c, lua_tostring(L, 4));
+    for (int row = 0; res && row < PQntuples(res); row++) {
+        int i = kr_graph_find(&g, PQgetvalue(res, row, 0));
+        if (i < 0 || PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), g.m[i].checksum) == 0) continue;
+        const char *values[3] = {g.m[i].checksum, g.m[i].rev, PQgetvalue(res, row, 1)};
+        kr_conn_ready(L, c);
+        PGresult *up = kr_finish(L, c, PQexecParams(c->pg, lua_tostring(L, update), 3, NULL, values, NULL, NULL, 0));
+        if (up == NULL) kr_error_throw(L);
+        if (PQntuples(up) == 1) {
+            lua_pushstring(L, g.m[i].rev);
+            lua_rawseti(L, out, (int)lua_rawlen(L, out) + 1);
+        }
+        kr_clearbox((PGresult **)lua_touserdata(L, -1));
+        lua_pop(L, 1);
+    }
+    if (res) kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pushvalue(L, out);
+    return 1;
+}

@@ -1,7 +1,7 @@
 #!/bin/sh
 # make dev / make dev-env / make dev-stop: the main job on a fresh machine.
 #   dev.sh start   with DATABASE_URL set: use that server. Otherwise start (or reuse) a development
-#                  cluster in ./.pgdata (tools/pg.sh). Then `kronos init` (create the database,
+#                  cluster in ./.pgdata (tools/pg.sh). Then `kronos createdb` (create the database,
 #                  upgrade to head), show `kronos current` and `kronos history`, and print the
 #                  `export DATABASE_URL=...` line that points a shell at that database.
 #   dev.sh env     only that line (starting the cluster if it is not running), for
@@ -33,7 +33,7 @@ start)
     else
         echo "using DATABASE_URL"
     fi
-    $kronos init
+    $kronos createdb
     echo "== kronos current"
     $kronos current
     echo "== kronos history"

@@ -29,7 +29,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
 for name in $targets; do
     src=fuzz/$name.c
-    link=$(sed -n 's|.*fuzz-link:\(.*\)\*/.*|\1|p' "$src" | head -n 1)
+    # "/* fuzz-link: a.c b.c */", or "// fuzz-link: src/*.c ..." where a glob must not end a comment
+    link=$(sed -n -e 's|.*fuzz-link:\(.*\)\*/.*|\1|p' -e 's|^// fuzz-link:\(.*\)|\1|p' "$src" | head -n 1)
     # shellcheck disable=SC2086
     $CC $flags "$src" $link -o "$out/$name"
     if [ -d "fuzz/crashes/$name" ] && [ -n "$(ls -A "fuzz/crashes/$name")" ]; then

@@ -1,69 +1,280 @@
 -- kronos.cli: the `kronos` command (bin/kronos), Alembic's verbs over kronos.migrate.
--- main(argv) returns the exit code: 0 success, 1 failure (one line on stderr), 2 usage.
-local argparse = require "argparse"
-local kronos = require "kronos"
-local migrate = require "kronos.migrate"
-
+-- main(argv) returns the exit code: 0 success, 1 failure (one line `kronos: <error>` on stderr),
+-- 2 usage; `check` adds 3 (pending), 4 (changed files), 5 (revisions no file provides).
+--
+-- Startup matters (a service runs `kronos upgrade` on every start): the argument parser is the
+-- small table-driven one below (no argparse); this file holds only what upgrade and downgrade
+-- need (parsing Lua source costs about 150 instructions a byte), the other verbs and the help are
+-- in kronos.cli_verbs; the C module is loaded only by verbs that need it; a run opens one
+-- connection and reads the migration files once.
 local M = {}
 
--- The options shared by every verb. Given before the verb they land in "top_*" (argparse would
--- reset a same-named target when the verb starts), and main() merges them.
-local function common(cmd, top)
-    local prefix = top and "top_" or ""
-    cmd:option("-d --database-url", "Database URL or conninfo (default: $DATABASE_URL, then PG* variables).")
-        :target(prefix .. "database_url")
-    cmd:option("--dir", "Migrations directory, repeatable (default: $KRONOS_MIGRATIONS, ':'-separated, else ./migrations).")
-        :target(prefix .. "dir"):count("*")
-    cmd:option("--module", "Lua module of migrations (e.g. kronos.migrations), repeatable.")
-        :target(prefix .. "module"):count("*")
-    cmd:option("--version-table", "Name of the version table (default: kronos_version).")
-        :target(prefix .. "version_table")
-    return cmd
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+local EXIT_PENDING, EXIT_CHANGED, EXIT_UNKNOWN = 3, 4, 5
+M.exit_codes = { ok = EXIT_OK, failure = EXIT_FAIL, usage = EXIT_USAGE, pending = EXIT_PENDING,
+    changed = EXIT_CHANGED, unknown = EXIT_UNKNOWN }
+
+-- ---- output ---------------------------------------------------------------------------------
+
+-- Text from outside (messages, errors, revision ids) as one line: a control byte would break a
+-- log line, so line breaks read \n and other control bytes \xNN.
+local function one_line(s)
+    return (tostring(s):gsub("%c", function(c)
+        if c == "\n" then return "\\n" elseif c == "\r" then return "\\r" elseif c == "\t" then return " " end
+        return ("\\x%02x"):format(c:byte())
+    end))
+end
+M.one_line = one_line
+
+local function say(...)
+    local parts = { ... }
+    for i = 1, #parts do parts[i] = tostring(parts[i]) end
+    io.stdout:write(table.concat(parts), "\n")
+    io.stdout:flush()
 end
 
-local function running(cmd)
-    common(cmd)
-    cmd:flag("--sql", "Print the SQL instead of running it (offline; TARGET may be a from:to range).")
-    cmd:option("--lock-timeout", "How long to wait for another process's migration (default: 60s).")
-    cmd:option("--statement-timeout", "statement_timeout for the migrations (default: the server's).")
-    cmd:flag("--per-migration", "One transaction per migration instead of one for the whole run.")
-    cmd:option("--retries", "Retry a step whose lock wait ran out (lock_timeout) N times, with backoff (default: 0).")
-    return cmd
+local function warn(...)
+    io.stderr:write("kronos: warning: ", one_line(table.concat({ ... })), "\n")
 end
 
-local function build_parser()
-    local p = argparse("kronos", "Schema migrations for Kronos on PostgreSQL (Alembic's verbs).")
-    common(p, true) -- the options go before or after the verb
-    p:command_target("command")
-    p:require_command(true)
-    local up = running(p:command("upgrade", "Upgrade to TARGET (default: head)."))
-    up:argument("target", "head, heads, a revision (or unique prefix), +N, REV+N; with --sql FROM:TO."):args("?")
-    up:flag("--allow-changed", "Upgrade even if files of applied migrations have changed.")
-    local down = running(p:command("downgrade", "Downgrade to TARGET (default: base)."))
-    down:argument("target", "base, a revision (or unique prefix), -N, REV-N; with --sql FROM:TO."):args("?")
-    common(p:command("current", "Show the revisions the database is at."))
-    common(p:command("heads", "Show the heads of the revision graph."))
-    common(p:command("history", "List every revision, applied or pending."))
-    local stamp = common(p:command("stamp", "Record TARGET as the database's version without running migrations."))
-    stamp:argument("target", "A revision, head, heads or base.")
-    stamp:flag("--sql", "Print the SQL instead of running it.")
-    local check = common(p:command("check", "Exit 0 when the database is at head with unchanged files, else 1."))
-    check:flag("--drift", "Compare the live schema with what its applied migrations build in a scratch database.")
-    check:option("--scratch-url", "An empty database for --drift (default: kronos creates and drops one).")
-    local fin = running(p:command("finish", "Run the pending finish of every applied two-phase migration."))
-    fin:argument("target", "With --sql: FROM:TO, the finishes of TO's lineage not in FROM's."):args("?")
-    local verify = common(p:command("verify", "On a scratch database, check that every migration's down undoes its up."))
-    verify:option("--scratch-url", "An empty database to use (default: kronos creates and drops one on the server).")
-    local rev = common(p:command("revision", "Create a new migration file whose down_revision is the current head."))
-    rev:option("-m --message", "What the migration does."):count(1)
-    rev:option("--rev-id", "Use this revision id instead of a random one.")
-    local lint = common(p:command("lint", "Check the migrations' DDL for locks and rewrites of busy tables (offline)."))
-    lint:flag("-v --verbose", "Also list the findings allowed by safe = ... and every rule.")
-    common(p:command("init", "Create the database if it does not exist, then upgrade to head."))
-    common(p:command("console", "A Lua REPL with kronos, db and users ready."))
-    return p
+-- Errors the CLI raises itself (usage errors exit 2, the others 1).
+local function usage_error(msg) error({ usage = msg }, 0) end
+
+local function lazy_core() return require("kronos.core") end
+
+local function fail(code, message, fields)
+    error(lazy_core().error(code, message, fields), 0)
 end
 
+-- ---- the command line ----------------------------------------------------------------------
+
+-- Every option: the key it sets in args, whether it takes a value, and its help.
+local OPTIONS = {
+    { "-d", "--database-url", key = "database_url", value = "URL",
+        help = "Database URL or libpq conninfo (default: $DATABASE_URL, then the PG* variables)." },
+    { nil, "--dir", key = "dir", value = "DIR", list = true,
+        help = "Migrations directory, repeatable (default: $KRONOS_MIGRATIONS, ':'-separated, else ./migrations)." },
+    { nil, "--module", key = "module", value = "NAME", list = true,
+        help = "Lua module of migrations (e.g. kronos.migrations), repeatable." },
+    { nil, "--version-table", key = "version_table", value = "NAME",
+        help = "Name of the version table (default: kronos_version)." },
+    { "-x", nil, key = "x", value = "KEY=VALUE", many = true,
+        help = "Hand KEY=VALUE to the migrations as op.x.KEY (repeatable)." },
+    { nil, "--sql", key = "sql", help = "Print the SQL instead of running it (offline: no database)." },
+    { nil, "--lock-timeout", key = "lock_timeout", value = "DURATION",
+        help = "How long to wait for another process's migration lock (default: 60s)." },
+    { nil, "--statement-timeout", key = "statement_timeout", value = "DURATION",
+        help = "statement_timeout for the migrations (default: the server's)." },
+    { nil, "--retries", key = "retries", value = "N",
+        help = "Retry a step whose lock wait ran out (lock_timeout) N times, with backoff (default: 0)." },
+    { nil, "--per-migration", key = "per_migration",
+        help = "Commit after each migration instead of running the whole run as one transaction." },
+    { nil, "--allow-changed", key = "allow_changed",
+        help = "Run even though files of applied migrations have changed since they were applied." },
+    { nil, "--purge", key = "purge",
+        help = "Delete every row of the version table first (also revisions no file provides)." },
+    { "-m", "--message", key = "message", value = "MESSAGE", help = "What the migration does." },
+    { nil, "--rev-id", key = "rev_id", value = "ID", help = "Use this revision id instead of a random one." },
+    { nil, "--drift", key = "drift",
+        help = "Compare the live schema with what its applied migrations build in a scratch database (exit 1 on drift)." },
+    { nil, "--scratch-url", key = "scratch_url", value = "URL",
+        help = "An empty database to build in (default: kronos creates and drops one on the server)." },
+    { "-v", "--verbose", key = "verbose", help = "Show more: every field of each revision; lint: the allowed findings." },
+    { nil, "--json", key = "json", help = "Print JSON for scripts instead of text." },
+    { "-h", "--help", key = "help", help = "Show this help and exit." },
+}
+local BY_FLAG = {}
+for _, o in ipairs(OPTIONS) do
+    if o[1] then BY_FLAG[o[1]] = o end
+    if o[2] then BY_FLAG[o[2]] = o end
+end
+
+local COMMON = { "database_url", "dir", "module", "version_table", "help" }
+
+-- The verbs in help order: usage of the positional arguments, the options beyond COMMON.
+local VERBS = {}
+local ORDER = {}
+local function verb(name, def)
+    def.name = name
+    def.accepts = {}
+    for _, k in ipairs(COMMON) do def.accepts[k] = true end
+    for _, k in ipairs(def.options or {}) do def.accepts[k] = true end
+    VERBS[name] = def
+    ORDER[#ORDER + 1] = name
+end
+
+verb("init", {
+    summary = "Create a migrations directory for a new project (Alembic's init).",
+    args = { { "DIR", "?", "The directory to create (default: the first --dir, of $KRONOS_MIGRATIONS, else ./migrations).",
+        key = "init_dir" } },
+    details = "Refuses a directory that exists and is not empty. Creates no database: see createdb.",
+})
+verb("createdb", {
+    summary = "Create the database if it does not exist (from the `postgres` database), then upgrade to head.",
+    options = { "lock_timeout", "statement_timeout", "per_migration", "retries", "x" },
+})
+verb("upgrade", {
+    summary = "Upgrade the database to TARGET (default: head).",
+    args = { { "TARGET", "?", "head, heads, a revision or unique prefix, +N (the next N), REV+N; "
+        .. "with --sql also FROM:TO." } },
+    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "retries", "x", "allow_changed" },
+})
+verb("downgrade", {
+    summary = "Downgrade the database to TARGET (required: `base` reverts everything).",
+    args = { { "TARGET", "1", "base, a revision or unique prefix, -N (the last N applied), REV-N; "
+        .. "with --sql FROM:TO, such as head:base." } },
+    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "retries", "x" },
+})
+verb("finish", {
+    summary = "Run the pending finish of every applied two-phase migration (once every instance runs the new code).",
+    args = { { "TARGET", "?", "With --sql: FROM:TO, the finishes of TO's lineage not in FROM's." } },
+    options = { "sql", "lock_timeout", "statement_timeout", "per_migration", "retries", "x" },
+})
+verb("current", {
+    summary = "Show the revisions the database is at (exit 1 when it has revisions no file provides).",
+    options = { "verbose", "json" },
+})
+verb("heads", { summary = "Show the heads of the revision graph (no database).", options = { "verbose", "json" } })
+verb("branches", { summary = "Show the branch points of the revision graph (no database).", options = { "verbose" } })
+verb("history", {
+    summary = "List every revision, newest first; with the applied state when the database is reachable.",
+    options = { "verbose", "json" },
+})
+verb("show", {
+    summary = "Show one revision: its parents, children, file, message (no database).",
+    args = { { "REV", "1", "A revision or unique prefix, or head." } },
+})
+verb("stamp", {
+    summary = "Record TARGET as the database's version without running any migration.",
+    args = { { "TARGET", "1", "A revision, head, heads or base." } },
+    options = { "sql", "purge", "lock_timeout" },
+})
+verb("check", {
+    summary = "Exit 0 when the database is at head with unchanged files; 3 pending, 4 changed, 5 unknown.",
+    options = { "json", "drift", "scratch_url" },
+    details = "When several apply, the highest code wins (unknown over changed over pending). "
+        .. "Migrations without a down function are reported as warnings on stderr.",
+})
+verb("revision", {
+    summary = "Create a new migration file on top of the head (refuses several heads: see merge).",
+    options = { "message", "rev_id" },
+    required = { message = true },
+})
+verb("merge", {
+    summary = "Create a migration that merges REV... (or `heads`: every head) into one.",
+    args = { { "REV", "+", "Two or more revisions, or heads." } },
+    options = { "message", "rev_id" },
+    required = { message = true },
+})
+verb("verify", {
+    summary = "On a scratch database, check that every migration's down undoes its up (exit 1 names the first that does not).",
+    options = { "scratch_url" },
+})
+verb("lint", {
+    summary = "Check the migrations' DDL for locks and rewrites of busy tables, offline (exit 1 on blocking findings).",
+    options = { "verbose" },
+})
+verb("repair", {
+    summary = "Accept edits to applied migration files: record their current checksums (Flyway's repair).",
+})
+verb("console", { summary = "A Lua console with kronos, db and users ready (line editing when lua-readline is installed)." })
+
+-- argv -> args: {verb =, positional = {...}, <option keys>, x = {key = value}}. Options go before
+-- or after the verb; "-1", "-2" (relative downgrade targets) are arguments, not options; "--" ends
+-- the options.
+local function parse(argv)
+    local args = { positional = {}, given = {} }
+    local i, n = 1, #argv
+    local only_args = false
+    while i <= n do
+        local a = argv[i]
+        if only_args or a == "-" or not a:match("^%-") or a:match("^%-%d") then
+            if args.verb == nil and not only_args then
+                args.verb = a
+            else
+                args.positional[#args.positional + 1] = a
+            end
+        elseif a == "--" then
+            only_args = true
+        elseif a == "--version" then
+            args.version = true
+        else
+            local flag, value = a:match("^(%-%-[^=]+)=(.*)$")
+            if not flag then
+                flag = a
+                if not a:match("^%-%-") and #a > 2 then flag, value = a:sub(1, 2), a:sub(3) end
+            end
+            local o = BY_FLAG[flag]
+            if not o then usage_error(("unknown option '%s'"):format(flag)) end
+            if o.value then
+                if value == nil then
+                    i = i + 1
+                    value = argv[i]
+                    if value == nil then usage_error(("option '%s' needs a %s"):format(flag, o.value)) end
+                end
+                if o.list then
+                    args[o.key] = args[o.key] or {}
+                    table.insert(args[o.key], value)
+                elseif o.many then
+                    local k, v = value:match("^([^=]+)=(.*)$")
+                    if not k then usage_error(("option '%s' takes KEY=VALUE, not '%s'"):format(flag, value)) end
+                    args[o.key] = args[o.key] or {}
+                    args[o.key][k] = v
+                else
+                    args[o.key] = value
+                end
+            elseif value ~= nil then
+                usage_error(("option '%s' takes no value"):format(flag))
+            else
+                args[o.key] = true
+            end
+            args.given[o.key] = flag
+        end
+        i = i + 1
+    end
+    return args
+end
+
+-- Checks args against the verb's definition; raises a usage error naming what is wrong.
+local function validate(v, args)
+    for key, flag in pairs(args.given) do
+        if not v.accepts[key] then usage_error(("option '%s' is not an option of '%s'"):format(flag, v.name)) end
+    end
+    for key in pairs(v.required or {}) do
+        if args[key] == nil then
+            for _, o in ipairs(OPTIONS) do
+                if o.key == key then usage_error(("'%s' needs %s"):format(v.name, o[1] or o[2])) end
+            end
+        end
+    end
+    local specs = v.args or {}
+    local pos = args.positional
+    local k = 1
+    for _, a in ipairs(specs) do
+        if a[2] == "+" then
+            if pos[k] == nil then usage_error(("'%s' needs %s"):format(v.name, a[1] .. "...")) end
+            local many = {}
+            while pos[k] ~= nil do
+                many[#many + 1] = pos[k]
+                k = k + 1
+            end
+            args[a.key or a[1]:lower()] = many
+        elseif pos[k] ~= nil then
+            args[a.key or a[1]:lower()] = pos[k]
+            k = k + 1
+        elseif a[2] == "1" then
+            usage_error(("'%s' needs %s"):format(v.name, a[1]))
+        end
+    end
+    if pos[k] ~= nil then usage_error(("unexpected argument '%s' for '%s'"):format(pos[k], v.name)) end
+end
+M.parse = parse
+
+-- ---- shared pieces of the verbs --------------------------------------------------------------
+
+local function migrate() return require("kronos.migrate") end
+
+-- The options of kronos.migrate from the command line.
 local function opts_of(args)
     return {
         url = args.database_url,
@@ -77,213 +288,223 @@ local function opts_of(args)
         statement_timeout = args.statement_timeout,
         transaction_per_migration = args.per_migration or nil,
         allow_changed = args.allow_changed or nil,
-        on_lint = function(f) io.stderr:write("kronos: warning: ", (f.text:gsub("[\r\n]+", " ")), "\n") end,
-        log = not args.sql and function(line)
-            io.stdout:write(line, "\n")
-            io.stdout:flush()
-        end or nil,
+        purge = args.purge or nil,
+        x = args.x,
+        -- the DDL safety check's findings on the migrations a run applies (kronos.deploy)
+        on_lint = function(f) warn(f.text) end,
     }
 end
 
--- The database a URL or conninfo names, or nil when it names none.
-local function dbname_of(url)
-    if not url or url == "" then return os.getenv("PGDATABASE") end
-    local path = url:match("^postgres%a*://[^/?]*/([^?]*)")
-    if path then
-        if path == "" then return nil end
-        return (path:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-    end
-    if url:match("^postgres%a*://") then return nil end
-    return url:match("dbname%s*=%s*'([^'\\]*)'") or url:match("dbname%s*=%s*([^%s']+)")
-end
-
--- init: connect; if the database is missing, create it from the maintenance database first.
-local function ensure_database(url)
-    local db, err = kronos.connect(url)
-    if db then return db end
-    local name = dbname_of(url or os.getenv("DATABASE_URL"))
-    if not (name and tostring(err.message):find("does not exist", 1, true)) then error(err, 0) end
-    local admin, aerr = kronos.connect({ url = url, dbname = "postgres" })
-    if not admin then error(aerr, 0) end
-    local ok, cerr = admin:exec("CREATE DATABASE " .. admin:escape_identifier(name))
-    admin:close()
-    -- another `kronos init` may have created it in the meantime: 42P04, or 23505 on the catalog's
-    -- unique index when both CREATE DATABASE ran at the same moment
-    local raced = not ok and (cerr.sqlstate == "42P04" or
-        (cerr.sqlstate == "23505" and cerr.constraint == "pg_database_datname_index"))
-    if not ok and not raced then error(cerr, 0) end
-    if ok then io.stdout:write("created database ", name, "\n") end
-    db, err = kronos.connect(url)
+local function connect(args)
+    local db, err = lazy_core().connect(args.database_url)
     if not db then error(err, 0) end
     return db
 end
 
-local function list(revs)
-    return #revs > 0 and table.concat(revs, ", ") or "base"
+-- fn(db) on one connection for the whole verb, closed afterwards whatever happens.
+local function with_db(args, fn)
+    local db = connect(args)
+    local ok, a, b = pcall(fn, db)
+    db:close()
+    if not ok then error(a, 0) end
+    return a, b
 end
 
-local verbs = {}
+-- "b2 (head)", "a1, c3", "base": where the database is.
+local function where(current, heads)
+    if #current == 0 then return "base" end
+    local is_head = {}
+    for _, h in ipairs(heads) do is_head[h] = true end
+    local out = {}
+    for i, r in ipairs(current) do out[i] = one_line(r) .. (is_head[r] and " (head)" or "") end
+    return table.concat(out, ", ")
+end
 
--- upgrade and downgrade: the SQL with --sql; else the steps go to the log, or say there were none.
-local function moving(run, nothing)
-    return function(args)
-        local opts = opts_of(args)
-        local res = run(opts)
-        if args.sql then
-            io.stdout:write(res)
-        elseif #res == 0 then
-            io.stdout:write(nothing, list(migrate.current(opts)), "\n")
+-- ---- upgrade, downgrade, createdb: progress and the truth after a failure -------------------------
+
+-- The event handler that prints each step as it starts and remembers what happened, for the
+-- summary and the failure report.
+local function progress()
+    local seen = { committed = {}, transactional = {}, order = {}, ms = 0 }
+    function seen.on_event(ev)
+        local t = ev.type
+        if t == "step_start" then
+            local rev, message = one_line(ev.revision), one_line(ev.message or "")
+            seen.order[#seen.order + 1] = ev.revision
+            seen.transactional[ev.revision] = ev.transactional ~= false
+            if ev.direction == "downgrade" then
+                say("downgrade ", rev, " -> ", one_line(ev.from or "base"), ", ", message)
+            else
+                say("upgrade ", one_line(ev.from or "base"), " -> ", rev, ", ", message)
+            end
+        elseif t == "step_done" then
+            seen.ms = seen.ms + (tonumber(ev.ms) or 0)
+        elseif t == "commit" then
+            for _, r in ipairs(ev.revisions or {}) do seen.committed[r] = true end
+        elseif t == "lock_wait" then
+            say(("waiting for the migration lock, held by pid %s (application_name %q) for %s s"):format(
+                tostring(ev.holder_pid or "?"), one_line(ev.holder_application_name or ""),
+                ev.held_seconds and ("%.0f"):format(ev.held_seconds) or "?"))
         end
     end
+    return seen
 end
 
-verbs.upgrade = moving(migrate.upgrade, "nothing to upgrade: already at ")
-verbs.downgrade = moving(migrate.downgrade, "nothing to downgrade: at ")
-
-function verbs.current(args)
-    local s = migrate.status(opts_of(args))
-    if #s.current == 0 then io.stdout:write("base (no revision applied)\n") end
-    local heads = {}
-    for _, h in ipairs(s.heads) do heads[h] = true end
-    for _, rev in ipairs(s.current) do
-        io.stdout:write(rev, heads[rev] and " (head)" or "", "\n")
+-- After a failed run: what stayed and what was rolled back, from the error (err.kept,
+-- err.rolled_back) or else from the events seen. One line on stdout, before the error on stderr.
+local function report_failure(err, seen, per_migration)
+    local kept, rolled = {}, {}
+    if type(err) == "table" and type(err.kept) == "table" then
+        kept, rolled = err.kept, err.rolled_back or {}
+    else
+        for _, r in ipairs(seen.order) do
+            if seen.committed[r] then kept[#kept + 1] = r else rolled[#rolled + 1] = r end
+        end
     end
-    if #(s.finish_pending or {}) > 0 then -- two-phase migrations: up applied, finish not yet run
-        io.stdout:write("finish pending: ", table.concat(s.finish_pending, ", "), "\n")
+    if #kept == 0 and #rolled == 0 then return end
+    local out = {}
+    if #kept == 0 then
+        out[1] = per_migration and "nothing kept" or "nothing kept (the run was one transaction)"
+    else
+        local text = {}
+        for i, r in ipairs(kept) do
+            text[i] = one_line(r) .. (seen.transactional[r] == false and " (transactional = false: committed on its own)" or "")
+        end
+        out[1] = "kept (committed): " .. table.concat(text, ", ")
     end
-end
-
-function verbs.heads(args)
-    for _, h in ipairs(migrate.history(setmetatable({ offline = true }, { __index = opts_of(args) }))) do
-        if h.head then io.stdout:write(h.revision, " (", h.file, ")\n") end
+    local back, outside = {}, {}
+    for _, r in ipairs(rolled) do
+        if seen.transactional[r] == false then outside[#outside + 1] = one_line(r) else back[#back + 1] = one_line(r) end
     end
-end
-
-function verbs.history(args)
-    local hist = migrate.history(opts_of(args))
-    for i = #hist, 1, -1 do
-        local h = hist[i]
-        local down = h.down_revision
-        if type(down) == "table" then down = "(" .. table.concat(down, ", ") .. ")" end
-        local tags = {}
-        if h.head then tags[#tags + 1] = "head" end
-        if h.current then tags[#tags + 1] = "current" end
-        if h.changed then tags[#tags + 1] = "CHANGED" end
-        if h.finish_pending then tags[#tags + 1] = "finish pending" elseif h.finished then tags[#tags + 1] = "finished" end
-        local state = h.applied and ("applied " .. tostring(h.applied_at) ..
-            (h.execution_ms and (" in " .. h.execution_ms .. " ms") or "")) or "pending"
-        io.stdout:write(("%s -> %s%s, %s [%s]\n"):format(down or "<base>", h.revision,
-            #tags > 0 and " (" .. table.concat(tags, ", ") .. ")" or "", h.message, state))
+    if #back > 0 then out[#out + 1] = "rolled back: " .. table.concat(back, ", ") end
+    if #outside > 0 then
+        out[#out + 1] = table.concat(outside, ", ") .. " failed outside a transaction: what it did before failing stays"
     end
+    say("failed: ", table.concat(out, "; "))
 end
 
-function verbs.stamp(args)
-    local res = migrate.stamp(opts_of(args))
-    if args.sql then io.stdout:write(res) else io.stdout:write("stamped: ", list(res), "\n") end
-end
-
-function verbs.check(args)
-    if args.drift then return require("kronos.deploy").cli_drift(args) end
-    local ok, why = migrate.check(opts_of(args))
-    if ok then
-        io.stdout:write("up to date", why and (" (finish pending: " .. table.concat(why.finish_pending, ", ") .. ")") or "", "\n")
-        return 0
+-- The hint the command line adds to an engine error.
+local function teach(err)
+    local msg = type(err) == "table" and err.code == "changed_migration" and tostring(err.message)
+    if msg and not msg:find("--allow-changed", 1, true) then
+        err.message = msg .. " (kronos: --allow-changed runs anyway; `kronos repair` records the new checksum)"
     end
-    local parts = {}
-    if #why.pending > 0 then parts[#parts + 1] = #why.pending .. " pending: " .. table.concat(why.pending, ", ") end
-    if #why.changed > 0 then parts[#parts + 1] = "changed since applied: " .. table.concat(why.changed, ", ") end
-    if #why.unknown > 0 then parts[#parts + 1] = "unknown to the files: " .. table.concat(why.unknown, ", ") end
-    io.stderr:write("kronos: not up to date (", table.concat(parts, "; "), ")\n")
-    return 1
+    return err
 end
 
-function verbs.revision(args)
-    local path = migrate.revision { dir = args.dir, modules = args.module, message = args.message, revision = args.rev_id }
-    io.stdout:write("created ", path, "\n")
-    require("kronos.deploy").warn_heads({ dir = args.dir, modules = args.module }, path, opts_of(args).on_lint)
+local function heads_of(m, files, opts)
+    return m.heads(setmetatable({ files = files }, { __index = opts }))
 end
 
--- finish: the pending finishes of two-phase migrations (after every instance runs the new code).
-function verbs.finish(args)
+-- upgrade/downgrade on db: the steps as they start, then "now at X; N applied in T ms".
+local function move(cmd, args, db)
+    local m = migrate()
     local opts = opts_of(args)
-    local res = migrate.finish(opts)
-    if args.sql then
-        io.stdout:write(res)
-    elseif #res == 0 then
-        io.stdout:write("nothing to finish\n")
-    end
-end
-
-function verbs.verify(args)
-    return require("kronos.deploy").cli_verify(args)
-end
-
--- lint: the findings that block (exit 1), the notes; --verbose adds the allowed ones.
-function verbs.lint(args)
-    local found, blocking = migrate.lint { dir = args.dir, modules = args.module }
-    local allowed = 0
-    for _, f in ipairs(found) do
-        if f.allowed then allowed = allowed + 1 end
-        if not f.allowed or args.verbose then io.stdout:write(f.level, ": ", f.text, "\n") end
-    end
-    io.stdout:write(("%d finding(s)"):format(blocking), allowed > 0 and
-        (", %d allowed by safe%s"):format(allowed, args.verbose and "" or " (--verbose lists them)") or "", "\n")
-    return blocking > 0 and 1 or 0
-end
-
-function verbs.init(args)
-    local opts = opts_of(args)
-    local db = ensure_database(opts.url)
+    local files = m.load(opts)
+    opts.files = files
     opts.db = db
-    local ok, err = pcall(migrate.upgrade, opts)
-    if ok then
-        io.stdout:write("at ", list(migrate.current(opts)), "\n")
+    local seen = progress()
+    opts.on_event = seen.on_event
+    local ok, res = pcall(m[cmd], opts)
+    if not ok then
+        report_failure(res, seen, args.per_migration)
+        error(teach(res), 0)
     end
-    db:close()
-    if not ok then error(err, 0) end
+    local heads = heads_of(m, files, opts)
+    local current
+    if cmd == "upgrade" and (opts.target == nil or opts.target == "head" or opts.target == "heads") then
+        current = heads -- every revision is below a head, and the run reached them all
+    else
+        current = m.current(opts)
+    end
+    if #res == 0 then
+        say(("now at %s; nothing to %s"):format(where(current, heads), cmd))
+    else
+        say(("now at %s; %d %s in %d ms"):format(where(current, heads), #res,
+            cmd == "upgrade" and "applied" or "reverted", math.floor(seen.ms + 0.5)))
+    end
 end
 
-function verbs.console(args)
-    local db, err = kronos.connect(args.database_url)
-    if not db then error(err, 0) end
-    local ok, console = pcall(require, "kronos.console")
-    if not ok then error(kronos.error("unavailable", "the console module kronos.console is not installed"), 0) end
-    console.start(db)
-    db:close()
+-- ---- the verbs: upgrade and downgrade here (the path a service runs at every start), the others in
+-- kronos.cli_verbs, loaded only when one of them runs
+
+local run = {}
+
+local function moving(cmd)
+    return function(args)
+        if args.sql then
+            io.stdout:write((migrate()[cmd](opts_of(args))))
+            return
+        end
+        with_db(args, function(db) move(cmd, args, db) end)
+    end
+end
+run.upgrade = moving("upgrade")
+run.downgrade = moving("downgrade")
+
+-- What kronos.cli_verbs needs of this file (it does not require it: one direction).
+local function context()
+    return { one_line = one_line, say = say, warn = warn, fail = fail, lazy_core = lazy_core, migrate = migrate,
+        opts_of = opts_of, with_db = with_db, move = move,
+        OPTIONS = OPTIONS, VERBS = VERBS, ORDER = ORDER, COMMON = COMMON, exit_codes = M.exit_codes }
 end
 
-local function one_line(err)
-    return (tostring(err):gsub("[\r\n]+", " "))
+local verbs
+local function verbs_module()
+    verbs = verbs or require("kronos.cli_verbs")(context())
+    return verbs
+end
+
+setmetatable(run, { __index = function(_, name) return verbs_module().run[name] end })
+
+-- ---- main -------------------------------------------------------------------------------------
+
+local function error_line(err)
+    if type(err) == "table" and err.usage == nil then return one_line(teach(err)) end
+    return one_line(err)
 end
 
 function M.main(argv)
-    if argv[1] == "--version" then
-        io.stdout:write("kronos ", kronos._VERSION, "\n")
-        return 0
-    end
-    local parser = build_parser()
-    local ok, args = parser:pparse(argv)
-    if not ok then
-        io.stderr:write(parser:get_usage(), "\n\nkronos: ", args, "\n")
-        return 2
-    end
-    for _, key in ipairs { "database_url", "version_table" } do
-        if args[key] == nil then args[key] = args["top_" .. key] end
-    end
-    -- --dir and --module given before and after the verb add up; none given: nil (the defaults)
-    for _, key in ipairs { "dir", "module" } do
-        local all = {}
-        for _, given in ipairs { args["top_" .. key] or {}, args[key] or {} } do
-            for _, v in ipairs(given) do all[#all + 1] = v end
+    local ok, args = pcall(parse, argv or {})
+    local v
+    if ok then
+        if args.version and not args.verb then
+            say("kronos ", lazy_core()._VERSION)
+            return EXIT_OK
         end
-        args[key] = #all > 0 and all or nil
+        if args.verb == nil then
+            if args.help then
+                io.stdout:write(verbs_module().main_help())
+                return EXIT_OK
+            end
+            ok, args = false, { usage = "a verb is required (upgrade, downgrade, current, ...)" }
+        else
+            v = VERBS[args.verb]
+            if not v then
+                ok, args = false, { usage = ("unknown command '%s'"):format(args.verb) }
+            elseif args.help then
+                io.stdout:write(verbs_module().verb_help(v))
+                return EXIT_OK
+            else
+                ok, args = pcall(function()
+                    validate(v, args)
+                    return args
+                end)
+            end
+        end
     end
-    local done, res = pcall(verbs[args.command], args)
+    if not ok then
+        if type(args) ~= "table" or not args.usage then error(args, 0) end
+        io.stderr:write(v and verbs_module().verb_usage(v) or "Usage: kronos [options] VERB [arguments] [options]",
+            "\n\nkronos: ", one_line(args.usage), " (kronos ", v and v.name .. " " or "", "--help)\n")
+        return EXIT_USAGE
+    end
+    local done, res = pcall(run[v.name], args)
     if not done then
-        io.stderr:write("kronos: ", one_line(res), "\n")
-        return 1
+        io.stderr:write("kronos: ", error_line(res), "\n")
+        return EXIT_FAIL
     end
-    return res or 0
+    return res or EXIT_OK
 end
 
 return M

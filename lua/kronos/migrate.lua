@@ -162,7 +162,7 @@ end
 local function run(cmd, opts)
     opts = opts or {}
     if opts.retries ~= nil then require("kronos.deploy").check_retries(opts.retries) end
-    local list = M.load(opts)
+    local list = opts.files or M.load(opts)
     if opts.sql then
         check_upgrade(cmd, list, opts, nil)
         local _, out = engine.run(cmd, list, opts, nil, core.ddl)
@@ -207,7 +207,7 @@ end
 
 local function status(opts, need_db)
     opts = opts or {}
-    local list = M.load(opts)
+    local list = opts.files or M.load(opts)
     if not need_db then return engine.status(list, opts, nil) end
     return with_db(opts, function(db) return engine.status(list, opts, db) end)
 end
@@ -246,6 +246,14 @@ function M.check(opts)
                     finish_pending = s.finish_pending }
 end
 
+-- repair{db = conn | url =} -> the revisions whose recorded checksum was replaced by their file's
+-- (an intended edit of an applied migration, accepted once; Flyway's repair).
+function M.repair(opts)
+    opts = opts or {}
+    local list = opts.files or M.load(opts)
+    return with_db(opts, function(db) return engine.repair(list, opts, db) end)
+end
+
 local function slug(message)
     local s = message:lower():gsub("[^%w]+", "_"):gsub("^_+", ""):gsub("_+$", "")
     return s:sub(1, 40):gsub("_+$", "")
@@ -259,16 +267,37 @@ local function lua_list(revs)
     return "{ " .. table.concat(q, ", ") .. " }"
 end
 
--- revision{dir =, modules =, message =} writes a new migration into the first directory of the
--- sources whose down_revision is the head of all of them (several heads: a merge of them), and
--- returns its path.
+-- What the revision template says about op, for authors who have not read the README.
+local TEMPLATE_HELP = {
+    "-- op.create_table(name, columns, {constraints =}), op.drop_table(name), op.rename_table(old, new),",
+    "-- op.add_column(table, column), op.drop_column(table, name), op.alter_column(table, name, {type =,",
+    "-- nullable =, server_default =, new_name =}), op.create_index(name, table, columns, {unique =,",
+    "-- concurrently =}), op.drop_index(name), op.create_unique_constraint / create_check_constraint /",
+    "-- create_foreign_key / create_primary_key / drop_constraint, op.execute(sql), op.sql(\"now()\")",
+    "-- (a raw expression), op.db (the connection; nil offline), op.x (the CLI's -x KEY=VALUE).",
+    "-- transactional = false runs it outside a transaction (needed by concurrently = true).",
+}
+
+-- revision{dir =, modules =, message =, revision =, down_revision =} writes a new migration into
+-- the first directory of the sources, on top of the head of all of them, and returns its path and
+-- the history of the migrations it found. Several heads are refused (code multiple_heads): a
+-- merge names its parents in down_revision ({"a", "b"}).
 function M.revision(opts)
     opts = opts or {}
     local message = opts.message
     if type(message) ~= "string" or message == "" then fail("bad_argument", "revision needs a message") end
     local dir = sources(opts)[1]
     if not dir then fail("bad_argument", "revision needs a directory to write into (dir)") end
-    local heads = status({ dir = opts.dir, modules = opts.modules }, false).heads
+    local s = status({ dir = opts.dir, modules = opts.modules }, false)
+    local parents = opts.down_revision
+    if type(parents) == "string" then parents = { parents } end
+    if parents == nil then
+        parents = s.heads
+        if #parents > 1 then
+            fail("multiple_heads", ("there are several heads (%s): merge them first with `kronos merge -m MESSAGE heads` "
+                .. "(or migrate.revision{down_revision = {...}})"):format(table.concat(parents, ", ")))
+        end
+    end
     local id = opts.revision or core.uuid():gsub("-", ""):sub(1, 12)
     local words = slug(message)
     local name = id .. (words ~= "" and "_" .. words or "") .. ".lua"
@@ -276,11 +305,13 @@ function M.revision(opts)
     local text = table.concat({
         "-- " .. message:gsub("[\r\n]+", " "),
         "-- Revision: " .. id,
-        "-- Revises: " .. (#heads > 0 and table.concat(heads, ", ") or "(base)"),
+        "-- Revises: " .. (#parents > 0 and table.concat(parents, ", ") or "(base)"),
         "-- Created: " .. os.date("!%Y-%m-%dT%H:%M:%SZ"),
+        "--",
+        table.concat(TEMPLATE_HELP, "\n"),
         "return {",
         "    revision = " .. ("%q"):format(id) .. ",",
-        "    down_revision = " .. lua_list(heads) .. ",",
+        "    down_revision = " .. lua_list(parents) .. ",",
         "    message = " .. ("%q"):format(message):gsub("\\\n", "\\n") .. ",",
         "    up = function(op)",
         "    end,",
@@ -299,7 +330,7 @@ function M.revision(opts)
     if not f then fail("io", tostring(err)) end
     f:write(text)
     f:close()
-    return path
+    return path, s.history
 end
 
 -- lint{} (the DDL safety check), verify{} and drift{}: lua/kronos/deploy.lua.
