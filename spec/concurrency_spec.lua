@@ -178,6 +178,112 @@ describe("concurrency", function()
         assert.are.same({ "r3" }, migrate.current({ url = url, dir = dir }))
     end)
 
+    describe("a non-transactional step cut short", function()
+        -- holds a row lock's transaction on items: CREATE INDEX CONCURRENTLY waits for it, INVALID
+        local function block_items()
+            local blocker = assert(kronos.connect(url))
+            assert(blocker:exec("BEGIN"))
+            assert(blocker:exec("INSERT INTO items VALUES (0, 'blocker')"))
+            return blocker
+        end
+        local function building(app)
+            return wait_for("the index build waiting", function()
+                local r = assert(admin:exec([[SELECT pid FROM pg_stat_activity WHERE application_name = $1
+                    AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock']], app))
+                return r[1] and r[1].pid
+            end)
+        end
+        local function index_valid()
+            local r = assert(admin:exec([[SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('ix_items_label')]]))
+            if r[1] == nil then return nil end
+            return r[1].indisvalid
+        end
+        local function revisions()
+            local out = {}
+            for i, r in ipairs(assert(admin:exec("SELECT revision FROM kronos_version ORDER BY 1"))) do out[i] = r.revision end
+            return out
+        end
+        local function up(name)
+            local target = H.shell_quote(url .. "?application_name=" .. name)
+            return spawn(("upgrade -d %s --dir %s"):format(target, H.shell_quote(dir)))
+        end
+
+        it("terminated during CREATE INDEX CONCURRENTLY: the INVALID index is dropped and rebuilt", function()
+            assert.are.same({ "r1" }, migrate.upgrade({ url = url, dir = dir, target = "r1" }))
+            local app = "kronos-cut-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items()
+            local proc = up(app)
+            local pid = building(app)
+            assert(admin:exec("SELECT pg_terminate_backend($1)", pid))
+            local code, out = proc.finish()
+            assert.are.equal(1, code, out)
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert.is_false(index_valid())          -- what the kill left: an INVALID index, no row
+            assert.are.same({ "r1" }, revisions())
+            code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.not_matches("already exists", out, 1, true)
+            assert.is_true(index_valid())
+            assert.are.same({ "r1", "r2", "r3" }, revisions())
+            assert.is_nil(assert(admin:exec("SELECT obj_description('kronos_version'::regclass, 'pg_class') AS m"))[1].m)
+        end)
+
+        it("the client killed (SIGKILL) while the build went on to finish: the valid index is kept, the row written", function()
+            assert.are.same({ "r1" }, migrate.upgrade({ url = url, dir = dir, target = "r1" }))
+            local app = "kronos-kill-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items()
+            local pidfile = dir .. "/client.pid"
+            local p = io.popen(("sh -c 'echo $$ > %s; exec %s %s/bin/kronos upgrade -d %s --dir %s' >/dev/null 2>&1"):format(
+                pidfile, H.lua, H.shell_quote(H.root), H.shell_quote(url .. "?application_name=" .. app), H.shell_quote(dir)))
+            building(app)
+            assert(os.execute("kill -KILL " .. H.sh("cat " .. H.shell_quote(pidfile))))
+            p:close()
+            assert(blocker:exec("ROLLBACK")) -- the server finishes the build for a client that is gone
+            blocker:close()
+            wait_for("the orphaned build to end", function()
+                local r = assert(admin:exec("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1", app))
+                return r[1].n == 0
+            end)
+            assert.is_true(index_valid())
+            assert.are.same({ "r1" }, revisions())
+            local code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.is_true(index_valid())
+            assert.are.same({ "r1", "r2", "r3" }, revisions())
+        end)
+
+        it("raw SQL cut short: the next run stops naming the step and the commands that resolve it", function()
+            H.write_file(dir .. "/r2.lua", [[
+return {
+    revision = "r2", down_revision = "r1", message = "a raw concurrent index", transactional = false,
+    up = function(op) op.execute("CREATE INDEX CONCURRENTLY ix_items_label ON items (label)") end,
+}
+]])
+            assert.are.same({ "r1" }, migrate.upgrade({ url = url, dir = dir, target = "r1" }))
+            local app = "kronos-raw-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items()
+            local proc = up(app)
+            assert(admin:exec("SELECT pg_terminate_backend($1)", building(app)))
+            assert.are.equal(1, (proc.finish()))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            local code, out = up(app).finish()
+            assert.are.equal(1, code, out)
+            assert.matches("r2.lua: the upgrade of revision 'r2' was interrupted", out, 1, true)
+            assert.matches("`kronos stamp r2`", out, 1, true)
+            assert.matches('COMMENT ON TABLE "kronos_version" IS NULL', out, 1, true)
+            assert.not_matches("already exists", out, 1, true)
+            -- undo by hand and clear the mark, as the message says: the next upgrade runs it again
+            assert(admin:exec("DROP INDEX ix_items_label"))
+            assert(admin:exec('COMMENT ON TABLE "kronos_version" IS NULL'))
+            code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.is_true(index_valid())
+            assert.are.same({ "r1", "r2", "r3" }, revisions())
+        end)
+    end)
+
     it("eight `kronos createdb` at once on a database that does not exist: all succeed, one creates it", function()
         local name = "kronos_conc_init_" .. kronos.uuid():sub(1, 8)
         local new_url = H.url_for(name)

@@ -118,6 +118,39 @@ describe("drift and verify", function()
         assert.equal(0, scratch_dbs())
     end)
 
+    it("verify takes a two-phase migration through finish, and needs its unfinish", function()
+        local phased = [[
+return { revision = "p2", down_revision = "4f1c2a9e7b30", message = "given_name",
+    up = function(op) op.add_column("users", { name = "given_name", type = "string(100)" }) end,
+    finish = function(op) op.drop_column("users", "first_name") end,
+    %s
+    down = function(op) op.drop_column("users", "given_name") end }
+]]
+        files()
+        H.sh("rm -f " .. H.shell_quote(dir .. "/n2_nickname.lua"))
+        H.write_file(dir .. "/p2.lua", phased:format(
+            'unfinish = function(op) op.add_column("users", { name = "first_name", type = "string(100)" }) end,'))
+        local ok, res = migrate.verify { url = url, dir = dir }
+        assert.is_true(ok, res and (res.error and tostring(res.error) or res.differences and res.differences[1].text))
+        assert.equal(2, res.checked)
+        -- an unfinish that brings the column back with another type does not undo finish
+        H.write_file(dir .. "/p2.lua", phased:format(
+            'unfinish = function(op) op.add_column("users", { name = "first_name", type = "text" }) end,'))
+        ok, res = migrate.verify { url = url, dir = dir }
+        assert.is_false(ok)
+        assert.equal("p2", res.revision)
+        assert.equal("downgrade", res.step)
+        assert.equal("column public.users.first_name differs: expected character varying(100) NULL, found text NULL",
+            res.differences[1].text)
+        -- without unfinish the downgrade is refused
+        H.write_file(dir .. "/p2.lua", phased:format(""))
+        ok, res = migrate.verify { url = url, dir = dir }
+        assert.is_false(ok)
+        assert.equal("downgrade", res.step)
+        assert.equal("finished_migration", res.error.code)
+        assert.equal(0, scratch_dbs())
+    end)
+
     it("verify names the first revision whose down does not undo its up", function()
         files('op.drop_column("users", "nickname")') -- forgets the badge table
         local code, out, err = cli(("verify -d %q --dir %q"):format(url, dir))

@@ -13,6 +13,7 @@
 #define KRONOS_MIGRATE_H
 
 #include "kronos.h"
+#include "sqlscan.h"
 
 /* One migration file. The strings belong to Lua values the caller keeps on the stack. */
 typedef struct kr_mig {
@@ -57,9 +58,6 @@ _Noreturn void kr_migrate_raise(lua_State *L, const char *code, const char *file
 void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier */
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
-int kr_sql_batchable(const char *sql);                  /* safe to join with ";\n" to others */
-const char *kr_sql_txcontrol(const char *sql);          /* "COMMIT", "ROLLBACK", ... when it ends a transaction */
-const char *kr_sql_terminator(const char *sql);         /* ";" or "\n;" after it in a script */
 int kr_migrate_terminator(lua_State *L);                /* core.migrate.terminator(sql) */
 /* opts.version_table (default kronos_version), checked; pushes its quoted form and returns the name. */
 const char *kr_version_table(lua_State *L, int opts);
@@ -101,7 +99,12 @@ typedef struct kr_run {
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
     int cur_transactional;
-    const char *db_noted;    /* offline: the step whose reading of op.db the output already notes */
+    const char *db_noted;
+    const char *vt;          /* the quoted version table */
+    int nontx_step;          /* a transactional = false step's up/down is running: its statements are watched */
+    int in_builder;          /* the statements come from an op.<helper> (kronos generated them) */
+    int raw_marked;          /* the step's marker says it ran raw SQL (or op.db): no automatic resume */
+    int resume;              /* re-running a generated step that a previous run left unfinished */    /* offline: the step whose reading of op.db the output already notes */
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
     char slock_sql[80];
     char unlock_sql[80];
@@ -116,6 +119,7 @@ typedef struct kr_run {
 void kr_emit(lua_State *L, kr_run *r, int env, const char *sql);  /* runs, collects or outputs one statement */
 void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what was collected, stops batching */
 void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline: an SQL comment line */
+void kr_step_raw(lua_State *L, kr_run *r, int env); /* a non-transactional step does work kronos cannot redo */
 int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
 
 /* migrate_op.c */

@@ -25,6 +25,7 @@ static kr_run *op_run(lua_State *L)
 static int op_execute(lua_State *L)
 {
     kr_run *r = op_run(L);
+    r->in_builder = 0;
     size_t len;
     if (lua_type(L, 1) != LUA_TSTRING) {
         kr_error_setfname(L, "execute");
@@ -41,7 +42,7 @@ static int op_execute(lua_State *L)
         len--;
     if (len == 0) return 0;
     lua_pushlstring(L, sql, len);
-    const char *ends = r->intx ? kr_sql_txcontrol(lua_tostring(L, -1)) : NULL;
+    const char *ends = r->intx ? kr_sqlscan_txcontrol(lua_tostring(L, -1)) : NULL;
     if (ends)
         /* it would end the run's transaction and its lock, and what follows would run outside */
         kr_error_raise(L, "transaction_control", "op.execute: %s would end the migration's transaction (and release the "
@@ -102,8 +103,10 @@ static int op_builder(lua_State *L)
     kr_error_setfname(L, name);
     if (lua_pcall(L, n, 1, 0) != 0) builder_failed(L, name);
     kr_error_setfname(L, NULL);
+    r->in_builder = 1; /* kronos generated these statements (a non-transactional step may resume them) */
     if (lua_type(L, -1) == LUA_TSTRING) {
         kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
+        r->in_builder = 0;
         return 0;
     }
     if (!lua_istable(L, -1)) kr_error_raise(L, "bad_migration", "ddl.%s returned %s, not an array of statements", name, luaL_typename(L, -1));
@@ -114,6 +117,7 @@ static int op_builder(lua_State *L)
         kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
         lua_pop(L, 1);
     }
+    r->in_builder = 0;
     return 0;
 }
 
@@ -127,6 +131,7 @@ static int op_index(lua_State *L)
          * and from here on this migration's statements run one by one, in the order given. */
         kr_run *r = (kr_run *)lua_touserdata(L, lua_upvalueindex(UP_RUN));
         if (r->active) kr_batch_close(L, r, lua_upvalueindex(UP_ENV));
+        if (r->active && r->nontx_step) kr_step_raw(L, r, lua_upvalueindex(UP_ENV));
         if (r->active && r->offline && r->cur_rev && r->db_noted != r->cur_rev) {
             /* offline op.db is nil: a guarded use silently skips its work, so the script says so */
             r->db_noted = r->cur_rev;

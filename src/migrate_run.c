@@ -132,14 +132,17 @@ static void echo(lua_State *L, kr_run *r, int env, const char *sql)
 
 /* Runs one statement (online) or appends it to the output (offline); raises on SQL errors.
  * In a batch, a statement that can share a query is collected instead. */
+static int step_statement(lua_State *L, kr_run *r, int env, const char *sql);
+
 void kr_emit(lua_State *L, kr_run *r, int env, const char *sql)
 {
+    if (r->nontx_step && !step_statement(L, r, env, sql)) return; /* done by the interrupted run */
     echo(L, r, env, sql);
     if (r->offline) {
         append(L, env, KR_ENV_OUT, sql);
         return;
     }
-    int alone = !r->batch.on || !kr_sql_batchable(sql);
+    int alone = !r->batch.on || !kr_sqlscan_batchable(sql);
     if (alone) batch_flush(L, r, env); /* what came before runs first */
     append(L, env, KR_ENV_PENDING, sql);
     r->batch.n++;
@@ -525,6 +528,182 @@ static void end_session(lua_State *L, body *b)
     if (b->stmt_timeout) emitf(L, b, "RESET statement_timeout");
 }
 
+/* ---- non-transactional steps: the marker and the resume ----------------------------------- */
+
+/* A transactional = false step runs statement by statement outside any transaction, so a kill
+ * can leave part of it done. Before it runs, a marker is set, and cleared once its version row
+ * is written: COMMENT ON TABLE <version table> IS 'kronos: running upgrade of <rev>' (a comment
+ * changes no row that any reader counts). The marker says "(raw SQL)" once the step ran anything
+ * but a kronos-generated CREATE/DROP INDEX CONCURRENTLY (op.execute, other helpers, op.db): such
+ * work cannot be redone safely, so the next run stops and says how to resolve it. A generated
+ * index step is resumed: an INVALID index it left is dropped and built again, a valid one kept. */
+
+static void set_marker(lua_State *L, kr_run *r, int env, const char *text)
+{
+    int watched = r->nontx_step;
+    r->nontx_step = 0;
+    if (text) {
+        kr_push_literal(L, text);
+        lua_pushfstring(L, "COMMENT ON TABLE %s IS %s", r->vt, lua_tostring(L, -1));
+    } else {
+        lua_pushfstring(L, "COMMENT ON TABLE %s IS NULL", r->vt);
+    }
+    kr_emit(L, r, env, lua_tostring(L, -1));
+    lua_pop(L, text ? 2 : 1);
+    r->nontx_step = watched;
+}
+
+static void running_marker(lua_State *L, kr_run *r, int env, int raw)
+{
+    lua_pushfstring(L, "kronos: running %s of %s%s", r->up ? "upgrade" : "downgrade", r->cur_rev, raw ? " (raw SQL)" : "");
+    set_marker(L, r, env, lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
+void kr_step_raw(lua_State *L, kr_run *r, int env)
+{
+    if (r->raw_marked) return;
+    r->raw_marked = 1;
+    running_marker(L, r, env, 1);
+}
+
+/* The index a generated CREATE/DROP INDEX CONCURRENTLY names, schema-qualified as written
+ * ("s"."ix" or "ix"), pushed; 0 (nothing pushed) when sql is not one. */
+static int index_statement(lua_State *L, const char *sql, int *create)
+{
+    const char *p;
+    if (strncmp(sql, "CREATE INDEX CONCURRENTLY ", 26) == 0) p = sql + 26, *create = 1;
+    else if (strncmp(sql, "CREATE UNIQUE INDEX CONCURRENTLY ", 33) == 0) p = sql + 33, *create = 1;
+    else if (strncmp(sql, "DROP INDEX CONCURRENTLY ", 24) == 0) p = sql + 24, *create = 0;
+    else return 0;
+    if (strncmp(p, "IF NOT EXISTS ", 14) == 0) p += 14;
+    else if (strncmp(p, "IF EXISTS ", 10) == 0) p += 10;
+    /* one or two quoted identifiers; a create's schema is the one of its table (ON "s"."t") */
+    const char *q = p;
+    for (int part = 0; part < 2 && *q == '"'; part++) {
+        for (q++; *q && !(q[0] == '"' && q[1] != '"'); q += q[0] == '"' ? 2 : 1) {
+        }
+        if (*q) q++;
+        if (*q != '.') break;
+        q++;
+    }
+    if (q == p || *(q - 1) != '"') return 0;
+    if (*create) {
+        const char *on = strstr(q, " ON ");
+        const char *dot = on ? strstr(on + 4, "\".\"") : NULL;
+        const char *paren = on ? strchr(on + 4, '(') : NULL;
+        if (dot && paren && dot < paren) {
+            lua_pushlstring(L, on + 4, (size_t)(dot - on - 3));
+            lua_pushliteral(L, ".");
+            lua_pushlstring(L, p, (size_t)(q - p));
+            lua_concat(L, 3);
+            return 1;
+        }
+    }
+    lua_pushlstring(L, p, (size_t)(q - p));
+    return 1;
+}
+
+/* "t" (valid), "f" (invalid) or NULL (absent) for the index named at -1 (pops it). */
+static int index_state(lua_State *L, kr_run *r)
+{
+    kr_push_literal(L, lua_tostring(L, -1));
+    lua_pushfstring(L, "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", lua_tostring(L, -1));
+    PGresult *res = kr_execscript(L, r->c, lua_tostring(L, -1));
+    if (res == NULL) kr_error_throw(L);
+    int state = PQntuples(res) == 0 ? 0 : strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 1 : -1;
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 4);
+    return state;
+}
+
+/* Watches one statement of a non-transactional step; returns 0 when it must not run (a resumed
+ * step finds it done). */
+static int step_statement(lua_State *L, kr_run *r, int env, const char *sql)
+{
+    int create = 0;
+    if (!r->in_builder || !index_statement(L, sql, &create)) {
+        kr_step_raw(L, r, env);
+        return 1;
+    }
+    if (!r->resume || r->offline) {
+        lua_pop(L, 1);
+        return 1;
+    }
+    lua_pushvalue(L, -1);
+    int state = index_state(L, r); /* 1 valid, -1 invalid (a build or drop cut short), 0 absent */
+    if (create && state == -1) {
+        lua_pushfstring(L, "DROP INDEX CONCURRENTLY %s", lua_tostring(L, -1));
+        int watched = r->nontx_step;
+        r->nontx_step = 0;
+        kr_emit(L, r, env, lua_tostring(L, -1));
+        r->nontx_step = watched;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return create ? state != 1 : state != 0;
+}
+
+/* The marker a previous run left (online), pushed, or nothing (returns 0). */
+static int read_marker(lua_State *L, body *b)
+{
+    kr_push_literal(L, b->vt);
+    lua_pushfstring(L, "SELECT obj_description(to_regclass(%s), 'pg_class') AS m", lua_tostring(L, -1));
+    PGresult *res = kr_execscript(L, b->r->c, lua_tostring(L, -1));
+    if (res == NULL) kr_error_throw(L);
+    int has = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && strncmp(PQgetvalue(res, 0, 0), "kronos: running ", 16) == 0;
+    if (has) lua_pushstring(L, PQgetvalue(res, 0, 0));
+    else lua_pushnil(L);
+    lua_replace(L, -4);
+    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    lua_pop(L, 2);
+    if (!has) lua_pop(L, 1);
+    return has;
+}
+
+/* Under the session lock, before the non-transactional step `next` (direction up): deals with
+ * the marker of an interrupted step. Finished after all: cleared. A generated index step that
+ * is next: resumed. Anything else: an error that names the step and how to resolve it. */
+static void interrupted(lua_State *L, body *b, int next, int up)
+{
+    kr_run *r = b->r;
+    if (r->offline || !read_marker(L, b)) return;
+    char dir[16], rev[256];
+    const char *text = lua_tostring(L, -1);
+    int raw = strstr(text, " (raw SQL)") != NULL;
+    if (sscanf(text, "kronos: running %15s of %255s", dir, rev) != 2) {
+        lua_pop(L, 1);
+        return;
+    }
+    int was_up = strcmp(dir, "upgrade") == 0;
+    int i = kr_graph_find(&b->p.g, rev);
+    if (i < 0)
+        kr_migrate_raise(L, "interrupted_migration", NULL, "the %s of revision '%s', which no migration file provides, "
+                         "was interrupted; resolve it by hand, then clear the mark: COMMENT ON TABLE %s IS NULL",
+                         dir, rev, b->vt);
+    if (b->p.applied[i] == (unsigned char)was_up) { /* its version row was written: it finished */
+        set_marker(L, r, SLOT_ENV, NULL);
+        lua_pop(L, 1);
+        return;
+    }
+    const kr_mig *m = &b->p.g.m[i];
+    if (!raw && i == next && was_up == up) {
+        r->resume = 1;
+        lua_pop(L, 1);
+        return;
+    }
+    const kr_mig *parent = m->npar == 1 ? &b->p.g.m[b->p.g.par[m->par0]] : NULL;
+    if (raw)
+        kr_migrate_raise(L, "interrupted_migration", m->file,
+                         "the %s of revision '%s' was interrupted: it is transactional = false and ran raw SQL, so part of it "
+                         "may have run and kronos cannot redo it. Check what it did, then either complete it by hand and "
+                         "run `kronos stamp %s`, or undo it by hand and run the SQL: COMMENT ON TABLE %s IS NULL "
+                         "(the next %s runs it again)", dir, rev, was_up ? rev : (parent ? parent->rev : "base"), b->vt, dir);
+    kr_migrate_raise(L, "interrupted_migration", m->file,
+                     "the %s of revision '%s' was interrupted; resume it first with `kronos %s %s`", dir, rev, dir,
+                     was_up ? rev : (parent ? parent->rev : "base"));
+}
+
 /* ---- steps ------------------------------------------------------------------------------- */
 
 static void log_step(lua_State *L, body *b, const kr_mig *m, int up, double ms)
@@ -596,9 +775,16 @@ static void run_step(lua_State *L, body *b, int i, int up)
         lua_getfield(L, SLOT_ENV, "op");
         lua_call(L, 1, 0);
     }
+    int watch = !m->transactional && up != KR_STEP_FINISH;
+    if (watch) {
+        r->raw_marked = 0;
+        running_marker(L, r, SLOT_ENV, 0);
+        r->nontx_step = 1;
+    }
     lua_getfield(L, mig, up == KR_STEP_FINISH ? "finish" : up ? "up" : "down");
     lua_getfield(L, SLOT_ENV, "op");
     lua_call(L, 1, 0);
+    r->nontx_step = 0;
     if (up == KR_STEP_FINISH)
         emitf(L, b, "UPDATE %s SET finished_at = clock_timestamp() WHERE revision = %s", b->vt, rev);
     else if (!up)
@@ -608,6 +794,8 @@ static void run_step(lua_State *L, body *b, int i, int up)
                     "WHERE revision = %s", b->vt, rev);
     else
         insert_version(L, b, m); /* no transaction to share: the row is written once the DDL has succeeded */
+    if (watch) set_marker(L, r, SLOT_ENV, NULL); /* done: a kill before this leaves a finished step's mark */
+    r->resume = 0;
     kr_batch_close(L, r, SLOT_ENV);
     if (up == KR_STEP_FINISH)
         b->finished[i] = 1;
@@ -707,6 +895,7 @@ static void run_steps(lua_State *L, body *b, const char *spec)
             begin_session(L, b);
             n = steps_left(b);
             int ran = n > 0 && !m[steps[0]].transactional;
+            if (ran && up != KR_STEP_FINISH) interrupted(L, b, steps[0], up);
             if (ran) run_step(L, b, steps[0], up);
             end_session(L, b);
             /* another process may have changed the plan meanwhile: stop only when nothing is left */
@@ -774,6 +963,7 @@ static void read_options(lua_State *L, body *b)
 {
     b->vtname = kr_version_table(L, SLOT_OPTS);
     b->vt = lua_tostring(L, -1);
+    b->r->vt = b->vt;
     b->lock_timeout = opt_timeout(L, "lock_timeout", "60s", &b->lock_timeout_text);
     b->stmt_timeout = opt_timeout(L, "statement_timeout", NULL, NULL);
     b->each = opt_bool(L, "transaction_per_migration");

@@ -276,9 +276,10 @@ local function same_set(a, b)
 end
 
 -- verify{url|scratch_url, dir} -> true, {checked = n} | false, {revision, file, step, differences
--- | error}: on a scratch database, for every revision in graph order: upgrade one step, snapshot,
--- downgrade, compare with the snapshot before the step, upgrade again and compare with the one
--- after it. Stops at the first revision whose down does not undo its up.
+-- | error}: on a scratch database, for every revision in graph order: upgrade one step (and run
+-- its finish, when it has one), snapshot, downgrade, compare with the snapshot before the step,
+-- upgrade again and compare with the one after it. Stops at the first revision whose down does
+-- not undo its up.
 function D.verify(opts)
     opts = opts or {}
     local m = migrate()
@@ -302,16 +303,22 @@ function D.verify(opts)
                 fields.revision, fields.file, fields.step = rev, h.file, step
                 return false, fields
             end
+            -- a two-phase migration goes through both phases: its down (after unfinish) must undo them
+            local function up(step)
+                local ok, err = pcall(m.upgrade, run_opts(opts, db, { target = rev }))
+                if ok and h.finish then ok, err = pcall(m.finish, run_opts(opts, db)) end
+                if not ok then return failed(step, { error = err }) end
+            end
             local before = snap()
-            local ok, err = pcall(m.upgrade, run_opts(opts, db, { target = rev }))
-            if not ok then return failed("upgrade", { error = err }) end
+            local bad, res = up("upgrade")
+            if bad ~= nil then return bad, res end
             local after = snap()
-            ok, err = pcall(m.downgrade, run_opts(opts, db, { target = parents[rev][1] or "base" }))
+            local ok, err = pcall(m.downgrade, run_opts(opts, db, { target = parents[rev][1] or "base" }))
             if not ok then return failed("downgrade", { error = err }) end
             local diffs = core.catalog.compare(before, snap())
             if #diffs > 0 then return failed("downgrade", { differences = diffs }) end
-            ok, err = pcall(m.upgrade, run_opts(opts, db, { target = rev }))
-            if not ok then return failed("upgrade again", { error = err }) end
+            bad, res = up("upgrade again")
+            if bad ~= nil then return bad, res end
             diffs = core.catalog.compare(after, snap())
             if #diffs > 0 then return failed("upgrade again", { differences = diffs }) end
             checked = checked + 1

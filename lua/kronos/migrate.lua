@@ -156,7 +156,10 @@ end
 -- The DDL safety check before an upgrade (kronos.deploy): warns, or refuses before anything runs.
 local function check_upgrade(cmd, list, opts, db)
     if cmd ~= "upgrade" or opts.lint == false then return end
-    require("kronos.deploy").check_upgrade(list, opts, function() return pending_set(list, opts, db) end)
+    local todo = pending_set(list, opts, db)
+    -- nothing to run, nothing to check: a service's no-op upgrade at every start does not load kronos.deploy
+    if not next(todo) then return end
+    require("kronos.deploy").check_upgrade(list, opts, function() return todo end)
 end
 
 local function run(cmd, opts)
