@@ -679,16 +679,17 @@ md[#md + 1] = ""
 md[#md + 1] = "## What each side runs"
 md[#md + 1] = ""
 for _, l in ipairs {
-    "- no-op startup: `lua5.4 bench/startup.lua` (require kronos, connect, `upgrade()` at head with",
-    "  migrations/) against `alembic upgrade head` of bench/alembic/ (the same users table) and",
-    "  `psql -c 'select 1'`, each a new process, wall time from fork to exit.",
+    "- no-op startup: `bin/kronos upgrade` at head (the CLI, a new lua5.4 process) against",
+    "  `alembic upgrade head` of bench/alembic/ (the same users table) and the psql program itself",
+    "  (`$(pg_config --bindir)/psql -c 'select 1'`, not Debian's Perl wrapper), wall time from fork to exit.",
     "- 500 migrations: bench/gen500.lua writes 500 chained migrations (a table of 3 columns and an index",
     "  each) for kronos and for Alembic; each run upgrades a new database base -> head with",
     "  bench/startup.lua, with `alembic upgrade head`, and with `psql -1 -f` of kronos's offline SQL.",
-    "- create, bulk, read, select 1, stream: bench/kronos_worker.lua, bench/luasql_worker.lua",
-    "  (lua-sql-postgres: literals escaped with `con:escape`, v4 UUIDs made in Lua) and bench/pqbench.c",
-    "  (libpq from C, `cc -O2`, UUIDs from libuuid); the time is measured inside each process, after",
-    "  connecting. The same rows everywhere (bench/common.lua `user(i)`).",
+    "- create, bulk, read, select 1, stream, pipeline: bench/kronos_worker.lua (Lua 5.4 and LuaJIT),",
+    "  bench/luasql_worker.lua (lua-sql-postgres: literals escaped with `con:escape`, v4 UUIDs made in",
+    "  Lua), bench/floor_worker.lua (the Lua floor, bench/floor.c) and bench/pqbench.c (libpq from C,",
+    "  `cc -O2`, UUIDs from libuuid); the time is measured inside each process, after connecting. The",
+    "  same rows everywhere (bench/common.lua `user(i)`, `typed_sql`).",
 } do md[#md + 1] = l end
 md[#md + 1] = ""
 md[#md + 1] = "## Notes"
