@@ -22,11 +22,11 @@ model, whose migration ships as the module kronos.migrations. Lua 5.4 and LuaJIT
 ]],
    license = "MIT",
 }
--- What the installed code needs. Offline, Debian's lua-argparse and lua-cjson (not registered
--- rocks) provide the last two: tools/luarocks-*.lua declare them provided.
+-- What the installed code needs (spec/rockspec_spec.lua checks this against the requires of
+-- lua/ and bin/). Offline, Debian's lua-cjson (not a registered rock) provides lua-cjson:
+-- tools/luarocks-*.lua declare it provided.
 dependencies = {
    "lua >= 5.1, < 5.5",
-   "argparse >= 0.6",     -- the kronos command
    "lua-cjson >= 2.1",    -- kronos --json
 }
 external_dependencies = {

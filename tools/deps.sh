@@ -2,7 +2,7 @@
 # Installs the Debian packages a group needs, only when some are missing (fast no-op otherwise).
 # Groups: base (build, tests, lint, integration), bench, fuzz, memory.
 # base has git and PUC Lua 5.1's headers for spec/rockspec_spec.lua (fresh clones; a build for
-# an unsupported lua.h must fail), lua-argparse and lua-cjson for the installed kronos command.
+# an unsupported lua.h must fail), lua-cjson for the kronos command (kronos --json).
 set -eu
 pkgs=""
 for group in "$@"; do

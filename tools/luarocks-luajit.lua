@@ -5,7 +5,7 @@
 -- Debian's luarocks takes "5.1" to mean PUC Lua 5.1: its headers (/usr/include/lua5.1) and its
 -- interpreter (lua5.1, which the kronos wrapper in DIR/bin would run). LuaJIT has headers and an
 -- interpreter of its own; its modules go to the tree's 5.1 directories, which LuaJIT searches.
--- argparse and lua-cjson: see tools/luarocks-lua5.4.lua.
+-- lua-cjson: see tools/luarocks-lua5.4.lua.
 -- (This file replaces only the per-user configuration; the system one still loads.)
 lua_version = "5.1"
 lua_interpreter = "luajit"
@@ -15,6 +15,5 @@ variables = {
    LUA_INCDIR = "/usr/include/luajit-2.1",
 }
 rocks_provided = {
-   argparse = "0.7.1-1",
    ["lua-cjson"] = "2.1.0-1",
 }
