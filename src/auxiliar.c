@@ -4,15 +4,6 @@
 
 #include "kronos.h"
 
-int kr_testclass(lua_State *L, int idx, const char *name)
-{
-    if (!lua_getmetatable(L, idx)) return 0;
-    luaL_getmetatable(L, name);
-    int is = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return is;
-}
-
 kr_conn *kr_checkconn_any(lua_State *L, int idx)
 {
     kr_conn *c = lua_type(L, idx) == LUA_TUSERDATA && kr_testclass(L, idx, KR_CONN_CLASS)
@@ -40,16 +31,4 @@ const char *kr_checktext(lua_State *L, int idx, size_t *len, const char *what)
 void kr_checkstack(lua_State *L, int n)
 {
     if (!lua_checkstack(L, n)) kr_error_raise(L, "stack_overflow", "Lua stack overflow (%d more slots)", n);
-}
-
-void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta)
-{
-    luaL_newmetatable(L, name);
-    if (meta) luaL_setfuncs(L, meta, 0);
-    if (methods) {
-        lua_newtable(L);
-        luaL_setfuncs(L, methods, 0);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
 }

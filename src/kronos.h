@@ -57,15 +57,17 @@ typedef struct kr_conn {
 /* uuid.c */
 void kr_uuid_format(char out[37]);           /* writes a new random (v4) UUID, lower case, NUL-terminated */
 
-/* auxiliar.c: class and argument checking; each raises a bad_argument object (kr_error_arg). */
+/* class.c: the metatables by name */
 int kr_testclass(lua_State *L, int idx, const char *name);   /* idx has metatable `name` */
+/* Registers metatable `name` with metamethods `meta` and, unless NULL, an __index of `methods`. */
+void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
+
+/* auxiliar.c: argument checking; each raises a bad_argument object (kr_error_arg). */
 kr_conn *kr_checkconn(lua_State *L, int idx);            /* raises on a non-connection or a closed one */
 kr_conn *kr_checkconn_any(lua_State *L, int idx);        /* a connection, open or closed */
 /* A string (or number) without NUL bytes; `what` names it in the error ("SQL contains a NUL byte"). */
 const char *kr_checktext(lua_State *L, int idx, size_t *len, const char *what);
 void kr_checkstack(lua_State *L, int n);                 /* raises a stack_overflow object */
-/* Registers metatable `name` with metamethods `meta` and, unless NULL, an __index of `methods`. */
-void kr_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *meta);
 
 /* error.c: the one family of error objects (see its head comment for the rule). */
 #define KR_FNAME_KEY "kronos.fname"   /* registry: the helper name kr_error_arg reports */
