@@ -263,4 +263,54 @@ describe("behind PgBouncer in transaction pooling mode", function()
         assert.is_true(n >= 2)
         assert.equals(100, assert(kronos.users(conns[2]):count()))
     end)
+
+    it("runs conn:prepare statements as unnamed ones, pipelines and COPY both ways", function()
+        local a = assert(kronos.connect(url))
+        local b = assert(kronos.connect(url))
+        finally(function() a:close(); b:close() end)
+        assert(a:exec("CREATE TABLE IF NOT EXISTS pgb_items (id int PRIMARY KEY, v text)"))
+        assert(a:exec("TRUNCATE pgb_items"))
+        local st = assert(a:prepare("SELECT $1::int * 2 AS v"))
+        assert.matches("unnamed", tostring(st))
+        for i = 1, 10 do
+            assert.equals(i * 2, st:exec(i)[1].v)
+            assert(b:exec("SELECT 1")) -- b takes the server connection a used in between
+        end
+        local got = {}
+        for row in st:rows(21) do got[#got + 1] = row.v end
+        assert.same({ 42 }, got)
+        st:close()
+        local r = assert(a:pipeline(function(p)
+            for i = 1, 50 do p:exec("INSERT INTO pgb_items VALUES ($1, $2)", i, "p" .. i) end
+            p:exec("INSERT INTO pgb_items VALUES (1, 'dup')")
+        end))
+        assert.equals(1, r.failed)
+        assert.equals("unique_violation", r[51].code)
+        local ok, err = a:pipeline(function(p)
+            p:exec("INSERT INTO pgb_items VALUES (100, 'x')")
+            p:exec("INSERT INTO pgb_items VALUES (100, 'x')")
+        end, { transaction = true })
+        assert.is_nil(ok)
+        assert.equals("unique_violation", err.code)
+        assert.equals(2, assert(b:copy_from("COPY pgb_items FROM STDIN", { { 200, "c1" }, { 201, "c2" } })))
+        local n = 0
+        for row in a:copy_to("COPY (SELECT id, v FROM pgb_items ORDER BY id) TO STDOUT") do
+            n = n + 1
+            assert.is_string(row[2])
+        end
+        assert.equals(52, n)
+        assert.equals(52, b:exec("SELECT count(*) AS n FROM pgb_items")[1].n)
+    end)
+
+    it("cannot deliver LISTEN notifications: the LISTEN stays on a pooled server connection", function()
+        local a = assert(kronos.connect(url))
+        local direct_conn = assert(kronos.connect(direct))
+        finally(function() a:close(); direct_conn:close() end)
+        assert(a:exec("LISTEN pgb_channel"))
+        assert(direct_conn:exec("NOTIFY pgb_channel, 'lost'"))
+        local n, err = a:wait_for_notification(0.3)
+        -- the server connection that ran LISTEN went back to the pool: the client never hears it
+        assert.is_nil(n)
+        assert.equals("timeout", err.code)
+    end)
 end)
