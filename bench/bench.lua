@@ -11,6 +11,18 @@ local BASE_URL = assert(os.getenv("DATABASE_URL"), "run through bench/run.sh")
 local RUNS = math.max(5, tonumber(os.getenv("BENCH_RUNS") or "7"))
 local ONLY = os.getenv("BENCH_CASES")
 local LUA = "lua5.4"
+-- LuaJIT workers: kronos, benchlib and the floor built for LuaJIT (bench/run.sh), through env(1)
+-- because LUA_CPATH is set for Lua 5.4 here.
+local JIT_CPATH = ROOT .. "/bench/work/build/luajit/?.so;" .. ROOT .. "/bench/work/luajit/?.so;;"
+local JIT = { "env", "LUA_CPATH=" .. JIT_CPATH, "luajit" }
+local function popen_read(cmd)
+    local p = io.popen(cmd .. " 2>/dev/null")
+    local out = p:read("a"):gsub("%s+$", "")
+    p:close()
+    return out
+end
+-- The psql program itself: Debian's /usr/bin/psql is a Perl wrapper that picks a version first.
+local PSQL = popen_read("pg_config --bindir") .. "/psql"
 local ALEMBIC = "/usr/bin/alembic" -- Debian's, with Debian's python3 (not a pyenv one on PATH)
 local PQBENCH = WORK .. "/pqbench"
 local MIGRATIONS = ROOT .. "/migrations"
@@ -23,6 +35,12 @@ local admin = assert(kronos.connect(BASE_URL))
 -- The argv of a kronos or LuaSQL worker process.
 local function kw(url, mode, n) return { LUA, ROOT .. "/bench/kronos_worker.lua", url, mode, n } end
 local function lw(url, mode, n) return { LUA, ROOT .. "/bench/luasql_worker.lua", url, mode, n } end
+local function fw(url, shape, what) return { LUA, ROOT .. "/bench/floor_worker.lua", url, shape, what } end
+local function on_jit(argv) -- the same worker argv, run by LuaJIT
+    local t = { table.unpack(JIT) }
+    for i = 2, #argv do t[#t + 1] = argv[i] end
+    return t
+end
 
 ---------------------------------------------------------------------------------------------
 -- helpers
@@ -162,8 +180,14 @@ local function add(row)
     end
     local vp, vl = paired(row.k, row.p), paired(row.k, row.l)
     local met = row.met and row.met(vp, vl, median(row.k))
+    local jit = ""
+    if row.j then -- kronos on LuaJIT, against the row's LuaJIT peer (or limit) when it has one
+        local against, name = row.jp or row.jl, row.jp and row.jp_name or row.jl_name
+        jit = show(row.j) .. (against and (" (%s %s)"):format(ratio(paired(row.j, against)), name) or "")
+    end
     results[#results + 1] = {
         case = row.case,
+        jit = jit,
         kronos = show(row.k),
         peer = show(row.p, row.peer_name),
         limit = show(row.l, row.limit_name),
@@ -179,7 +203,7 @@ local function add(row)
 end
 
 local function fail_row(case, err)
-    results[#results + 1] = { case = case, kronos = "error", peer = "", limit = "", vs_peer = "",
+    results[#results + 1] = { case = case, kronos = "error", jit = "", peer = "", limit = "", vs_peer = "",
         vs_limit = "", target = "", met = "**error**" }
     notes[#notes + 1] = ("- %s did not report: %s"):format(case, tostring(err):gsub("\n", " "):sub(1, 400))
     io.write(("%-34s ERROR %s\n"):format(case, err))
@@ -190,37 +214,57 @@ end
 
 local cases = {}
 
--- A new lua5.4 process: require kronos, connect, upgrade() at head.
-function cases.startup()
-    local kurl = fresh_db("bench_startup_kronos")
-    local aurl = fresh_db("bench_startup_alembic")
-    run { LUA, ROOT .. "/bench/startup.lua", kurl, MIGRATIONS, "init" }
-    run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
-    same_schema("startup: kronos users migration vs Alembic's", kurl, aurl)
-    local k, a, p = {}, {}, {}
-    local runs = RUNS * 3
-    for i = 1, runs do
-        local r = run { LUA, ROOT .. "/bench/startup.lua", kurl, MIGRATIONS }
-        same("startup: migrations applied at head", r.applied, 0)
-        k[i] = r.wall
-        a[i] = run({ ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl,
-            "upgrade", "head" }).wall
-        p[i] = run({ "psql", "-X", "-Atq", "-d", kurl, "-c", "select 1" }).wall
-    end
-    same_schema("startup: after the runs", kurl, aurl)
-    add { case = "no-op startup (new process)", unit = "time", k = k, p = a, l = p,
-        peer_name = "Alembic", limit_name = "psql", target = ">= 20x Alembic, >= 1x psql",
-        met = function(vp, vl) return vp >= 20 and vl >= 1 end }
-    drop_db("bench_startup_kronos")
-    drop_db("bench_startup_alembic")
-end
-
--- upgrade base -> head over 500 generated migrations.
 -- Runs the sides in an order rotated by the iteration, so that none always goes first (and pays
 -- for what the one before left behind: WAL, dirty buffers, a truncated table's old files).
 local function rotated(i, sides)
     for j = 0, #sides - 1 do sides[(i + j) % #sides + 1]() end
 end
+
+-- A new process: `kronos upgrade` (bin/kronos, the CLI) at head, against `alembic upgrade head`
+-- and the psql program running `select 1` (the least a client process that connects can do).
+local function cg_total(argv)
+    local out = WORK .. "/callgrind.out"
+    local vg = { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. out }
+    for _, a in ipairs(argv) do vg[#vg + 1] = a end
+    local r = run(vg)
+    os.remove(out)
+    return assert(tonumber(r.output:match("Collected : (%d+)")), "no callgrind summary"), r
+end
+
+function cases.startup()
+    local kurl = fresh_db("bench_startup_kronos")
+    local aurl = fresh_db("bench_startup_alembic")
+    local kronos_upgrade = { LUA, ROOT .. "/bin/kronos", "upgrade", "-d", kurl, "--dir", MIGRATIONS }
+    run(kronos_upgrade)
+    run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
+    same_schema("startup: kronos users migration vs Alembic's", kurl, aurl)
+    local version = query(kurl, "SELECT string_agg(revision, ',' ORDER BY revision) AS v FROM kronos_version")[1].v
+    local psql = { PSQL, "-X", "-Atq", "-d", kurl, "-c", "select 1" }
+    local k, a, p = {}, {}, {}
+    local runs = RUNS * 3
+    for i = 1, runs do
+        rotated(i, {
+            function() k[i] = run(kronos_upgrade).wall end,
+            function() a[i] = run({ ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl,
+                "upgrade", "head" }).wall end,
+            function() p[i] = run(psql).wall end,
+        })
+    end
+    same("startup: kronos upgrade left the version alone",
+        query(kurl, "SELECT string_agg(revision, ',' ORDER BY revision) AS v FROM kronos_version")[1].v, version)
+    same_schema("startup: after the runs", kurl, aurl)
+    add { case = "no-op `kronos upgrade` (new process)", unit = "time", k = k, p = a, l = p,
+        peer_name = "Alembic", limit_name = "psql -c 'select 1'", target = ">= 20x Alembic, <= 1.3x psql",
+        met = function(vp, vl) return vp >= 20 and vl >= 1 / 1.3 end }
+    local ki = cg_total(kronos_upgrade)
+    local pi = cg_total(psql)
+    add { case = "no-op `kronos upgrade`: instructions (callgrind)", unit = "ir", k = { ki }, l = { pi },
+        limit_name = "psql -c 'select 1'" }
+    drop_db("bench_startup_kronos")
+    drop_db("bench_startup_alembic")
+end
+
+-- upgrade base -> head over 500 generated migrations.
 
 function cases.migrate500()
     local dir = WORK .. "/m500"
@@ -241,7 +285,7 @@ function cases.migrate500()
                 k[i] = r.wall
             end,
             function() a[i] = run({ ALEMBIC, "-c", ini, "-x", "url=" .. aurl, "upgrade", "head" }).wall end,
-            function() p[i] = run({ "psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", purl, "-f", sqlfile }).wall end,
+            function() p[i] = run({ PSQL, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", purl, "-f", sqlfile }).wall end,
         })
         if i == 1 then
             local items = same_schema("500 migrations: kronos vs Alembic", kurl, aurl)
@@ -323,52 +367,90 @@ function cases.bulk()
         })
     end
     add { case = ("bulk create (%dk)"):format(n // 1000), unit = "rate", n = n, k = k, p = l, l = c,
-        peer_name = "LuaSQL loop", limit_name = "C COPY", target = ">= 10x LuaSQL",
-        met = function(vp) return vp >= 10 end }
+        peer_name = "LuaSQL loop", limit_name = "C COPY", target = ">= 12x LuaSQL, >= 0.7x C",
+        met = function(vp, vl) return vp >= 12 and vl >= 0.7 end }
 end
 
-function cases.read()
-    local url, n = users_db(), N_READ
+-- Users as create makes them (created over time), and the same users as one COPY or create_many
+-- leaves them (one created_at): users:list pages over both, interleaved, in two databases.
+local function users_read_dbs(n)
+    local url = users_db()
     truncate(url)
     run { PQBENCH, url, "copy", n }
-    -- Users made over time, as create makes them: one COPY gives every row the same created_at,
-    -- which users:list's keyset pages handle badly (see the bulk-imported row below).
     query(url, [[UPDATE users u SET created_at = s.t, updated_at = s.t
                    FROM (SELECT id, timestamptz '2026-01-01 00:00:00+00' + row_number() OVER () * interval '1 ms' AS t
                            FROM users) s WHERE u.id = s.id]])
     query(url, "VACUUM FULL users")
     query(url, "ANALYZE users")
-    local ke, kl, l, c = {}, {}, {}, {}
-    local check
-    local function one(argv, what)
+    drop_db("bench_users_shared")
+    assert(admin:exec("CREATE DATABASE bench_users_shared TEMPLATE bench_users"))
+    local shared = url_for("bench_users_shared")
+    query(shared, "UPDATE users SET created_at = timestamptz '2026-01-01 00:00:00+00'")
+    query(shared, "VACUUM FULL users")
+    query(shared, "ANALYZE users")
+    return url, shared
+end
+
+function cases.read()
+    local n = N_READ
+    local url, shared = users_read_dbs(n)
+    -- the typed rows, kept in a table: the reads measure the clients, not md5() on the server
+    query(url, "DROP TABLE IF EXISTS bench_typed")
+    query(url, "CREATE TABLE bench_typed AS " .. C.typed_sql(n))
+    query(url, "VACUUM ANALYZE bench_typed")
+    local sides = {
+        users = { k = {}, kj = {}, l = {}, c = {} },
+        list = { k = {}, shared = {} },
+        typed = { k = {}, kj = {}, cols = {}, colsj = {}, floor = {}, floorj = {}, floorc = {}, floorcj = {},
+            l = {}, c = {} },
+    }
+    local checks = {}
+    local function one(argv, what, key)
         local r = run(argv)
         same(what .. ": rows", r.rows, n)
-        check = check or r.check
-        same(what .. ": sum of email lengths", r.check, check)
+        checks[key] = checks[key] or r.check
+        same(what .. ": sum of lengths", r.check, checks[key])
         return r.elapsed
     end
+    local u, l, t = sides.users, sides.list, sides.typed
     for i = 1, RUNS do
-        ke[i] = one(kw(url, "read_exec"), "read kronos exec")
-        kl[i] = one(kw(url, "read_list"), "read kronos users:list")
-        l[i] = one(lw(url, "read"), "read LuaSQL")
-        c[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "read C")
+        rotated(i, {
+            function() u.k[i] = one(kw(url, "read_exec"), "read kronos exec", "users") end,
+            function() u.kj[i] = one(on_jit(kw(url, "read_exec")), "read kronos exec on LuaJIT", "users") end,
+            function() u.l[i] = one(lw(url, "read"), "read LuaSQL", "users") end,
+            function() u.c[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "read C", "users") end,
+            function() l.k[i] = one(kw(url, "read_list"), "read kronos users:list", "users") end,
+            function() l.shared[i] = one(kw(shared, "read_list"), "read kronos users:list, one created_at", "users") end,
+            function() t.k[i] = one(kw(url, "typed", "table"), "typed kronos exec", "typed") end,
+            function() t.kj[i] = one(on_jit(kw(url, "typed", "table")), "typed kronos exec on LuaJIT", "typed") end,
+            function() t.cols[i] = one(kw(url, "typed_columns", "table"), "typed kronos exec_columns", "typed") end,
+            function() t.colsj[i] = one(on_jit(kw(url, "typed_columns", "table")), "typed exec_columns on LuaJIT", "typed") end,
+            function() t.floor[i] = one(fw(url, "named", "table"), "typed Lua floor", "typed") end,
+            function() t.floorj[i] = one(on_jit(fw(url, "named", "table")), "typed Lua floor on LuaJIT", "typed") end,
+            function() t.floorc[i] = one(fw(url, "columns", "table"), "typed Lua floor, columns", "typed") end,
+            function() t.floorcj[i] = one(on_jit(fw(url, "columns", "table")), "typed floor, columns, LuaJIT", "typed") end,
+            function() t.l[i] = one(lw(url, "typed", "table"), "typed LuaSQL", "typed") end,
+            function() t.c[i] = one({ PQBENCH, url, "read", "0", C.TYPED_TABLE_SQL }, "typed C", "typed") end,
+        })
     end
-    add { case = ("read into Lua, conn:exec (%dk users)"):format(n // 1000), unit = "rate", n = n,
-        k = ke, p = l, l = c, peer_name = "LuaSQL fetch", limit_name = "C PQgetvalue",
-        target = ">= 1.5x LuaSQL", met = function(vp) return vp >= 1.5 end }
-    add { case = "read into Lua, users:list pages of 1000", unit = "rate", n = n,
-        k = kl, p = l, l = c, peer_name = "LuaSQL fetch", limit_name = "C PQgetvalue",
-        target = ">= 1.5x LuaSQL", met = function(vp) return vp >= 1.5 end }
-    -- The same users with a single created_at (as one create_many or COPY leaves them).
-    query(url, "UPDATE users SET created_at = timestamptz '2026-01-01 00:00:00+00'")
-    query(url, "VACUUM FULL users")
-    query(url, "ANALYZE users")
-    local kb = {}
-    for i = 1, RUNS do
-        kb[i] = one(kw(url, "read_list"), "read kronos users:list, one created_at")
-    end
-    add { case = "users:list pages, all rows one created_at", unit = "rate", n = n, k = kb, p = l, l = c,
-        peer_name = "LuaSQL fetch", limit_name = "C PQgetvalue" }
+    add { case = ("read %dk typed rows, named (conn:exec)"):format(n // 1000), unit = "rate", n = n,
+        k = t.k, p = t.l, l = t.floor, peer_name = "LuaSQL fetch", limit_name = "Lua floor",
+        j = t.kj, jl = t.floorj, jl_name = "LuaJIT floor",
+        target = ">= 1.7x LuaSQL, <= 1.15x the floor (CPU rows below)" }
+    add { case = "read typed rows, compact (conn:exec_columns)", unit = "rate", n = n,
+        k = t.cols, p = t.k, l = t.floorc, peer_name = "conn:exec", limit_name = "Lua floor, columns",
+        j = t.colsj, jp = t.kj, jp_name = "conn:exec on LuaJIT", target = ">= 1.3x conn:exec",
+        met = function(vp) return vp >= 1.3 end }
+    add { case = "read typed rows: C limit", unit = "rate", n = n, k = t.c }
+    add { case = ("read %dk users, conn:exec"):format(n // 1000), unit = "rate", n = n,
+        k = u.k, p = u.l, l = u.c, peer_name = "LuaSQL fetch", limit_name = "C PQgetvalue",
+        j = u.kj, jp = u.l, jp_name = "LuaSQL" }
+    add { case = "users:list pages of 1000, distinct created_at", unit = "rate", n = n,
+        k = l.k, p = u.l, peer_name = "LuaSQL one-shot read" }
+    add { case = "users:list pages of 1000, one shared created_at", unit = "rate", n = n,
+        k = l.shared, p = u.l, l = l.k, peer_name = "LuaSQL one-shot read", limit_name = "distinct created_at",
+        target = ">= 1.0x LuaSQL, <= 1.3x distinct", met = function(vp, vl) return vp >= 1 and vl >= 1 / 1.3 end }
+    drop_db("bench_users_shared")
 end
 
 function cases.select1()
@@ -391,7 +473,7 @@ end
 
 function cases.stream()
     local url, n = BASE_URL, N_STREAM
-    local k, kt, l, check = {}, {}, {}, nil
+    local k, kt, l, kj, ktj, check = {}, {}, {}, {}, {}, nil
     for i = 1, RUNS do
         local r = run(kw(url, "stream", n))
         same("stream kronos: rows", r.rows, n)
@@ -399,47 +481,77 @@ function cases.stream()
         same("stream kronos: sum of text lengths", r.check, check)
         k[i] = math.max(r.rss_kb, r.maxrss_kb) / 1024
         kt[i] = r.elapsed
+        r = run(on_jit(kw(url, "stream", n)))
+        same("stream kronos on LuaJIT: rows", r.rows, n)
+        same("stream kronos on LuaJIT: sum of text lengths", r.check, check)
+        kj[i] = math.max(r.rss_kb, r.maxrss_kb) / 1024
+        ktj[i] = r.elapsed
         local p = run(lw(url, "stream", n))
         same("stream LuaSQL: rows", p.rows, n)
         same("stream LuaSQL: sum of text lengths", p.check, check)
         l[i] = math.max(p.rss_kb, p.maxrss_kb) / 1024
     end
     add { case = ("stream conn:rows, %dM typed rows: peak RSS"):format(n // 1000000), unit = "mb",
-        k = k, p = l, peer_name = "LuaSQL cursor", target = "< 64 MB",
-        met = function(_, _, km) return km < 64 end }
-    add { case = "stream conn:rows: rate", unit = "rate", n = n, k = kt }
+        k = k, p = l, peer_name = "LuaSQL cursor", target = "< 64 MB", j = kj, jp = l, jp_name = "LuaSQL",
+        met = function(_, _, km) return km < 64 and median(kj) < 64 end }
+    add { case = "stream conn:rows: rate", unit = "rate", n = n, k = kt, j = ktj }
 end
 
 -- Instruction counts (callgrind) per typed row: the marginal cost between two result sizes, so
--- process start, connect and the query's fixed cost cancel out.
+-- process start, connect and the query's fixed cost cancel out. The Lua floor's count leaves out
+-- its pre-making of the values (bench/floor.c floor_premake), which the clock leaves out too.
 function cases.callgrind()
     local url = BASE_URL
     local small, big = 1000, 11000
+    -- argv may start with env(1) settings: valgrind goes after them
     local function ir(argv, toggle)
         local out = WORK .. "/callgrind.out"
-        local vg = { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. out }
+        local vg, i = {}, 1
+        if argv[1] == "env" then
+            vg = { "env", argv[2] }
+            i = 3
+        end
+        for _, a in ipairs { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. out } do vg[#vg + 1] = a end
         if toggle then vg[#vg + 1] = "--toggle-collect=" .. toggle end
-        for _, a in ipairs(argv) do vg[#vg + 1] = a end
+        for j = i, #argv do vg[#vg + 1] = argv[j] end
         local r = run(vg)
         os.remove(out)
         return assert(tonumber(r.output:match("Collected : (%d+)")), "no callgrind summary"), r
     end
-    local function marginal(make)
-        local a = ir(make(small))
-        local b, r = ir(make(big))
+    local function marginal(make, toggle)
+        local a = ir(make(small), toggle)
+        local b, r = ir(make(big), toggle)
         same("callgrind: rows", r.rows, big)
         return (b - a) / (big - small)
     end
+    local function floor_ir(make)
+        return marginal(make) - marginal(make, "floor_premake")
+    end
     local k = marginal(function(n) return kw(url, "typed", n) end)
+    local kc = marginal(function(n) return kw(url, "typed_columns", n) end)
+    local kj = marginal(function(n) return on_jit(kw(url, "typed", n)) end)
+    local kcj = marginal(function(n) return on_jit(kw(url, "typed_columns", n)) end)
+    local f = floor_ir(function(n) return fw(url, "named", n) end)
+    local fc = floor_ir(function(n) return fw(url, "columns", n) end)
+    local fj = floor_ir(function(n) return on_jit(fw(url, "named", n)) end)
     local l = marginal(function(n) return lw(url, "typed", n) end)
     local c = marginal(function(n) return { PQBENCH, url, "read", "0", C.typed_sql(n) } end)
-    local conv = ir(kw(url, "typed", big), "kr_pushrows") / big
+    local conv = ir(kw(url, "typed", big), "kr_pushrows_as") / big
     add { case = "CPU per typed row, whole client (callgrind)", unit = "ir", k = { k }, p = { l }, l = { c },
-        peer_name = "LuaSQL", limit_name = "C PQgetvalue" }
-    add { case = "CPU per typed row, kr_pushrows only", unit = "ir", k = { conv } }
+        peer_name = "LuaSQL", limit_name = "C PQgetvalue", j = { kj }, target = ">= 1.7x LuaSQL",
+        met = function(vp) return vp >= 1.7 end }
+    add { case = "CPU per typed row, named rows vs the Lua floor", unit = "ir", k = { k }, l = { f },
+        limit_name = "Lua floor", j = { kj }, jl = { fj }, jl_name = "LuaJIT floor",
+        target = "<= 1.15x the floor (>= 0.87x)", met = function(_, vl) return vl >= 1 / 1.15 end }
+    add { case = "CPU per typed row, compact (exec_columns)", unit = "ir", k = { kc }, p = { k }, l = { fc },
+        peer_name = "conn:exec", limit_name = "Lua floor, columns", j = { kcj }, jp = { kj },
+        jp_name = "conn:exec on LuaJIT", target = ">= 1.3x conn:exec", met = function(vp) return vp >= 1.3 end }
+    add { case = "CPU per typed row, building the rows only (kr_pushrows_as)", unit = "ir", k = { conv } }
     notes[#notes + 1] = "- A typed row is int4, text, int8, float8, bool, timestamptz, uuid, numeric "
         .. "(bench/common.lua typed_sql). Whole client = the marginal instruction count per row between "
-        .. ("%d and %d rows: libpq reading the result, conversion, Lua tables, the worker's loop."):format(small, big)
+        .. ("%d and %d rows: libpq reading the result, conversion, Lua tables, the worker's loop. "):format(small, big)
+        .. "The Lua floor (bench/floor.c) builds the same tables from values converted beforehand, with "
+        .. "the same Lua calls; its count leaves the converting out."
 end
 
 -- N single-row INSERTs: one round trip each against libpq's pipeline mode (issue #14). The C
@@ -478,7 +590,23 @@ end
 ---------------------------------------------------------------------------------------------
 -- the run
 
-local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind", "pipeline" }
+-- N users written as single INSERTs: one conn:pipeline (a Sync per statement) against the
+-- users:create loop (a round trip each, RETURNING the row), the same rows checked.
+function cases.pipeline_users()
+    local url, n = users_db(), N_PIPELINE
+    local k, p, digest = {}, {}, nil
+    for i = 1, RUNS do
+        rotated(i, {
+            function() k[i], digest = create_run(url, "pipeline users", kw(url, "create_pipeline", n), n, digest) end,
+            function() p[i], digest = create_run(url, "users:create loop", kw(url, "create", n), n, digest) end,
+        })
+    end
+    add { case = ("conn:pipeline of %dk user inserts"):format(n // 1000), unit = "rate", n = n, k = k, p = p,
+        peer_name = "users:create loop", target = ">= 1.4x the loop", met = function(vp) return vp >= 1.4 end }
+end
+
+local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind", "pipeline",
+    "pipeline_users" }
 local wanted = {}
 if ONLY then for name in ONLY:gmatch("[^,%s]+") do wanted[name] = true end end
 
@@ -541,26 +669,27 @@ for _, l in ipairs(machine()) do md[#md + 1] = l end
 md[#md + 1] = ""
 md[#md + 1] = "## Results"
 md[#md + 1] = ""
-md[#md + 1] = "| case | kronos | peer | limit | kronos vs peer | kronos vs limit | target | |"
-md[#md + 1] = "|---|---|---|---|---|---|---|---|"
+md[#md + 1] = "| case | kronos | peer | limit | kronos vs peer | kronos vs limit | kronos on LuaJIT | target | |"
+md[#md + 1] = "|---|---|---|---|---|---|---|---|---|"
 for _, r in ipairs(results) do
-    md[#md + 1] = ("| %s | %s | %s | %s | %s | %s | %s | %s |"):format(r.case, r.kronos, r.peer, r.limit,
-        r.vs_peer, r.vs_limit, r.target, r.met)
+    md[#md + 1] = ("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"):format(r.case, r.kronos, r.peer, r.limit,
+        r.vs_peer, r.vs_limit, r.jit, r.target, r.met)
 end
 md[#md + 1] = ""
 md[#md + 1] = "## What each side runs"
 md[#md + 1] = ""
 for _, l in ipairs {
-    "- no-op startup: `lua5.4 bench/startup.lua` (require kronos, connect, `upgrade()` at head with",
-    "  migrations/) against `alembic upgrade head` of bench/alembic/ (the same users table) and",
-    "  `psql -c 'select 1'`, each a new process, wall time from fork to exit.",
+    "- no-op startup: `bin/kronos upgrade` at head (the CLI, a new lua5.4 process) against",
+    "  `alembic upgrade head` of bench/alembic/ (the same users table) and the psql program itself",
+    "  (`$(pg_config --bindir)/psql -c 'select 1'`, not Debian's Perl wrapper), wall time from fork to exit.",
     "- 500 migrations: bench/gen500.lua writes 500 chained migrations (a table of 3 columns and an index",
     "  each) for kronos and for Alembic; each run upgrades a new database base -> head with",
     "  bench/startup.lua, with `alembic upgrade head`, and with `psql -1 -f` of kronos's offline SQL.",
-    "- create, bulk, read, select 1, stream: bench/kronos_worker.lua, bench/luasql_worker.lua",
-    "  (lua-sql-postgres: literals escaped with `con:escape`, v4 UUIDs made in Lua) and bench/pqbench.c",
-    "  (libpq from C, `cc -O2`, UUIDs from libuuid); the time is measured inside each process, after",
-    "  connecting. The same rows everywhere (bench/common.lua `user(i)`).",
+    "- create, bulk, read, select 1, stream, pipeline: bench/kronos_worker.lua (Lua 5.4 and LuaJIT),",
+    "  bench/luasql_worker.lua (lua-sql-postgres: literals escaped with `con:escape`, v4 UUIDs made in",
+    "  Lua), bench/floor_worker.lua (the Lua floor, bench/floor.c) and bench/pqbench.c (libpq from C,",
+    "  `cc -O2`, UUIDs from libuuid); the time is measured inside each process, after connecting. The",
+    "  same rows everywhere (bench/common.lua `user(i)`, `typed_sql`).",
 } do md[#md + 1] = l end
 md[#md + 1] = ""
 md[#md + 1] = "## Notes"

@@ -1,6 +1,7 @@
 /* benchlib: what the benchmark driver needs and Lua lacks: a monotonic clock, and a process
  * runner that measures a child's wall time and peak RSS (wait4's ru_maxrss) without a shell.
- * Built by bench/run.sh into bench/work/benchlib.so; not part of kronos. */
+ * Built by bench/run.sh into bench/work/benchlib.so (and bench/work/luajit/ for the LuaJIT
+ * workers); not part of kronos. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,10 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+
+#if LUA_VERSION_NUM < 502 /* LuaJIT: the workers run on it too */
+#define luaL_len(L, i) ((lua_Integer)lua_objlen(L, i))
+#endif
 
 static double now(void)
 {
@@ -67,7 +72,10 @@ static int l_spawn(lua_State *L)
 
 int luaopen_benchlib(lua_State *L)
 {
-    const luaL_Reg fns[] = {{"now", l_now}, {"spawn", l_spawn}, {NULL, NULL}};
-    luaL_newlib(L, fns);
+    lua_newtable(L); /* not luaL_newlib: LuaJIT builds this too */
+    lua_pushcfunction(L, l_now);
+    lua_setfield(L, -2, "now");
+    lua_pushcfunction(L, l_spawn);
+    lua_setfield(L, -2, "spawn");
     return 1;
 }

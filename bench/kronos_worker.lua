@@ -1,10 +1,12 @@
 -- The kronos side of the benchmark cases, one case per process:
 --   lua5.4 bench/kronos_worker.lua URL MODE [N]
--- MODE: select1 | create | create_many | read_exec | read_list | stream | typed
+-- MODE: select1 | create | create_pipeline | create_many | read_exec | read_list | stream | typed |
+--       typed_arrays | typed_columns (the typed modes: N rows or "table"). Runs on Lua 5.4 and LuaJIT.
 local kronos = require "kronos"
 local C = require "bench.common"
 
 local url, mode, n = arg[1], arg[2], tonumber(arg[3] or 0)
+local what = arg[3] -- typed modes: a number of rows or "table"
 local conn = assert(kronos.connect(url))
 local rows, check = 0, 0
 local t0 = C.now()
@@ -32,6 +34,17 @@ elseif mode == "create_many" then
         check = check + #email
     end
     rows = assert(users:create_many(list))
+elseif mode == "create_pipeline" then
+    local sql = "INSERT INTO users (id, email, first_name, last_name) VALUES ($1, $2, $3, $4)"
+    local r = assert(conn:pipeline(function(p)
+        for i = 1, n do
+            local email, first, last = C.user(i)
+            p:exec(sql, kronos.uuid(), email, first, last)
+            check = check + #email
+        end
+    end))
+    assert(r.failed == 0, "a pipelined insert failed")
+    rows = n
 elseif mode == "read_exec" then
     local all = assert(conn:exec(C.READ_SQL))
     for i = 1, #all do check = check + #all[i].email end
@@ -55,9 +68,18 @@ elseif mode == "stream" then
         check = check + #row.t
     end
 elseif mode == "typed" then
-    local all = assert(conn:exec(C.typed_sql(n)))
+    local all = assert(conn:exec(C.typed_query(what)))
     for i = 1, #all do check = check + #all[i].t end
     rows = #all
+elseif mode == "typed_arrays" then
+    local all = assert(conn:exec_arrays(C.typed_query(what)))
+    for i = 1, #all do check = check + #all[i][2] end
+    rows = #all
+elseif mode == "typed_columns" then
+    local all = assert(conn:exec_columns(C.typed_query(what)))
+    local t = all[2]
+    for i = 1, all.n do check = check + #t[i] end
+    rows = all.n
 else
     error("unknown mode " .. tostring(mode))
 end

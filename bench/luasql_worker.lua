@@ -1,7 +1,8 @@
 -- The LuaSQL side (lua-sql-postgres, what a Lua user would otherwise pick), one case per process:
 --   lua5.4 bench/luasql_worker.lua URL MODE [N]
--- MODE: select1 | create | read | stream | typed. LuaSQL has no parameters: values are escaped
--- with con:escape and interpolated, as its users do; ids are version 4 UUIDs made in Lua.
+-- MODE: select1 | create | read | stream | typed (N rows or "table"). LuaSQL has no parameters:
+-- values are escaped with con:escape and interpolated, as its users do; ids are version 4 UUIDs
+-- made in Lua.
 local driver = require "luasql.postgres"
 local C = require "bench.common"
 
@@ -58,7 +59,7 @@ elseif mode == "stream" then
     end
     cur:close()
 elseif mode == "typed" then
-    local all = fetch_all(C.typed_sql(n))
+    local all = fetch_all(C.typed_query(arg[3]))
     for i = 1, #all do check = check + #all[i].t end
     rows = #all
 else

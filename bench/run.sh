@@ -9,12 +9,18 @@ cd "$root"
 sh tools/deps.sh base bench
 # A private build: the shared build/ may be rebuilt by a concurrent `make` mid-run.
 make -s BUILD=bench/work/build/lua5.4
+make -s LUA=luajit BUILD=bench/work/build/luajit
 work=bench/work
-mkdir -p "$work"
-luainc=/usr/include/lua5.4
+mkdir -p "$work/luajit"
 pqinc=$(pg_config --includedir)
 pqlib=$(pg_config --libdir)
-cc -O2 -std=c11 -Wall -Wextra -Werror -fPIC -shared -I"$luainc" bench/benchlib.c -o "$work/benchlib.so"
+# benchlib (clock, process runner) and the Lua floor of a read (bench/floor.c), for both Luas
+for lua in lua5.4 luajit; do
+    if [ "$lua" = luajit ]; then inc=/usr/include/luajit-2.1; out=$work/luajit; else inc=/usr/include/lua5.4; out=$work; fi
+    cc -O2 -std=c11 -Wall -Wextra -Werror -fPIC -shared -I"$inc" bench/benchlib.c -o "$out/benchlib.so"
+    cc -O2 -std=c11 -Wall -Wextra -Werror -fPIC -shared -I"$inc" -Isrc -I"$pqinc" bench/floor.c src/convert.c \
+        -o "$out/floor.so" -L"$pqlib" -lpq
+done
 cc -O2 -std=c11 -Wall -Wextra -Werror -I"$pqinc" bench/pqbench.c -o "$work/pqbench" -L"$pqlib" -lpq -luuid
 cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -I"$pqinc" bench/pipebench.c -o "$work/pipebench" -L"$pqlib" -lpq
 

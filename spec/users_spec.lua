@@ -521,6 +521,83 @@ describe("kronos.users", function()
             assert.is_true(pages >= 11)
             assert.are.equal(10001 + inserted, users:count())
         end)
+
+        it("pages over rows sharing one created_at in order, each once, while rows come and go", function()
+            -- one create_many gives its whole batch one created_at (one transaction, one now());
+            -- rows at distinct times before and after it, and statistics that know the batch
+            local batch = {}
+            for i = 1, 3000 do batch[i] = { email = ("same%04d@x.org"):format(i), is_active = i % 7 ~= 0 } end
+            assert.are.equal(3000, users:create_many(batch))
+            local shared = db:exec("SELECT created_at::text AS t FROM users LIMIT 1")[1].t
+            for i = 1, 10 do
+                assert(db:exec([[INSERT INTO users (id, email, created_at)
+                    VALUES ($1, $2, $3::timestamptz + $4 * interval '1 second')]],
+                    kronos.uuid(), ("around%02d@x.org"):format(i), shared, i <= 5 and -i or i))
+            end
+            assert(db:exec("ANALYZE users"))
+            assert.are.equal(3000, db:exec("SELECT count(*) AS n FROM users WHERE created_at = $1", shared)[1].n)
+            local other = assert(kronos.connect(url))
+            -- (created_at, id) of a against b, compared by the server: -1, 0 or 1
+            local function cmp(a_ts, a_id, b_ts, b_id)
+                return other:exec([[SELECT CASE WHEN ($1::timestamptz, $2::uuid) < ($3::timestamptz, $4::uuid) THEN -1
+                    WHEN ($1::timestamptz, $2::uuid) = ($3::timestamptz, $4::uuid) THEN 0 ELSE 1 END AS c]],
+                    a_ts, a_id, b_ts, b_id)[1].c
+            end
+            for _, active in ipairs { "all", false } do
+                local filter = active == "all" and "" or " WHERE NOT is_active"
+                local expect = {}
+                for _, row in ipairs(db:exec("SELECT id::text FROM users" .. filter)) do expect[row.id] = true end
+                local seen, order, cursor, pages, last = {}, {}, nil, 0, nil
+                repeat
+                    local page
+                    local opts = { limit = active == "all" and 97 or 29, after = cursor }
+                    if active ~= "all" then opts.active = active end
+                    page, cursor = assert(users:list(opts))
+                    pages = pages + 1
+                    for _, u in ipairs(page) do
+                        assert.is_nil(seen[u.id], "a user came twice")
+                        if last then assert.are.equal(-1, cmp(last.created_at, last.id, u.created_at, u.id)) end
+                        assert.is_true(expect[u.id] == true, "a user that should not be listed was")
+                        seen[u.id], last = true, u
+                        order[#order + 1] = u.id
+                    end
+                    if cursor then
+                        -- a row not listed yet goes away: it must not come
+                        local gone = other:exec([[SELECT id::text FROM users
+                            WHERE (created_at, id) > ($1::timestamptz, $2::uuid)]]
+                            .. (active == "all" and "" or " AND NOT is_active") .. " ORDER BY random() LIMIT 1",
+                            last.created_at, last.id)[1]
+                        if gone then
+                            assert(other:exec("DELETE FROM users WHERE id = $1", gone.id))
+                            expect[gone.id] = nil
+                        end
+                        -- a listed one goes away: no page shifts
+                        assert(other:exec("DELETE FROM users WHERE id = $1", order[1 + (pages * 31) % #order]))
+                        -- new rows with the shared created_at: listed exactly when after the cursor
+                        for _ = 1, 2 do
+                            local id = kronos.uuid()
+                            assert(other:exec([[INSERT INTO users (id, email, created_at, is_active)
+                                VALUES ($1, $2, $3, false)]], id, id .. "@x.org", shared))
+                            if cmp(shared, id, last.created_at, last.id) > 0 then expect[id] = true end
+                        end
+                    end
+                until cursor == nil
+                assert.is_true(pages > 10)
+                for id in pairs(expect) do assert.is_true(seen[id], "a user was skipped") end
+                -- the listed order is the server's (created_at, id) order of what is left
+                local left, exists = {}, {}
+                for _, row in ipairs(db:exec("SELECT id::text FROM users ORDER BY created_at, id")) do
+                    if seen[row.id] then left[#left + 1] = row.id end
+                    exists[row.id] = true
+                end
+                local listed = {}
+                for _, id in ipairs(order) do
+                    if exists[id] then listed[#listed + 1] = id end
+                end
+                assert.are.same(left, listed)
+            end
+            other:close()
+        end)
     end)
 
     describe("create_many", function()
@@ -583,6 +660,45 @@ describe("kronos.users", function()
             assert.are.equal(2, err.index)
             assert.are.equal("23505", err.sqlstate)
             assert.are.equal(1, count_rows())
+        end)
+
+        it("streams a batch of many COPY chunks whole or not at all, with distinct v4 ids", function()
+            -- about 3 MB of lines: dozens of 64 KB chunks reach the server before the last entry
+            local url_tail = ("/p"):rep(500)
+            local batch = {}
+            for i = 1, 3000 do
+                batch[i] = { email = ("chunk%04d@x.org"):format(i), profile_image_url = "https://x.org" .. url_tail .. i }
+            end
+            batch[3000].email = "CHUNK0001@x.org" -- the first entry's email again, in the last chunk
+            local n, err = users:create_many(batch)
+            assert.is_nil(n)
+            assert.are.equal("duplicate_email", err.code)
+            assert.are.equal(3000, err.index)
+            assert.are.equal(0, count_rows())
+            assert.are.equal("ok", db:status())
+            batch[3000].email = "chunk3000@x.org"
+            assert.are.equal(3000, users:create_many(batch))
+            local r = db:exec([[SELECT count(*) AS n, count(DISTINCT id) AS ids,
+                count(*) FILTER (WHERE id::text ~ '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$') AS v4,
+                count(*) FILTER (WHERE profile_image_url
+                    = 'https://x.org' || repeat('/p', 500) || substr(email, 6, 4)::int) AS urls
+                FROM users]])[1]
+            assert.are.same({ n = 3000, ids = 3000, v4 = 3000, urls = 3000 }, { n = r.n, ids = r.ids, v4 = r.v4, urls = r.urls })
+            -- the 122 random bits are random: every hex digit outside the fixed ones takes many values
+            local digits = {}
+            for _, row in ipairs(db:exec("SELECT id::text FROM users")) do
+                for pos = 1, 36 do
+                    local ch = row.id:sub(pos, pos)
+                    digits[pos] = digits[pos] or {}
+                    digits[pos][ch] = true
+                end
+            end
+            for pos = 1, 36 do
+                local kinds = 0
+                for _ in pairs(digits[pos]) do kinds = kinds + 1 end
+                local expect = (pos == 9 or pos == 14 or pos == 19 or pos == 24 or pos == 15) and 1 or pos == 20 and 4 or 16
+                assert.are.equal(expect, kinds, "position " .. pos)
+            end
         end)
 
         it("leaves the connection usable after a refused batch", function()

@@ -431,27 +431,43 @@ const char *kr_checksql(lua_State *L, int idx)
     return kr_checktext(L, idx, &len, "SQL");
 }
 
-void kr_conn_pushrows(lua_State *L, kr_conn *c, const PGresult *res)
+/* A result in the given shape, then the array and JSON columns decoded in place when the
+ * connection asks for it. */
+static void conn_pushrows_as(lua_State *L, kr_conn *c, const PGresult *res, int shape)
 {
-    kr_pushrows(L, res);
+    kr_pushrows_as(L, res, shape);
     if (!c->decode_arrays && !c->decode_json) return;
     int ncols = PQnfields(res), nrows = PQntuples(res);
     for (int j = 0; j < ncols; j++) {
         Oid type = PQftype(res, j);
         if (!kr_array_decodes(c, type)) continue;
         const char *name = PQfname(res, j);
+        if (shape == KR_ROWS_COLUMNS) lua_rawgeti(L, -1, j + 1);
         for (int i = 0; i < nrows; i++) {
             if (PQgetisnull(res, i, j)) continue;
-            lua_rawgeti(L, -1, i + 1);
+            if (shape != KR_ROWS_COLUMNS) lua_rawgeti(L, -1, i + 1);
             kr_array_push(L, c, type, PQgetvalue(res, i, j), (size_t)PQgetlength(res, i, j));
-            lua_setfield(L, -2, name);
-            lua_pop(L, 1);
+            if (shape == KR_ROWS_COLUMNS) {
+                lua_rawseti(L, -2, i + 1);
+            } else {
+                if (shape == KR_ROWS_ARRAYS)
+                    lua_rawseti(L, -2, j + 1);
+                else
+                    lua_setfield(L, -2, name);
+                lua_pop(L, 1);
+            }
         }
+        if (shape == KR_ROWS_COLUMNS) lua_pop(L, 1);
     }
 }
 
-/* conn:exec(sql, ...) -> rows | nil, err */
-static int l_exec(lua_State *L)
+void kr_conn_pushrows(lua_State *L, kr_conn *c, const PGresult *res)
+{
+    conn_pushrows_as(L, c, res, KR_ROWS_NAMED);
+}
+
+/* conn:exec(sql, ...) and its compact shapes: the result in the given shape | nil, err */
+static int exec_as(lua_State *L, int shape)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
@@ -460,10 +476,17 @@ static int l_exec(lua_State *L)
     PGresult *res = execparams(L, c, sql, &p);
     kr_notice_deliver(L, c);
     if (res == NULL) return 2;
-    kr_conn_pushrows(L, c, res);
+    conn_pushrows_as(L, c, res, shape);
     kr_dropbox(L, -2);
     return 1;
 }
+
+/* conn:exec(sql, ...) -> rows (tables keyed by column name) | nil, err */
+static int l_exec(lua_State *L) { return exec_as(L, KR_ROWS_NAMED); }
+/* conn:exec_arrays(sql, ...) -> rows as arrays (row[j]: column j) | nil, err */
+static int l_exec_arrays(lua_State *L) { return exec_as(L, KR_ROWS_ARRAYS); }
+/* conn:exec_columns(sql, ...) -> one array per column (t[j][i]), t.n rows | nil, err */
+static int l_exec_columns(lua_State *L) { return exec_as(L, KR_ROWS_COLUMNS); }
 
 /* conn:script(sql) -> rows of the last statement | nil, err: several statements, no parameters. */
 static int l_script(lua_State *L)
@@ -832,6 +855,8 @@ static int l_in_transaction(lua_State *L)
 
 static const luaL_Reg methods[] = {
     {"exec", l_exec},
+    {"exec_arrays", l_exec_arrays},
+    {"exec_columns", l_exec_columns},
     {"script", l_script},
     {"rows", l_rows},
     {"transaction", l_transaction},

@@ -1,4 +1,5 @@
 /* Server text -> exact values (see convert.h). */
+#include <fenv.h>
 #include <float.h>
 #include <locale.h>
 #include <math.h>
@@ -233,22 +234,78 @@ size_t kr_format_double(double d, char *out)
 #if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
+#if defined(__SIZEOF_INT128__)
+typedef unsigned __int128 u128;
+
+static int bitlen128(u128 x)
+{
+    unsigned long long hi = (unsigned long long)(x >> 64), lo = (unsigned long long)x;
+    return hi ? 128 - __builtin_clzll(hi) : lo ? 64 - __builtin_clzll(lo) : 0;
+}
+
+/* The double nearest x * 2^scale, where x > 0 is an integer and sticky says that the exact value
+ * is a little above x (a remainder was dropped): round half to even on 53 bits. 0 when the result
+ * would not be a normal double. */
+static int round128(u128 x, int sticky, int scale, double *out)
+{
+    int drop = bitlen128(x) - 53;
+    unsigned long long mant;
+    if (drop <= 0) {
+        if (sticky) return 0; /* not reached: callers keep 55 or more bits when inexact */
+        mant = (unsigned long long)x << -drop;
+    } else {
+        mant = (unsigned long long)(x >> drop);
+        u128 rem = x & (((u128)1 << drop) - 1), half = (u128)1 << (drop - 1);
+        if (rem > half || (rem == half && (sticky || (mant & 1)))) mant++;
+        if (mant == 1ULL << 53) mant >>= 1, drop++;
+    }
+    int exp = scale + drop + 52 + 1023; /* mant is in [2^52, 2^53) */
+    if (exp < 1 || exp > 2046) return 0;
+    unsigned long long bits = ((unsigned long long)exp << 52) | (mant & ((1ULL << 52) - 1));
+    memcpy(out, &bits, sizeof *out);
+    return 1;
+}
+
+/* The server prints a float8 with up to 17 significant digits (the shortest text that reads back),
+ * past Clinger's 2^53, and strtod's general algorithm costs several times the rest of a row's
+ * conversion. With 128-bit integers the exact value of m * 10^e is at hand for m < 2^64 and
+ * 0 <= e <= 19 (the product is below 2^128), and m / 10^k for 1 <= k <= 21 as a quotient of at
+ * least 57 bits (m shifted to 127 bits over 10^k < 2^70) plus whether a remainder was left: one
+ * correct rounding of each gives the nearest double, as strtod does in the default rounding
+ * mode. Other modes and exponents go to strtod. */
+static int parse_double_wide(unsigned long long m, int e, double *out)
+{
+    static const unsigned long long pow10u[20] = {1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL,
+        1000000ULL, 10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL,
+        1000000000000ULL, 10000000000000ULL, 100000000000000ULL, 1000000000000000ULL,
+        10000000000000000ULL, 100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
+    if (m == 0 || e < -21 || e > 19 || fegetround() != FE_TONEAREST) return 0;
+    if (e >= 0) return round128((u128)m * pow10u[e], 0, 0, out);
+    u128 d = -e <= 19 ? (u128)pow10u[-e] : (u128)pow10u[19] * pow10u[-e - 19];
+    int s = 127 - bitlen128(m);
+    u128 n = (u128)m << s;
+    return round128(n / d, n % d != 0, -s, out);
+}
+#else
+static int parse_double_wide(unsigned long long m, int e, double *out) { (void)m; (void)e; (void)out; return 0; }
+#endif
+
+/* Reads up to 19 significant digits into m (so m < 10^19 < 2^64), then Clinger's path, else the
+ * wide one. */
 static int parse_double_exact(const char *p, double *out)
 {
     static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
     unsigned long long m = 0;
-    int neg = *p == '-', any = 0, e = 0;
+    int neg = *p == '-', digits = 0, e = 0; /* digits: how many went into m, leading zeros too */
+    unsigned d;
     p += neg;
-    /* m only grows with each digit: past 2^53 the fast path cannot apply, so it stops there
-     * (before m * 10 could overflow) */
-    for (; is_digit(*p); p++, any = 1)
-        if ((m = m * 10 + (unsigned)(*p - '0')) > (1ULL << 53)) return 0;
+    for (; (d = (unsigned)(unsigned char)*p - '0') <= 9; p++, digits++) m = m * 10 + d;
     if (*p == '.')
-        for (p++; is_digit(*p); p++, any = 1, e--)
-            if ((m = m * 10 + (unsigned)(*p - '0')) > (1ULL << 53)) return 0;
-    if (!any) return 0;
+        for (p++; (d = (unsigned)(unsigned char)*p - '0') <= 9; p++, digits++, e--) m = m * 10 + d;
+    /* 19 digits or fewer: m < 10^19 < 2^64, never wrapped */
+    if (digits == 0 || digits > 19) return 0;
     if (*p == 'e' || *p == 'E') {
         int eneg = p[1] == '-', x = 0, k = 0;
         p += 1 + (p[1] == '-' || p[1] == '+');
@@ -256,8 +313,12 @@ static int parse_double_exact(const char *p, double *out)
         if (k == 0) return 0;
         e += eneg ? -x : x;
     }
-    if (*p != '\0' || m > (1ULL << 53) || e < -22 || e > 22) return 0;
-    double v = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
+    if (*p != '\0') return 0;
+    double v;
+    if (m <= (1ULL << 53) && e >= -22 && e <= 22)
+        v = e < 0 ? (double)m / pow10[-e] : (double)m * pow10[e];
+    else if (!parse_double_wide(m, e, &v))
+        return 0;
     *out = neg ? -v : v;
     return 1;
 }

@@ -95,6 +95,9 @@ void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col);
 void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx);
 void kr_pushcolnames(lua_State *L, const PGresult *res);   /* array of names */
 void kr_pushrows(lua_State *L, const PGresult *res);       /* rows table with .affected, .columns */
+/* The shapes of a whole result: named rows (kr_pushrows), rows as arrays, or one array per column. */
+enum { KR_ROWS_NAMED, KR_ROWS_ARRAYS, KR_ROWS_COLUMNS };
+void kr_pushrows_as(lua_State *L, const PGresult *res, int shape);
 
 /* params.c: Lua values -> libpq parameters */
 typedef struct kr_params {

@@ -234,10 +234,58 @@ static void push_rows_body(lua_State *L, const PGresult *res, const unsigned cha
     }
 }
 
-static void push_rows(lua_State *L, const PGresult *res)
+/* Rows as arrays: row[j] is column j's value, a hole for NULL. No key per value and no hash
+ * part: the cheapest table Lua has for a row. */
+static void push_arrays_body(lua_State *L, const PGresult *res, const unsigned char *kinds)
+{
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    lua_createtable(L, nrows, 2);
+    for (int i = 0; i < nrows; i++) {
+        lua_createtable(L, ncols, 0);
+        for (int j = 0; j < ncols; j++) {
+            const char *s = PQgetvalue(res, i, j);
+            int len = PQgetlength(res, i, j);
+            if (len == 0 && PQgetisnull(res, i, j)) continue;
+            push_text_as(L, kinds[j], s, (size_t)len);
+            lua_rawseti(L, -2, j + 1);
+        }
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* One array per column, filled row by row (the order libpq keeps the values in): no table per
+ * row at all. The column arrays stay on the stack at cols+0 .. cols+ncols-1 meanwhile. */
+static void push_columns_body(lua_State *L, const PGresult *res, const unsigned char *kinds)
+{
+    int nrows = PQntuples(res), ncols = PQnfields(res);
+    int cols = lua_gettop(L) + 1;
+    for (int j = 0; j < ncols; j++) lua_createtable(L, nrows, 0);
+    for (int i = 0; i < nrows; i++) {
+        for (int j = 0; j < ncols; j++) {
+            const char *s = PQgetvalue(res, i, j);
+            int len = PQgetlength(res, i, j);
+            if (len == 0 && PQgetisnull(res, i, j)) continue;
+            push_text_as(L, kinds[j], s, (size_t)len);
+            lua_rawseti(L, cols + j, i + 1);
+        }
+    }
+    lua_createtable(L, ncols, 3);
+    for (int j = ncols - 1; j >= 0; j--) {
+        lua_pushvalue(L, cols + j);
+        lua_rawseti(L, -2, j + 1);
+    }
+    if (ncols > 0) { /* the result where column 1 was; the other arrays are dropped */
+        lua_replace(L, cols);
+        lua_settop(L, cols);
+    }
+    lua_pushinteger(L, nrows);
+    lua_setfield(L, -2, "n");
+}
+
+static void push_rows(lua_State *L, const PGresult *res, int shape)
 {
     int ncols = PQnfields(res), top = lua_gettop(L);
-    kr_checkstack(L, ncols + 8);
+    kr_checkstack(L, 2 * ncols + 8); /* names, and the column arrays of exec_columns */
     unsigned char few[32] = {0}, *kinds = few;
     if (ncols > (int)sizeof few) kinds = (unsigned char *)lua_newuserdata(L, (size_t)ncols);
     int names = lua_gettop(L) + 1;
@@ -245,7 +293,12 @@ static void push_rows(lua_State *L, const PGresult *res)
         kinds[j] = kind_of(PQftype(res, j));
         lua_pushstring(L, PQfname(res, j));
     }
-    push_rows_body(L, res, kinds, names);
+    if (shape == KR_ROWS_ARRAYS)
+        push_arrays_body(L, res, kinds);
+    else if (shape == KR_ROWS_COLUMNS)
+        push_columns_body(L, res, kinds);
+    else
+        push_rows_body(L, res, kinds, names);
     lua_createtable(L, ncols, 0);
     for (int j = 0; j < ncols; j++) {
         lua_pushvalue(L, names + j);
@@ -272,28 +325,34 @@ static void push_rows(lua_State *L, const PGresult *res)
 
 static int push_rows_protected(lua_State *L)
 {
-    push_rows(L, (const PGresult *)lua_touserdata(L, 1));
+    push_rows(L, (const PGresult *)lua_touserdata(L, 1), (int)lua_tointeger(L, 2));
     return 1;
 }
 
-void kr_pushrows(lua_State *L, const PGresult *res)
+void kr_pushrows_as(lua_State *L, const PGresult *res, int shape)
 {
     if ((long long)PQntuples(res) * PQnfields(res) < KR_PAUSE_GC_VALUES || !lua_gc(L, LUA_GCISRUNNING)) {
-        push_rows(L, res);
+        push_rows(L, res, shape);
         return;
     }
     /* Under lua_pcall, so that the collector restarts even when the build raises (memory). */
     lua_pushcfunction(L, push_rows_protected);
     lua_pushlightuserdata(L, (void *)res);
+    lua_pushinteger(L, shape);
     lua_gc(L, LUA_GCSTOP);
-    int status = lua_pcall(L, 1, 1, 0);
+    int status = lua_pcall(L, 2, 1, 0);
     lua_gc(L, LUA_GCRESTART);
     if (status != LUA_OK) lua_error(L);
 }
 #else
 /* LuaJIT: its collector is left alone. */
-void kr_pushrows(lua_State *L, const PGresult *res)
+void kr_pushrows_as(lua_State *L, const PGresult *res, int shape)
 {
-    push_rows(L, res);
+    push_rows(L, res, shape);
 }
 #endif
+
+void kr_pushrows(lua_State *L, const PGresult *res)
+{
+    kr_pushrows_as(L, res, KR_ROWS_NAMED);
+}

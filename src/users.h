@@ -24,7 +24,7 @@ enum {
     ST_CREATE = 0,        /* + mask, 32 of them */
     ST_UPDATE = 32,       /* + mask, 32 of them */
     ST_GET = 64, ST_FIND_BY_EMAIL, ST_ACTIVATE, ST_DEACTIVATE, ST_RECORD_LOGIN, ST_DELETE,
-    ST_LIST, ST_LIST_AFTER, ST_COUNT,
+    ST_LIST, ST_COUNT,
 };
 
 /* The fields a caller may give, in the order they are checked and COPY'd. */

@@ -1,11 +1,18 @@
-/* users:create_many: every entry validated into one COPY text buffer, then one COPY (all or
- * nothing). */
+/* users:create_many: every entry validated first, then one COPY (all or nothing) whose lines are
+ * written into a 64 KB buffer and sent each time it fills, so the server parses and inserts while
+ * the rest of the batch is being formatted. */
+#define _GNU_SOURCE /* getrandom */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+#include <uuid/uuid.h>
 
 #include "users.h"
 
 #define COPY_CHUNK 65536
+#define ID_BATCH 256 /* random ids drawn per getrandom(2) call */
 
 /* A growing byte buffer in a Lua userdata at stack slot `slot` (so nothing leaks if Lua raises). */
 typedef struct {
@@ -24,6 +31,43 @@ static void buf_reserve(lua_State *L, copybuf *b, size_t more)
     lua_replace(L, b->slot); /* the old one is garbage now */
     b->p = p;
     b->cap = cap;
+}
+
+/* Version 4 UUIDs, ID_BATCH at a time from one getrandom(2) call: libuuid's uuid_generate_random
+ * re-seeds its own generator on every call, which was most of create_many's instructions. The
+ * kernel's CSPRNG gives the 122 random bits; the version (4) and variant (10) bits are set as
+ * RFC 4122 says, and libuuid formats the text. */
+typedef struct {
+    unsigned char raw[ID_BATCH][16];
+    int next;
+} idpool;
+
+static int ids_refill(idpool *ids)
+{
+    size_t got = 0;
+    unsigned char *p = &ids->raw[0][0];
+    while (got < sizeof ids->raw) {
+        ssize_t n = getrandom(p + got, sizeof ids->raw - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return 0;
+        }
+        got += (size_t)n;
+    }
+    for (int i = 0; i < ID_BATCH; i++) {
+        ids->raw[i][6] = (unsigned char)((ids->raw[i][6] & 0x0f) | 0x40);
+        ids->raw[i][8] = (unsigned char)((ids->raw[i][8] & 0x3f) | 0x80);
+    }
+    ids->next = 0;
+    return 1;
+}
+
+/* Writes the next id's 36 characters and a NUL at out; 0 when the kernel gave no randomness. */
+static int ids_format(idpool *ids, char *out)
+{
+    if (ids->next == ID_BATCH && !ids_refill(ids)) return 0;
+    uuid_unparse_lower(ids->raw[ids->next++], out);
+    return 1;
 }
 
 /* One value in COPY text format: \N for NULL, backslash escapes for what would break a row. */
@@ -62,35 +106,19 @@ static void set_index(lua_State *L, lua_Integer i)
     lua_pop(L, 1);
 }
 
-/* Validates every entry and writes its COPY line (a new UUID first) into b. Returns 0 with the
- * error object at -1 for the first entry that is not valid. */
-static int prepare_batch(lua_State *L, lua_Integer n, copybuf *b)
+/* The entry list[i] checked into v (the entry and its normalized email stay on the stack above
+ * top). Returns 0 with the error object at -1, naming the entry, when it is not valid. */
+static int check_entry(lua_State *L, int list, lua_Integer i, int top, kr_fieldval *v)
 {
-    int top = lua_gettop(L);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_rawgeti(L, 2, (int)i);
-        if (!lua_istable(L, top + 1)) {
-            kr_error_push(L, "invalid_type", "must be a table of fields, got %s", luaL_typename(L, top + 1));
-            set_index(L, i);
-            return 0;
-        }
-        kr_fieldval v[KR_USER_NFIELDS];
-        if (!kr_users_check_fields(L, top + 1, v, 1)) {
-            set_index(L, i);
-            return 0;
-        }
-        buf_reserve(L, b, 37);
-        kr_uuid_format(b->p + b->len);
-        b->len += 36;
-        for (int k = 0; k < KR_USER_NFIELDS; k++) {
-            buf_reserve(L, b, 1);
-            b->p[b->len++] = '\t';
-            /* COPY's column order is kr_user_fields' order; an absent is_active gets the table's default */
-            add_copy_value(L, b, v[k].set ? v[k].s : NULL, v[k].len, kr_user_fields[k].kind == K_BOOL ? "true" : "\\N");
-        }
-        buf_reserve(L, b, 1);
-        b->p[b->len++] = '\n';
-        lua_settop(L, top); /* the normalized email is in the buffer now */
+    lua_rawgeti(L, list, (int)i);
+    if (!lua_istable(L, top + 1)) {
+        kr_error_push(L, "invalid_type", "must be a table of fields, got %s", luaL_typename(L, top + 1));
+        set_index(L, i);
+        return 0;
+    }
+    if (!kr_users_check_fields(L, top + 1, v, 1)) {
+        set_index(L, i);
+        return 0;
     }
     return 1;
 }
@@ -114,7 +142,57 @@ static int copy_failed(lua_State *L, kr_conn *c, PGresult *r, PGresult **box)
     return 2;
 }
 
-static int copy_batch(lua_State *L, kr_conn *c, const copybuf *b)
+typedef struct {
+    kr_conn *c;
+    lua_Integer n;
+    int sent; /* 0 once a PQputCopyData failed */
+} copyjob;
+
+static int send_chunk(copyjob *job, copybuf *b)
+{
+    if (job->sent && b->len > 0) job->sent = PQputCopyData(job->c->pg, b->p, (int)b->len) == 1;
+    b->len = 0;
+    return job->sent;
+}
+
+/* Under lua_pcall, with the COPY open (1: the list, 2: the job): formats every entry's line (a
+ * new id first) and sends the buffer each time it holds COPY_CHUNK bytes. Entries were checked
+ * before the COPY began; checking one again only yields its values (an entry that fails now, a
+ * list changed by no one, raises, and the COPY is aborted). */
+static int copy_lines(lua_State *L)
+{
+    copyjob *job = (copyjob *)lua_touserdata(L, 2);
+    lua_settop(L, 2);
+    copybuf b;
+    b.cap = COPY_CHUNK + 4096;
+    b.len = 0;
+    b.p = (char *)lua_newuserdata(L, b.cap);
+    b.slot = lua_gettop(L);
+    idpool *ids = (idpool *)lua_newuserdata(L, sizeof(idpool));
+    ids->next = ID_BATCH;
+    int top = lua_gettop(L);
+    for (lua_Integer i = 1; i <= job->n && job->sent; i++) {
+        kr_fieldval v[KR_USER_NFIELDS];
+        if (!check_entry(L, 1, i, top, v)) return lua_error(L);
+        buf_reserve(L, &b, 37);
+        if (!ids_format(ids, b.p + b.len)) return luaL_error(L, "getrandom: %s", strerror(errno));
+        b.len += 36;
+        for (int k = 0; k < KR_USER_NFIELDS; k++) {
+            buf_reserve(L, &b, 1);
+            b.p[b.len++] = '\t';
+            /* COPY's column order is kr_user_fields' order; an absent is_active gets the table's default */
+            add_copy_value(L, &b, v[k].set ? v[k].s : NULL, v[k].len, kr_user_fields[k].kind == K_BOOL ? "true" : "\\N");
+        }
+        buf_reserve(L, &b, 1);
+        b.p[b.len++] = '\n';
+        lua_settop(L, top); /* the normalized email is in the buffer now */
+        if (b.len >= COPY_CHUNK) send_chunk(job, &b);
+    }
+    send_chunk(job, &b);
+    return 0;
+}
+
+static int copy_batch(lua_State *L, kr_conn *c, lua_Integer n)
 {
     kr_endstream(c);
     PGresult *r = PQexec(c->pg, "COPY users (id, email, first_name, last_name, profile_image_url, is_active) FROM STDIN");
@@ -122,16 +200,24 @@ static int copy_batch(lua_State *L, kr_conn *c, const copybuf *b)
     if (r == NULL || PQresultStatus(r) != PGRES_COPY_IN) return copy_failed(L, c, r, box);
     kr_clearbox(box);
     lua_pop(L, 1);
-    int sent = 1;
-    for (size_t off = 0; off < b->len && sent; off += COPY_CHUNK) {
-        size_t len = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
-        sent = PQputCopyData(c->pg, b->p + off, (int)len) == 1;
-    }
-    /* Unended, the COPY would make every PQgetResult below answer COPY_IN again. */
-    if (PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed") != 1) return kr_error_result(L, c, NULL);
-    r = PQgetResult(c->pg);
-    box = kr_boxresult(L, r);
+    copyjob job = {c, n, 1};
+    lua_pushcfunction(L, copy_lines);
+    lua_pushvalue(L, 2);
+    lua_pushlightuserdata(L, &job);
+    int status = lua_pcall(L, 2, 0, 0);
+    /* Ended either way: an open COPY would make every later statement on the connection fail.
+     * An error message makes the server abort the COPY, so nothing of the batch is written. */
+    const char *abort = status != LUA_OK ? "kronos: formatting the batch failed" : job.sent ? NULL : "kronos: sending the batch failed";
+    int ended = PQputCopyEnd(c->pg, abort) == 1;
     PGresult *extra;
+    r = ended ? PQgetResult(c->pg) : NULL;
+    if (status != LUA_OK) {
+        PQclear(r);
+        while (ended && (extra = PQgetResult(c->pg)) != NULL) PQclear(extra);
+        return lua_error(L);
+    }
+    if (!ended) return kr_error_result(L, c, NULL);
+    box = kr_boxresult(L, r);
     while ((extra = PQgetResult(c->pg)) != NULL) PQclear(extra);
     if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) return copy_failed(L, c, r, box);
     lua_Integer created = (lua_Integer)strtoll(PQcmdTuples(r), NULL, 10);
@@ -141,8 +227,9 @@ static int copy_batch(lua_State *L, kr_conn *c, const copybuf *b)
 }
 
 /* users:create_many(list) -> count | nil, err: one COPY, so the batch is written whole or not
- * at all; every entry is validated before anything is sent. A duplicate email, within the batch
- * or against the table, is the server's unique violation: err.index is the entry it hit. */
+ * at all; every entry is validated before anything is sent (a refused entry leaves the caller's
+ * transaction untouched). A duplicate email, within the batch or against the table, is the
+ * server's unique violation: err.index is the entry it hit. */
 int kr_users_create_many(lua_State *L)
 {
     kr_conn *c = kr_users_self(L);
@@ -154,15 +241,14 @@ int kr_users_create_many(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
-    copybuf b;
-    b.cap = (size_t)(n < 100000 ? n : 100000) * 96;
-    b.len = 0;
-    b.p = (char *)lua_newuserdata(L, b.cap);
-    b.slot = lua_gettop(L);
-    if (!prepare_batch(L, n, &b)) {
-        lua_pushnil(L);
-        lua_insert(L, -2);
-        return 2;
+    for (lua_Integer i = 1; i <= n; i++) {
+        kr_fieldval v[KR_USER_NFIELDS];
+        if (!check_entry(L, 2, i, 2, v)) {
+            lua_pushnil(L);
+            lua_insert(L, -2);
+            return 2;
+        }
+        lua_settop(L, 2);
     }
-    return copy_batch(L, c, &b);
+    return copy_batch(L, c, n);
 }

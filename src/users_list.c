@@ -41,6 +41,25 @@ static int list_options(lua_State *L, listopts *o, int with_paging)
     return 1;
 }
 
+/* The page after a cursor (created_at $3, id $4): the rows of the cursor's own created_at after
+ * its id, then the rows of later created_at values. One (created_at, id) > (...) condition would
+ * do, but with only the seed's index on created_at the server then sorts every row of the
+ * cursor's created_at again for each page: after one create_many (one now() for the whole batch)
+ * that is the whole batch, every page. Split, the first branch can walk pk_users in id order (or
+ * ix_users_created_at when its created_at is rare), the second ix_users_created_at, each stopping
+ * after $2 rows. Which index suits the first branch depends on how common the cursor's created_at
+ * is, so the statement must be planned with its values: it is sent unnamed (a custom plan every
+ * time), not as a named prepared statement, which the server switches to one generic plan after
+ * five executions (plan_cache_mode = auto). */
+#define LIST_AFTER_SQL \
+    "SELECT " COLS " FROM (" \
+    "(SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)" \
+    " AND created_at = $3::timestamptz AND id > $4::uuid ORDER BY id LIMIT $2)" \
+    " UNION ALL " \
+    "(SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)" \
+    " AND created_at > $3::timestamptz ORDER BY created_at, id LIMIT $2)" \
+    ") page ORDER BY created_at, id LIMIT $2"
+
 /* users:list{active =, limit =, after =} -> users, next cursor | nil, err.
  * Keyset pagination on (created_at, id): a page starts strictly after the previous one's last
  * row, so rows inserted meanwhile never shift the pages as OFFSET would. */
@@ -57,13 +76,11 @@ int kr_users_list(lua_State *L)
     char limit[16];
     snprintf(limit, sizeof limit, "%d", o.limit + 1); /* one more row tells whether a page follows */
     const char *values[4] = {o.active, limit, o.ts, o.id};
-    PGresult *res = kr_users_run(L, c, o.after ? ST_LIST_AFTER : ST_LIST,
-                        o.after ? "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
-                                  " AND created_at >= $3::timestamptz AND (created_at, id) > ($3::timestamptz, $4::uuid)"
-                                  " ORDER BY created_at, id LIMIT $2"
-                                : "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
-                                  " ORDER BY created_at, id LIMIT $2",
-                        o.after ? 4 : 2, values);
+    PGresult *res = o.after ? kr_users_run(L, c, -1 /* unnamed: custom plans */, LIST_AFTER_SQL, 4, values)
+                            : kr_users_run(L, c, ST_LIST,
+                                           "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
+                                           " ORDER BY created_at, id LIMIT $2",
+                                           2, values);
     if (res == NULL) {
         lua_getfield(L, -1, "sqlstate");
         const char *st = lua_tostring(L, -1);
