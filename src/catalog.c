@@ -76,7 +76,7 @@ static int l_snapshot(lua_State *L)
         lua_pushstring(L, PQgetvalue(res, row, 1));
         lua_rawset(L, -3);
     }
-    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    kr_dropbox(L, -2);
     return 1;
 }
 

@@ -93,7 +93,7 @@ static void batch_flush(lua_State *L, kr_run *r, int env)
 {
     if (r->batch.n == 0) return;
     if (batch_send(L, r, env) == NULL) lua_error(L);
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 1);
 }
 
@@ -160,7 +160,8 @@ static void emitf(lua_State *L, body *b, const char *fmt, ...)
 }
 
 /* An SQL comment line for the offline output; a line break (\n or \r) would end the comment and
- * turn the rest of a message into SQL, so control characters become spaces. */
+ * turn the rest of a message into SQL, so control characters are escaped as in error messages
+ * (kr_error_addescaped: \n, \r, \t, \ddd). */
 void kr_comment(lua_State *L, kr_run *r, int env, const char *text)
 {
     if (!r->offline) return;
@@ -168,7 +169,7 @@ void kr_comment(lua_State *L, kr_run *r, int env, const char *text)
     lua_createtable(L, 1, 0);
     luaL_Buffer buf;
     luaL_buffinit(L, &buf);
-    for (const char *p = text; *p; p++) luaL_addchar(&buf, (unsigned char)*p < 32 ? ' ' : *p);
+    kr_error_addescaped(&buf, text, strlen(text), 0);
     luaL_pushresult(&buf);
     lua_rawseti(L, -2, 1);
     lua_rawseti(L, -2, (int)lua_rawlen(L, -2) + 1);
@@ -216,7 +217,7 @@ static int query_bool(lua_State *L, kr_run *r, const char *sql)
     PGresult *res = kr_execscript(L, r->c, sql);
     if (res == NULL) kr_error_throw(L);
     int v = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 1);
     return v;
 }
@@ -255,7 +256,7 @@ static double lock_wait_event(lua_State *L, body *b)
     } else {
         lua_pop(L, 1);
     }
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 2);
     return timeout_ms;
 }
@@ -300,7 +301,7 @@ static void lock_acquire(lua_State *L, body *b, int session)
             r->intx = 0;
             PGresult *res = kr_execscript(L, r->c, "ROLLBACK"); /* no transaction while waiting */
             if (res == NULL) kr_error_throw(L);
-            kr_clearbox((PGresult **)lua_touserdata(L, -1));
+            kr_dropbox(L, -1);
             lua_pop(L, 1);
         }
         double left = timeout_ms > 0 ? start + timeout_ms - now_ms() : delay;
@@ -474,7 +475,7 @@ static void read_state(lua_State *L, body *b)
                              "revision '%s' was applied from a different version of this file (checksum mismatch); "
                              "restore it, or pass allow_changed", rev);
     }
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 2);
 }
 
@@ -612,7 +613,7 @@ static int index_state(lua_State *L, kr_run *r)
     PGresult *res = kr_execscript(L, r->c, lua_tostring(L, -1));
     if (res == NULL) kr_error_throw(L);
     int state = PQntuples(res) == 0 ? 0 : strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 1 : -1;
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 4);
     return state;
 }
@@ -655,7 +656,7 @@ static int read_marker(lua_State *L, body *b)
     if (has) lua_pushstring(L, PQgetvalue(res, 0, 0));
     else lua_pushnil(L);
     lua_replace(L, -4);
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 2);
     if (!has) lua_pop(L, 1);
     return has;

@@ -24,7 +24,7 @@ static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
     PGresult *res = kr_execscript(L, c, lua_tostring(L, -1));
     if (res == NULL) kr_error_throw(L);
     int exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    kr_dropbox(L, -1);
     lua_pop(L, 3);
     if (!exists) return NULL;
     /* finished_at: added by the first finish run, so read in a way that works without it */
@@ -167,7 +167,7 @@ int kr_migrate_status(lua_State *L)
         lua_rawseti(L, -2, ++k);
     }
     lua_setfield(L, -2, "history");
-    if (res) kr_clearbox((PGresult **)lua_touserdata(L, resbox));
+    if (res) kr_dropbox(L, resbox);
     return 1;
 }
 
@@ -204,10 +204,10 @@ int kr_migrate_repair(lua_State *L)
             lua_pushstring(L, g.m[i].rev);
             lua_rawseti(L, out, (int)lua_rawlen(L, out) + 1);
         }
-        kr_clearbox((PGresult **)lua_touserdata(L, -1));
+        kr_dropbox(L, -1);
         lua_pop(L, 1);
     }
-    if (res) kr_clearbox((PGresult **)lua_touserdata(L, -1));
+    if (res) kr_dropbox(L, -1);
     lua_pushvalue(L, out);
     return 1;
 }
