@@ -113,4 +113,36 @@ describe("kronos errors", function()
         assert.is_false(kronos.is_error(nil))
         assert.has_error(function() kronos.error(nil, "m") end)
     end)
+
+    it("a migration command's bad option is a bad_argument error naming the command", function()
+        local migrate = require "kronos.migrate"
+        local dir = H.root .. "/spec/fixtures/migrate/linear"
+        local function raised(f, opts)
+            opts.dir, opts.sql = dir, true
+            local ok, err = pcall(f, opts)
+            assert.is_false(ok)
+            assert.is_true(kronos.is_error(err), tostring(err))
+            assert.are.equal("bad_argument", err.code)
+            return tostring(err), err
+        end
+        local line, err = raised(migrate.upgrade, { lock_timeout = true })
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.lock_timeout: milliseconds or a duration string "
+            .. "expected, got boolean) [bad_argument]", line)
+        assert.are.equal("upgrade", err.func)
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.statement_timeout: must be from 0 to 2147483647 ms) "
+            .. "[bad_argument]", raised(migrate.upgrade, { statement_timeout = -1 }))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.transaction_per_migration: boolean expected, got "
+            .. "number) [bad_argument]", raised(migrate.upgrade, { transaction_per_migration = 1 }))
+        assert.are.equal("bad argument #1 to 'downgrade' (opts.allow_changed: boolean expected, got string) "
+            .. "[bad_argument]", raised(migrate.downgrade, { target = "head:base", allow_changed = "yes" }))
+        assert.are.equal("bad argument #1 to 'stamp' (opts.purge: boolean expected, got table) [bad_argument]",
+            raised(migrate.stamp, { target = "aaa111", purge = {} }))
+        -- the name does not outlive the command: a later misuse Lua can name keeps its own name
+        local ok, e = pcall(kronos.error, 1, "m")
+        assert.is_false(ok)
+        assert.matches("^bad argument #1 to '[^']*' %(code %(string%) expected, got number%)", tostring(e))
+        assert.is_nil(tostring(e):find("stamp", 1, true))
+        -- good options still run
+        assert.matches("SET LOCAL lock_timeout = '5s';", migrate.upgrade { dir = dir, sql = true, lock_timeout = "5s" }, 1, true)
+    end)
 end)

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "migrate.h"
+#include "option.h"
 
 /* One run_body call: the plan, the options, and where its Lua values live on the stack. */
 typedef struct body {
@@ -912,37 +913,29 @@ static void run_steps(lua_State *L, body *b, const char *spec)
 
 /* ---- options ------------------------------------------------------------------------------ */
 
+/* The run's options are read by option.h's one reader. opts is argument #1 of the command the
+ * user called (upgrade{...}); run_body is called from C, so Lua cannot name it, and the name is
+ * set with kr_error_setfname(cmd) while the options are read. */
 static const char *opt_string(lua_State *L, const char *key, const char *dflt)
 {
-    lua_getfield(L, SLOT_OPTS, key);
-    int t = lua_type(L, -1);
-    if (t == LUA_TNIL) {
-        lua_pop(L, 1);
-        return dflt;
-    }
-    if (t != LUA_TSTRING) kr_error_raise(L, "bad_argument", "option '%s' must be a string", key);
-    const char *s = lua_tostring(L, -1);
-    lua_pop(L, 1); /* opts holds it */
-    return s;
+    const char *s = kr_option_string(L, SLOT_OPTS, 1, "opts", key, NULL);
+    return s ? s : dflt; /* opts holds it */
 }
 
 static int opt_bool(lua_State *L, const char *key)
 {
-    lua_getfield(L, SLOT_OPTS, key);
-    int v = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    return v;
+    return kr_option_bool(L, SLOT_OPTS, 1, "opts", key, 0);
 }
 
 /* A timeout: milliseconds as a number, or a PostgreSQL duration string such as "30s".
  * Pushes the quoted literal (or nothing and returns NULL when absent). */
 static const char *opt_timeout(lua_State *L, const char *key, const char *dflt, const char **text)
 {
-    lua_getfield(L, SLOT_OPTS, key);
+    kr_option_field(L, SLOT_OPTS, key);
     if (lua_type(L, -1) == LUA_TNUMBER) {
         lua_Number ms = lua_tonumber(L, -1);
         if (!(ms >= 0 && ms <= 2147483647.0))
-            kr_error_raise(L, "bad_argument", "option '%s' must be between 0 and 2147483647 ms", key);
+            kr_error_arg(L, 1, "opts.%s: must be from 0 to 2147483647 ms", key);
         lua_pushfstring(L, "%dms", (int)ms);
     } else if (lua_type(L, -1) == LUA_TSTRING) {
         lua_pushvalue(L, -1);
@@ -952,7 +945,7 @@ static const char *opt_timeout(lua_State *L, const char *key, const char *dflt, 
         lua_pop(L, 1);
         return NULL;
     } else {
-        kr_error_raise(L, "bad_argument", "option '%s' must be milliseconds or a duration string", key);
+        kr_error_arg(L, 1, "opts.%s: milliseconds or a duration string expected, got %s", key, luaL_typename(L, -1));
     }
     lua_remove(L, -2);
     if (text) *text = lua_tostring(L, -1);
@@ -1008,6 +1001,7 @@ static int run_body(lua_State *L)
     lua_setfield(L, SLOT_ENV, "unknown");
     lua_newtable(L); /* SLOT_RESULTS */
     kr_op_make(L, SLOT_RUN, SLOT_ENV, SLOT_CONN, SLOT_OPTS);
+    kr_error_setfname(L, cmd);
     read_options(L, &b);
     kr_plan_init(L, &b.p, SLOT_LIST, kind);
     if (kind == KR_CMD_FINISH || kind == KR_CMD_DOWNGRADE) {
@@ -1024,6 +1018,7 @@ static int run_body(lua_State *L)
     b.p.purge = opt_bool(L, "purge");
     const char *spec = opt_string(L, "target", kind == KR_CMD_UPGRADE ? "head" : kind == KR_CMD_DOWNGRADE ? "base"
                                                : kind == KR_CMD_FINISH ? "heads" : "");
+    kr_error_setfname(L, NULL);
     if (*spec == '\0') kr_migrate_raise(L, "bad_target", NULL, "stamp needs a target");
     const char *colon = strchr(spec, ':');
     if (colon && !b.r->offline) kr_migrate_raise(L, "bad_target", NULL, "a from:to range ('%s') is for offline (sql) mode only", spec);
