@@ -87,7 +87,13 @@ typedef struct kr_batch {
     int n;                   /* statements collected, sent as one query by kr_batch_flush */
 } kr_batch;
 
+/* Makes the op proxy of a run (migrate_op.c's kr_op_make). migrate_run.c receives it as an
+ * argument from migrate.c, so that it never names migrate_op.c, which calls into it: the object
+ * files depend one way (migrate -> migrate_op -> migrate_run). */
+typedef void (*kr_op_maker)(lua_State *L, int run_idx, int env, int conn_idx, int opts);
+
 typedef struct kr_run {
+    kr_op_maker make_op;     /* kr_op_make, given by migrate.c */
     kr_conn *c;              /* NULL offline */
     int offline;
     int active;              /* op closures refuse to work outside their run */
@@ -120,7 +126,7 @@ void kr_emit(lua_State *L, kr_run *r, int env, const char *sql);  /* runs, colle
 void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what was collected, stops batching */
 void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline: an SQL comment line */
 void kr_step_raw(lua_State *L, kr_run *r, int env); /* a non-transactional step does work kronos cannot redo */
-int kr_migrate_run(lua_State *L);                                 /* core.migrate.run */
+int kr_migrate_run(lua_State *L, kr_op_maker make_op);            /* core.migrate.run */
 
 /* migrate_op.c */
 void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts); /* sets env.op and env.db */

@@ -1000,7 +1000,7 @@ static int run_body(lua_State *L)
     lua_newtable(L);
     lua_setfield(L, SLOT_ENV, "unknown");
     lua_newtable(L); /* SLOT_RESULTS */
-    kr_op_make(L, SLOT_RUN, SLOT_ENV, SLOT_CONN, SLOT_OPTS);
+    b.r->make_op(L, SLOT_RUN, SLOT_ENV, SLOT_CONN, SLOT_OPTS);
     kr_error_setfname(L, cmd);
     read_options(L, &b);
     kr_plan_init(L, &b.p, SLOT_LIST, kind);
@@ -1090,7 +1090,7 @@ static void report_progress(lua_State *L, kr_run *r, int progress)
 }
 
 /* core.migrate.run(cmd, list, opts, conn|nil, ddl|nil) -> revisions, statements (offline) */
-int kr_migrate_run(lua_State *L)
+int kr_migrate_run(lua_State *L, kr_op_maker make_op)
 {
     const char *cmd = luaL_checkstring(L, 1);
     if (strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "downgrade") != 0 && strcmp(cmd, "stamp") != 0 &&
@@ -1107,6 +1107,7 @@ int kr_migrate_run(lua_State *L)
         kr_migrate_raise(L, "in_transaction", NULL, "the connection is inside a transaction; migrations manage their own");
     kr_run *r = (kr_run *)lua_newuserdata(L, sizeof(kr_run)); /* 6 */
     memset(r, 0, sizeof *r);
+    r->make_op = make_op;
     r->c = c;
     r->offline = offline;
     lua_createtable(L, 0, 2); /* 7: progress */
