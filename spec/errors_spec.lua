@@ -145,4 +145,38 @@ describe("kronos errors", function()
         -- good options still run
         assert.matches("SET LOCAL lock_timeout = '5s';", migrate.upgrade { dir = dir, sql = true, lock_timeout = "5s" }, 1, true)
     end)
+
+    it("the DDL check's recording op raises the same error objects as the real one", function()
+        local migrate = require "kronos.migrate"
+        local dir = H.tmpdir("errlint")
+        local function lint_text(body)
+            H.write_file(dir .. "/001_x.lua", ('return { revision = "x1", up = function(op) %s end }'):format(body))
+            local found = migrate.lint { dir = dir }
+            for _, f in ipairs(found) do
+                if f.level == "error" or f.rule == "error" then return f.text end
+            end
+            return found[1] and found[1].text
+        end
+        local nohelper = lint_text("op.no_such_helper()")
+        local numkey = lint_text("local _ = op[1]")
+        H.sh("rm -rf " .. H.shell_quote(dir))
+        assert.matches("op.no_such_helper: no such DDL helper [bad_migration]", nohelper, 1, true)
+        assert.matches("op has only named fields, not number keys [bad_migration]", numkey, 1, true)
+    end)
+
+    it("a prepared statement's methods on anything else raise a bad_argument object", function()
+        local st = assert(conn:prepare("SELECT 1 AS one"))
+        local close, exec = st.close, st.exec
+        local ok, err = pcall(function() local r = close(42) return r end) -- not a tail call: LuaJIT cannot name those
+        assert.is_false(ok)
+        assert.is_true(kronos.is_error(err))
+        assert.are.equal("bad argument #1 to 'close' (kronos statement expected, got number) [bad_argument]",
+            tostring(err))
+        ok, err = pcall(function() local r = exec(conn) return r end)
+        assert.is_false(ok)
+        assert.are.equal("bad argument #1 to 'exec' (kronos statement expected, got userdata) [bad_argument]",
+            tostring(err))
+        assert.is_true(st:close())
+        assert.is_true(st:close()) -- a closed statement is still a statement
+    end)
 end)

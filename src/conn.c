@@ -296,7 +296,7 @@ static void push_open_stream(lua_State *L, kr_conn *c)
  * is cancelled instead. */
 static void stream_buffer(lua_State *L, kr_conn *c)
 {
-    luaL_checkstack(L, 8, "buffering a stream");
+    kr_checkstack(L, 8);
 #if LUA_VERSION_NUM < 504
     /* LuaJIT has no closing value: a loop left by break is told from a live one by whether its
      * iterator can still be reached, once per interrupted stream. */

@@ -463,10 +463,11 @@ static int lint_call(lua_State *L)
 /* The recording op's __index: pure helpers pass through, builders record, db is absent. */
 static int lint_index(lua_State *L)
 {
-    const char *key = luaL_checkstring(L, 2);
+    if (lua_type(L, 2) != LUA_TSTRING) kr_error_raise(L, "bad_migration", "op has only named fields, not %s keys", luaL_typename(L, 2));
+    const char *key = lua_tostring(L, 2);
     if (strcmp(key, "db") == 0) return 0;
     lua_getfield(L, lua_upvalueindex(2), key);
-    if (!lua_isfunction(L, -1)) return luaL_error(L, "op.%s: no such DDL helper", key);
+    if (!lua_isfunction(L, -1)) kr_error_raise(L, "bad_migration", "op.%s: no such DDL helper", key);
     static const char *const pure[] = {"sql", "is_sql", "quote_ident", "quote_literal", "parse_type", "name", NULL};
     for (const char *const *p = pure; *p; p++)
         if (strcmp(*p, key) == 0) return 1;

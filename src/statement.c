@@ -64,13 +64,17 @@ void kr_statement_flush(kr_conn *c)
     if (len > 0) PQclear(PQexec(c->pg, sql)); /* a name the session lost anyway is no failure */
 }
 
+/* The statement at idx, closed or not; anything else raises a bad_argument error object. */
+static kr_stmt *to_stmt(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TUSERDATA || !kr_testclass(L, idx, KR_STMT_CLASS))
+        kr_error_arg(L, idx, "kronos statement expected, got %s", luaL_typename(L, idx));
+    return (kr_stmt *)lua_touserdata(L, idx);
+}
+
 static kr_stmt *check_stmt(lua_State *L, int idx)
 {
-    kr_stmt *st = (kr_stmt *)luaL_testudata(L, idx, KR_STMT_CLASS);
-    if (st == NULL) {
-        kr_error_arg(L, idx, "kronos statement expected, got %s", luaL_typename(L, idx));
-        return NULL; /* not reached */
-    }
+    kr_stmt *st = to_stmt(L, idx);
     if (st->closed) kr_error_arg(L, idx, "statement is closed");
     if (st->c->pg == NULL) kr_error_arg(L, idx, "connection is closed");
     if (st->c->pipelining) kr_error_arg(L, idx, "a pipeline is running on the connection");
@@ -195,7 +199,7 @@ static int l_exec(lua_State *L)
     kr_notice_deliver(L, c);
     if (res == NULL) return 2;
     kr_conn_pushrows(L, c, res);
-    kr_clearbox((PGresult **)lua_touserdata(L, -2));
+    kr_dropbox(L, -2);
     return 1;
 }
 
@@ -237,7 +241,7 @@ static int l_rows(lua_State *L)
 /* st:close() -> true | nil, err: deallocates now; idempotent. */
 static int l_close(lua_State *L)
 {
-    kr_stmt *st = (kr_stmt *)luaL_checkudata(L, 1, KR_STMT_CLASS);
+    kr_stmt *st = to_stmt(L, 1);
     if (st->closed) {
         lua_pushboolean(L, 1);
         return 1;
@@ -262,7 +266,7 @@ static int l_close(lua_State *L)
 /* Queues the name: see the head comment. */
 static int l_gc(lua_State *L)
 {
-    kr_stmt *st = (kr_stmt *)luaL_checkudata(L, 1, KR_STMT_CLASS);
+    kr_stmt *st = to_stmt(L, 1);
     kr_conn *c = st->c;
     if (st->closed || !st->named || st->state == UNPREPARED || c->pg == NULL) return 0;
     st->closed = 1;
@@ -277,7 +281,7 @@ static int l_gc(lua_State *L)
 
 static int l_tostring(lua_State *L)
 {
-    kr_stmt *st = (kr_stmt *)luaL_checkudata(L, 1, KR_STMT_CLASS);
+    kr_stmt *st = to_stmt(L, 1);
     lua_pushfstring(L, "kronos.statement (%s%s)", st->named ? st->name : "unnamed", st->closed ? ", closed" : "");
     return 1;
 }

@@ -175,7 +175,7 @@ static int copy_lines(lua_State *L)
         kr_fieldval v[KR_USER_NFIELDS];
         if (!check_entry(L, 1, i, top, v)) return lua_error(L);
         buf_reserve(L, &b, 37);
-        if (!ids_format(ids, b.p + b.len)) return luaL_error(L, "getrandom: %s", strerror(errno));
+        if (!ids_format(ids, b.p + b.len)) kr_error_raise(L, "random_failed", "getrandom: %s", strerror(errno));
         b.len += 36;
         for (int k = 0; k < KR_USER_NFIELDS; k++) {
             buf_reserve(L, &b, 1);
