@@ -264,10 +264,11 @@ static int is_copy(ExecStatusType st)
     return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
 }
 
-void kr_endstream(kr_conn *c)
+/* Cuts short what the connection is sending (a rows() stream, a copy_to): the open iterator is
+ * told by stream_gen that it is over, the server is asked to cancel (unless stream_drain asks to
+ * read the rest instead), and every pending result is read. The one way both end early. */
+void kr_cancel_drain(kr_conn *c)
 {
-    if (!c->streaming) return;
-    c->streaming = 0;
     c->stream_gen++;
     PGcancel *cancel = c->stream_drain ? NULL : PQgetCancel(c->pg);
     if (cancel) {
@@ -276,6 +277,13 @@ void kr_endstream(kr_conn *c)
         PQfreeCancel(cancel);
     }
     kr_drain(c->pg);
+}
+
+void kr_endstream(kr_conn *c)
+{
+    if (!c->streaming) return;
+    c->streaming = 0;
+    kr_cancel_drain(c);
 }
 
 /* The open rows() stream's state table {conn, generation, names = , buf = , pos = , err = }

@@ -200,14 +200,7 @@ void kr_copy_end(kr_conn *c)
 {
     if (c->copying != 2) return;
     c->copying = 0;
-    c->stream_gen++;
-    PGcancel *cancel = c->stream_drain ? NULL : PQgetCancel(c->pg);
-    if (cancel) {
-        char errbuf[256];
-        PQcancel(cancel, errbuf, sizeof errbuf);
-        PQfreeCancel(cancel);
-    }
-    kr_drain(c->pg);
+    kr_cancel_drain(c);
 }
 
 /* Upvalues: 1 connection, 2 generation. */

@@ -127,6 +127,7 @@ PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
 PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
 void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
 void kr_drain(PGconn *pg);       /* reads and frees every pending result; ends a COPY */
+void kr_cancel_drain(kr_conn *c); /* cancels what the server is sending (see stream_drain), drains */
 /* 1 when a statement may run; 0 (nil, err pushed) once a COMMIT/ROLLBACK ran inside the
  * transaction kronos opened (txdepth > 0): the statement would run outside it. */
 int kr_tx_open(lua_State *L, kr_conn *c);

@@ -136,6 +136,20 @@ static int l_on_notice(lua_State *L)
     return 1;
 }
 
+/* Pushes notification n as {channel, payload, pid} and frees it: the one form both ways of
+ * reading notifications return. */
+static void push_notification(lua_State *L, PGnotify *n)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, n->relname);
+    lua_setfield(L, -2, "channel");
+    lua_pushstring(L, n->extra);
+    lua_setfield(L, -2, "payload");
+    lua_pushinteger(L, n->be_pid);
+    lua_setfield(L, -2, "pid");
+    PQfreemem(n);
+}
+
 /* Moves every notification libpq has queued into an array on the stack; 0 if the socket
  * cannot be read (nil, err pushed instead). */
 static int take_notifications(lua_State *L, kr_conn *c)
@@ -148,14 +162,7 @@ static int take_notifications(lua_State *L, kr_conn *c)
     PGnotify *n;
     int i = 0;
     while ((n = PQnotifies(c->pg)) != NULL) {
-        lua_createtable(L, 0, 3);
-        lua_pushstring(L, n->relname);
-        lua_setfield(L, -2, "channel");
-        lua_pushstring(L, n->extra);
-        lua_setfield(L, -2, "payload");
-        lua_pushinteger(L, n->be_pid);
-        lua_setfield(L, -2, "pid");
-        PQfreemem(n);
+        push_notification(L, n);
         lua_rawseti(L, -2, ++i);
     }
     return 1;
@@ -199,14 +206,7 @@ static int l_wait_for_notification(lua_State *L)
             n = PQnotifies(c->pg);
         }
         if (n != NULL) {
-            lua_createtable(L, 0, 3);
-            lua_pushstring(L, n->relname);
-            lua_setfield(L, -2, "channel");
-            lua_pushstring(L, n->extra);
-            lua_setfield(L, -2, "payload");
-            lua_pushinteger(L, n->be_pid);
-            lua_setfield(L, -2, "pid");
-            PQfreemem(n);
+            push_notification(L, n);
             kr_notice_deliver(L, c);
             return 1;
         }
