@@ -35,16 +35,8 @@ end
 
 describe("deploys without downtime", function()
     local url, dbname, db, dir
-    setup(function()
-        url, dbname = H.fresh_db("deploy")
-        db = assert(kronos.connect(url))
-        dir = H.tmpdir("deploy")
-    end)
-    teardown(function()
-        db:close()
-        H.drop_db(dbname)
-        H.sh("rm -rf " .. H.shell_quote(dir))
-    end)
+    setup(function() url, dbname, db, dir = H.scratch("deploy") end)
+    teardown(function() H.drop_scratch(dbname, db, dir) end)
 
     local function files(extra)
         H.sh("rm -f " .. H.shell_quote(dir) .. "/*.lua")

@@ -2,7 +2,6 @@
 -- the schema the applied migrations build in a scratch database against the live one, and each
 -- revision's up/down/up on a scratch database. Real server, real catalogs.
 local H = require "spec.helper"
-local kronos = require "kronos"
 local migrate = require "kronos.migrate"
 
 local USERS = H.root .. "/migrations/4f1c2a9e7b30_create_users_table.lua"
@@ -34,16 +33,8 @@ local GOOD_DOWN = 'op.drop_table("badge") op.drop_column("users", "nickname")'
 
 describe("drift and verify", function()
     local url, dbname, db, dir
-    setup(function()
-        url, dbname = H.fresh_db("drift")
-        db = assert(kronos.connect(url))
-        dir = H.tmpdir("drift")
-    end)
-    teardown(function()
-        db:close()
-        H.drop_db(dbname)
-        H.sh("rm -rf " .. H.shell_quote(dir))
-    end)
+    setup(function() url, dbname, db, dir = H.scratch("drift") end)
+    teardown(function() H.drop_scratch(dbname, db, dir) end)
 
     local function files(down)
         H.sh("rm -f " .. H.shell_quote(dir) .. "/*.lua")

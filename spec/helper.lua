@@ -81,4 +81,17 @@ function H.tmpdir(tag)
     return H.sh("mktemp -d /tmp/kronos-" .. (tag or "spec") .. ".XXXXXX")
 end
 
+-- A fresh database with an open connection and a private directory, for a spec file's setup:
+-- returns url, dbname, db, dir; H.drop_scratch(dbname, db, dir) in its teardown removes them.
+function H.scratch(tag)
+    local url, dbname = H.fresh_db(tag)
+    return url, dbname, assert(kronos.connect(url)), H.tmpdir(tag)
+end
+
+function H.drop_scratch(dbname, db, dir)
+    db:close()
+    H.drop_db(dbname)
+    H.sh("rm -rf " .. H.shell_quote(dir))
+end
+
 return H

@@ -2,7 +2,6 @@
 -- it and one that passes; the passing one is then applied to a real server (with rows in the
 -- tables) to show the safe way works. Escape hatches, the CLI, upgrade's warnings and refusal.
 local H = require "spec.helper"
-local kronos = require "kronos"
 local migrate = require "kronos.migrate"
 
 -- 001 creates the tables every case works on, with rows: they exist before the case's migration.
@@ -99,16 +98,8 @@ local CASES = {
 
 describe("DDL safety check", function()
     local url, dbname, db, dir
-    setup(function()
-        url, dbname = H.fresh_db("lint")
-        db = assert(kronos.connect(url))
-        dir = H.tmpdir("lint")
-    end)
-    teardown(function()
-        db:close()
-        H.drop_db(dbname)
-        H.sh("rm -rf " .. H.shell_quote(dir))
-    end)
+    setup(function() url, dbname, db, dir = H.scratch("lint") end)
+    teardown(function() H.drop_scratch(dbname, db, dir) end)
 
     local function write(case_text)
         H.sh("rm -f " .. H.shell_quote(dir) .. "/*.lua")
