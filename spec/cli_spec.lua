@@ -7,15 +7,7 @@ local FIX = H.root .. "/spec/fixtures/migrate/"
 local USERS = H.root .. "/migrations"
 local q = H.shell_quote
 
--- runs bin/kronos with the spec's interpreter; returns the exit code, stdout and stderr
-local function kronos_cmd(args, env)
-    local errfile = os.tmpname()
-    -- the braces keep stderr apart from the 2>&1 that H.run adds
-    local code, out = H.run(("{ %s%s %s/bin/kronos %s 2>%q; }"):format(env and env .. " " or "", H.lua, H.root, args, errfile))
-    local err = H.read_file(errfile)
-    os.remove(errfile)
-    return code, out, err
-end
+local kronos_cmd = H.kronos
 
 -- A directory of migration files written by the spec: {name = source, ...}.
 local function migrations(files)

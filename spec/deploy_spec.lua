@@ -25,13 +25,7 @@ local UNFINISH = [[unfinish = function(op)
         op.execute("UPDATE users SET first_name = given_name")
     end,]]
 
-local function cli(args)
-    local errfile = os.tmpname()
-    local code, out = H.run(("{ %s %s/bin/kronos %s 2>%q; }"):format(H.lua, H.root, args, errfile))
-    local err = H.read_file(errfile)
-    os.remove(errfile)
-    return code, out, err
-end
+local cli = H.kronos
 
 describe("deploys without downtime", function()
     local url, dbname, db, dir

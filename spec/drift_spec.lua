@@ -6,13 +6,7 @@ local migrate = require "kronos.migrate"
 
 local USERS = H.root .. "/migrations/4f1c2a9e7b30_create_users_table.lua"
 
-local function cli(args)
-    local errfile = os.tmpname()
-    local code, out = H.run(("{ %s %s/bin/kronos %s 2>%q; }"):format(H.lua, H.root, args, errfile))
-    local err = H.read_file(errfile)
-    os.remove(errfile)
-    return code, out, err
-end
+local cli = H.kronos
 
 local NICK = [[
 return {

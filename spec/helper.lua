@@ -94,4 +94,14 @@ function H.drop_scratch(dbname, db, dir)
     H.sh("rm -rf " .. H.shell_quote(dir))
 end
 
+-- Runs bin/kronos with the spec's interpreter (env: "VAR=value ..." put before it); returns the
+-- exit code, stdout and stderr. The braces keep stderr apart from the 2>&1 that H.run adds.
+function H.kronos(args, env)
+    local errfile = os.tmpname()
+    local code, out = H.run(("{ %s%s %s/bin/kronos %s 2>%q; }"):format(env and env .. " " or "", H.lua, H.root, args, errfile))
+    local err = H.read_file(errfile)
+    os.remove(errfile)
+    return code, out, err
+end
+
 return H

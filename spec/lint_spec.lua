@@ -214,13 +214,7 @@ describe("DDL safety check", function()
 
     local function esc(s) return (s:gsub("%p", "%%%0")) end
 
-    local function cli(args)
-        local errfile = os.tmpname()
-        local code, out = H.run(("{ %s %s/bin/kronos %s 2>%q; }"):format(H.lua, H.root, args, errfile))
-        local err = H.read_file(errfile)
-        os.remove(errfile)
-        return code, out, err
-    end
+    local cli = H.kronos
 
     it("kronos lint: exit 1 with the finding's file:line, rule, why and fix; --verbose shows the allowed", function()
         write(case_file('op.drop_column("t", "s") op.create_index("ix_t_s", "t", { "s" }, { safe = true })'))
