@@ -71,17 +71,11 @@ test: deps
 # Lua dirs that exist, plus bin/'s scripts (luacheck only picks *.lua out of a directory).
 LINT_LUA := $(wildcard lua bin spec migrations examples bench tools) $(wildcard bin/*)
 
-# Object files depend on each other in one direction (tools/objgraph.lua reads nm). Allowed for
-# now, a known cycle its owner is untangling: the binding's conn/copy/notify/prepared/statement,
-# which array/params (array parameters encode their elements as parameters, and conn decodes
-# arrays) joined. Remove an --allow once its cycle is gone.
-OBJGRAPH_ALLOW := --allow array,conn,copy,notify,params,prepared,statement
-
 lint: all
 	luacheck --no-color -q $(LINT_LUA)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
 	  --suppress=missingIncludeSystem --library=tools/cppcheck-lua.cfg --inline-suppr -I src src
-	lua5.4 tools/objgraph.lua $(BUILD)/obj --quiet $(OBJGRAPH_ALLOW)
+	lua5.4 tools/objgraph.lua $(BUILD)/obj --quiet
 
 # The suite against the module built with ASan+UBSan (runtime preloaded into the interpreter).
 check-memory:

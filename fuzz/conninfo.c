@@ -1,5 +1,5 @@
 // fuzz-link: src/*.c -llua5.4 -lpq -luuid
-/* libFuzzer target: kronos.connect's conninfo handling (src/conn.c) with hostile strings.
+/* libFuzzer target: kronos.connect's conninfo handling (src/session.c) with hostile strings.
  * Input: byte 0 picks how the password travels, then "password\0rest". Every attempt is
  * pinned to a Unix socket in a directory that does not exist, so nothing leaves the process;
  * inputs that name another host, a host address or a service file are skipped.
@@ -17,6 +17,7 @@
 #include "kronos.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
+int luaopen_kronos_core(lua_State *L);
 
 /* Nothing from the environment may point libpq elsewhere or carry another password. */
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -104,10 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     lua_State *L = luaL_newstate();
     if (L == NULL) abort();
-    lua_newtable(L);
-    kr_open_error(L);
-    kr_open_params(L);
-    kr_open_conn(L);
+    luaopen_kronos_core(L);
     lua_getfield(L, -1, "connect");
     luaL_Buffer b;
     const char *conninfo = NULL;

@@ -144,7 +144,7 @@ static int wrong_statement(lua_State *L, kr_conn *c, PGresult *r, const char *wa
 }
 
 /* conn:copy_from(sql, rows | fn) -> row count | nil, err */
-static int l_copy_from(lua_State *L)
+int kr_copy_from(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
@@ -201,13 +201,6 @@ static int l_copy_from(lua_State *L)
     return 1;
 }
 
-void kr_copy_end(kr_conn *c)
-{
-    if (c->copying != 2) return;
-    c->copying = 0;
-    kr_cancel_drain(c);
-}
-
 /* Upvalues: 1 connection, 2 generation. */
 static int copy_iter(lua_State *L)
 {
@@ -259,12 +252,12 @@ static int copy_close(lua_State *L)
     lua_rawgeti(L, 1, 1);
     lua_rawgeti(L, 1, 2);
     kr_conn *c = (kr_conn *)lua_touserdata(L, -2);
-    if (c && c->pg && c->copying == 2 && (unsigned)lua_tointeger(L, -1) == c->stream_gen) kr_copy_end(c);
+    if (c && c->pg && c->copying == 2 && (unsigned)lua_tointeger(L, -1) == c->stream_gen) kr_endcopy(c);
     return 0;
 }
 
 /* for row in conn:copy_to(sql) do ... end: rows of COPY ... TO STDOUT as arrays of strings. */
-static int l_copy_to(lua_State *L)
+int kr_copy_to(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
@@ -301,8 +294,6 @@ static int l_copy_to(lua_State *L)
 
 void kr_open_copy(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"copy_from", l_copy_from}, {"copy_to", l_copy_to}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__close", copy_close}, {NULL, NULL}};
     kr_newclass(L, "kronos.copystream", NULL, meta);
-    kr_addmethods(L, fns);
 }

@@ -31,18 +31,30 @@
 
 #define KR_PREPARED_MAX 96   /* statement ids of kr_prepared_exec: 0 .. KR_PREPARED_MAX - 1 */
 
+/* What the layers above the core (conn.c) do at its moments; one constant set, given to each
+ * connection as it is made (session.c), so that the core calls nothing above it by name. */
+struct kr_conn;
+typedef struct kr_conn_hooks {
+    /* kr_conn_ready with a rows() stream open (c->streaming): its rest is read into memory for
+     * its loop, or the stream is ended (stream.c). */
+    void (*stream_interrupt)(lua_State *L, struct kr_conn *c);
+    /* kr_conn_ready with DEALLOCATEs queued (c->deallocs): they run (statement.c). */
+    void (*statement_flush)(struct kr_conn *c);
+} kr_conn_hooks;
+
 typedef struct kr_conn {
     PGconn *pg;        /* NULL once closed */
+    const kr_conn_hooks *hooks;
     int txdepth;       /* nesting of conn:transaction(): 0 = none, 1 = BEGIN, >1 = savepoints */
     int tx_ended;      /* a statement ended that transaction (COMMIT/ROLLBACK run by the caller's code) */
-    int streaming;     /* a conn:rows() iterator has results pending */
+    int streaming;     /* stream.c: a conn:rows() iterator has results pending */
     int stream_drain;  /* an abandoned stream is read to its end instead of cancelled */
     unsigned stream_gen; /* bumped by each stream and each interruption, so stale iterators can tell */
     /* prepared.c: kronos's named prepared statements on this session */
     int prep_mode;     /* 0 = not checked yet, 1 = usable, -1 = not (a transaction pooler) */
     int prep_pid;      /* the backend pid they were prepared on; another one = a new session */
     unsigned char prepared[KR_PREPARED_MAX]; /* by statement id: unprepared, prepared, stale */
-    /* notify.c: notices libpq reported during a call, delivered to conn:on_notice after it */
+    /* notice.c: notices libpq reported during a call, delivered to conn:on_notice after it */
     struct kr_notice *notices, **notices_tail;
     int nnotices;      /* how many are queued (at most KR_NOTICES_MAX; more are counted, dropped) */
     int notices_dropped;
@@ -52,7 +64,7 @@ typedef struct kr_conn {
     struct kr_dealloc *deallocs; /* names of collected statements, deallocated before the next statement */
     int pipelining;          /* pipeline.c: in libpq pipeline mode (nothing else may run) */
     int copying;             /* copy.c: 1 = a copy_from is sending (busy), 2 = a copy_to iterator is open */
-    int decode_arrays;       /* array.c: conn:set_decode{arrays = true} */
+    int decode_arrays;       /* decode.c: conn:set_decode{arrays = true} */
     int decode_json;         /* a json decoder is set (in the connection's uservalue) */
 } kr_conn;
 
@@ -122,31 +134,51 @@ void kr_checkparams_conn(lua_State *L, kr_conn *c, int first, int n, kr_params *
 enum { KR_VAL_NULL, KR_VAL_TEXT, KR_VAL_BOOL, KR_VAL_BYTEA };
 int kr_param_text(lua_State *L, kr_conn *c, int idx, int pos, const char **s, size_t *len);
 
-/* conn.c: runs a simple script (no parameters, may hold several statements); on success returns
- * a boxed result left on the stack (pop it or leave it), on failure pushes nil, err and returns NULL. */
-PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
-/* Boxes a result of libpq's and checks it: the same contract as above. */
-PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
-void kr_endstream(kr_conn *c);   /* cancels and drains a pending rows() stream */
-void kr_drain(PGconn *pg);       /* reads and frees every pending result; ends a COPY */
-void kr_cancel_drain(kr_conn *c); /* cancels what the server is sending (see stream_drain), drains */
+/* conn.c, the connection's low layer (nothing above it is called but through c->hooks). */
+/* Pushes a new connection userdata (closed: pg NULL) with its uservalue, made with hooks. */
+kr_conn *kr_conn_new(lua_State *L, const kr_conn_hooks *hooks);
+void kr_conn_push(lua_State *L, kr_conn *c);  /* the connection of c, or nil once it is collected */
+/* Pushes the connection's uservalue table (handlers, decoders, the open stream). */
+void kr_conn_env(lua_State *L, kr_conn *c);
+/* Before any statement on c: refused (raises connection_busy) during a copy_from or a pipeline;
+ * an open copy_to is ended, an open rows() stream read into memory for its iterator (see
+ * conn:rows), queued DEALLOCATEs of collected statements run, and DateStyle is put back to ISO. */
+void kr_conn_ready(lua_State *L, kr_conn *c);
 /* 1 when a statement may run; 0 (nil, err pushed) once a COMMIT/ROLLBACK ran inside the
  * transaction kronos opened (txdepth > 0): the statement would run outside it. */
 int kr_tx_open(lua_State *L, kr_conn *c);
-/* Before any statement on c: a pending rows() stream is read into memory for its iterator (see
- * conn:rows), queued DEALLOCATEs of collected statements run, and DateStyle is put back to ISO. */
-void kr_conn_ready(lua_State *L, kr_conn *c);
-/* Pushes the connection's uservalue table (handlers, decoders, the open stream). */
-void kr_conn_env(lua_State *L, kr_conn *c);
-/* After PQsend*(): pushes the 4 values of a generic for over the single-row stream
- * (iterator, nil, nil, closing value). first, when not
- * NULL, is the stream's first result, already read (it is kept for the iterator). */
-int kr_stream_open(lua_State *L, kr_conn *c, PGresult *first);
-/* Converts a whole result into rows (kr_pushrows) and applies the connection's decoders. */
-void kr_conn_pushrows(lua_State *L, kr_conn *c, const PGresult *res);
+/* Boxes a result of libpq's and checks it: returns it with its box left on the stack (pop it
+ * or leave it), or pushes nil, err (the box gone) and returns NULL. */
+PGresult *kr_finish(lua_State *L, kr_conn *c, PGresult *res);
+/* Runs a simple script (no parameters, may hold several statements): kr_finish's contract. */
+PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
+/* A COPY status where no COPY is served: drained, nil, err (feature_not_supported) pushed, 1. */
+int kr_refuse_copy(lua_State *L, kr_conn *c, ExecStatusType st);
+void kr_drain(PGconn *pg);        /* reads and frees every pending result; ends a COPY */
+void kr_cancel_drain(kr_conn *c); /* cancels what the server is sending (see stream_drain), drains */
+void kr_endstream(kr_conn *c);    /* cancels and drains a pending rows() stream */
+void kr_endcopy(kr_conn *c);      /* ends an open copy_to (cancelled outside a transaction), drains */
 /* SQL text argument: raises bad_argument for a non-string or a NUL byte. */
 const char *kr_checksql(lua_State *L, int idx);
-void kr_addmethods(lua_State *L, const luaL_Reg *fns);   /* more methods of the connection class */
+
+/* notice.c: notices, collected while libpq runs, delivered after each call */
+#define KR_NOTICES_MAX 1000
+void kr_notice_receiver(void *arg, const PGresult *res);   /* libpq's notice receiver (arg = kr_conn) */
+void kr_notice_deliver(lua_State *L, kr_conn *c); /* calls conn:on_notice's handler */
+void kr_notice_free(kr_conn *c);
+
+/* decode.c: a result as rows (kr_pushrows_as's shapes) with the connection's array and json
+ * decoders applied; one row of a single-row result (names at names_idx). */
+void kr_decode_rows(lua_State *L, kr_conn *c, const PGresult *res, int shape);
+void kr_decode_row(lua_State *L, kr_conn *c, const PGresult *res, int names_idx);
+/* result.c: one value's text converted as a column of that type is */
+void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);
+
+/* stream.c: after PQsend*(): pushes the 4 values of a generic for over the single-row stream
+ * (iterator, nil, nil, closing value). first, when not NULL, is the stream's first result,
+ * already read (it is kept for the iterator). */
+int kr_stream_open(lua_State *L, kr_conn *c, PGresult *first);
+void kr_stream_interrupt(lua_State *L, kr_conn *c);  /* the stream_interrupt hook */
 
 /* prepared.c: runs kronos's fixed statement number id (its text never changes for an id) as a
  * named prepared statement when the session allows it, else as PQexecParams. n text parameters;
@@ -158,39 +190,52 @@ int kr_prepared_usable(kr_conn *c);
  * but unusable (0A000 "cached plan must not change result type", 42P05). */
 int kr_prepared_lost(const PGresult *res);
 
-/* notify.c: notices and notifications */
-#define KR_NOTICES_MAX 1000
-void kr_notice_receiver(void *arg, const PGresult *res);   /* libpq's notice receiver (arg = kr_conn) */
-void kr_notice_deliver(lua_State *L, kr_conn *c); /* calls conn:on_notice's handler */
-void kr_notice_free(kr_conn *c);
-
-/* copy.c */
-void kr_copy_end(kr_conn *c);   /* ends an open copy_to (cancelled outside a transaction), drains */
-
 /* statement.c */
-void kr_statement_flush(kr_conn *c);  /* runs the queued DEALLOCATEs (when the session can) */
-void kr_statement_free(kr_conn *c);
+void kr_statement_flush(kr_conn *c);  /* the statement_flush hook: the queued DEALLOCATEs (when the session can) */
+void kr_statement_free(kr_conn *c);   /* forgets the queue (the session is gone) */
 
-/* array.c: decoding arrays and json of a result's column */
-int kr_array_decodes(kr_conn *c, Oid type);     /* 1 when the column needs kr_array_push */
-void kr_array_push(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len);
-/* result.c: one value's text converted as a column of that type is */
-void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);
+/* The connection's methods, each a lua_CFunction of the file its prefix names; the one method
+ * table is assembled in kronos.c. */
+int kr_session_connect(lua_State *L);          /* kronos.connect */
+int kr_session_close(lua_State *L);
+int kr_session_gc(lua_State *L);               /* __gc, __close */
+int kr_session_tostring(lua_State *L);
+int kr_session_reset(lua_State *L);
+int kr_session_status(lua_State *L);
+int kr_session_backend_pid(lua_State *L);
+int kr_session_server_version(lua_State *L);
+int kr_session_in_transaction(lua_State *L);
+int kr_session_escape_identifier(lua_State *L);
+int kr_session_escape_literal(lua_State *L);
+int kr_exec(lua_State *L);
+int kr_exec_arrays(lua_State *L);
+int kr_exec_columns(lua_State *L);
+int kr_exec_script(lua_State *L);              /* conn:script */
+int kr_stream_rows(lua_State *L);              /* conn:rows */
+int kr_transaction(lua_State *L);
+int kr_notice_on(lua_State *L);                /* conn:on_notice */
+int kr_notify_take(lua_State *L);              /* conn:notifications */
+int kr_notify_wait(lua_State *L);              /* conn:wait_for_notification */
+int kr_statement_prepare(lua_State *L);        /* conn:prepare */
+int kr_copy_from(lua_State *L);
+int kr_copy_to(lua_State *L);
+int kr_pipeline_run(lua_State *L);             /* conn:pipeline */
+int kr_decode_set(lua_State *L);               /* conn:set_decode */
+int kr_params_set_encode(lua_State *L);        /* conn:set_encode */
 
-/* Module parts: each adds its functions to the module table at -1. */
+/* Module parts: each registers its classes and adds its functions to the module table at -1. */
 void kr_open_error(lua_State *L);
 void kr_open_params(lua_State *L);
-void kr_open_conn(lua_State *L);
+void kr_open_conn(lua_State *L);      /* the registry's map of connections (conn.c) */
 void kr_open_uuid(lua_State *L);
 void kr_open_ddl(lua_State *L);
 void kr_open_migrate(lua_State *L);
 void kr_open_lint(lua_State *L);      /* lint.c */
 void kr_open_catalog(lua_State *L);   /* catalog.c */
 void kr_open_users(lua_State *L);
-void kr_open_notify(lua_State *L);
+void kr_open_stream(lua_State *L);
 void kr_open_statement(lua_State *L);
 void kr_open_copy(lua_State *L);
 void kr_open_pipeline(lua_State *L);
-void kr_open_array(lua_State *L);
 
 #endif

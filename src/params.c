@@ -219,6 +219,20 @@ void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
     kr_checkparams_conn(L, NULL, first, n, p);
 }
 
+/* conn:set_encode{json = fn | nil} -> conn */
+int kr_params_set_encode(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    if (!lua_istable(L, 2)) kr_error_arg(L, 2, "table expected, got %s", luaL_typename(L, 2));
+    lua_getfield(L, 2, "json");
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) kr_error_arg(L, 2, "json must be an encoder function");
+    kr_conn_env(L, c);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "json_encode");
+    lua_settop(L, 1);
+    return 1;
+}
+
 /* The marker of a parameter type: {v} with metatable `class`. */
 static int marker(lua_State *L, const char *class)
 {

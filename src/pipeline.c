@@ -71,7 +71,7 @@ static void store(lua_State *L, pstate *s, PGresult *r)
     } else {
         PGresult *res = kr_finish(L, c, r); /* box or nil, err */
         if (res != NULL) {
-            kr_conn_pushrows(L, c, res);
+            kr_decode_rows(L, c, res, KR_ROWS_NAMED);
             kr_dropbox(L, -2);
             lua_remove(L, -2);
         } else {
@@ -209,7 +209,7 @@ static void abandon(pstate *s)
 }
 
 /* conn:pipeline(fn [, opts]) -> results | nil, err (see the head comment). */
-static int l_pipeline(lua_State *L)
+int kr_pipeline_run(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     if (!lua_isfunction(L, 2)) kr_error_arg(L, 2, "function expected, got %s", luaL_typename(L, 2));
@@ -272,7 +272,5 @@ static int l_pipeline(lua_State *L)
 void kr_open_pipeline(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"exec", p_exec}, {NULL, NULL}};
-    static const luaL_Reg fns[] = {{"pipeline", l_pipeline}, {NULL, NULL}};
     kr_newclass(L, KR_PIPELINE_CLASS, methods, NULL);
-    kr_addmethods(L, fns);
 }

@@ -39,6 +39,7 @@ typedef struct kr_dealloc {
     char name[32];
 } kr_dealloc;
 
+/* Forgets the queued names (close, reset: the session they were on is gone). */
 void kr_statement_free(kr_conn *c)
 {
     while (c->deallocs) {
@@ -48,6 +49,8 @@ void kr_statement_free(kr_conn *c)
     }
 }
 
+/* The connection's statement_flush hook (kr_conn_ready): the queued DEALLOCATEs in one round
+ * trip, for names of this session only; not inside an aborted transaction, where they would fail. */
 void kr_statement_flush(kr_conn *c)
 {
     if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) return; /* later, after the ROLLBACK */
@@ -124,7 +127,7 @@ static void lost(kr_stmt *st, const PGresult *res)
 }
 
 /* conn:prepare(sql) -> statement | nil, err (the server's error for SQL that does not parse). */
-static int l_prepare(lua_State *L)
+int kr_statement_prepare(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
@@ -198,7 +201,7 @@ static int l_exec(lua_State *L)
     }
     kr_notice_deliver(L, c);
     if (res == NULL) return 2;
-    kr_conn_pushrows(L, c, res);
+    kr_decode_rows(L, c, res, KR_ROWS_NAMED);
     kr_dropbox(L, -2);
     return 1;
 }
@@ -290,7 +293,5 @@ void kr_open_statement(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"exec", l_exec}, {"rows", l_rows}, {"close", l_close}, {NULL, NULL}};
     static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL}};
-    static const luaL_Reg conn_methods[] = {{"prepare", l_prepare}, {NULL, NULL}};
     kr_newclass(L, KR_STMT_CLASS, methods, meta);
-    kr_addmethods(L, conn_methods);
 }

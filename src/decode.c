@@ -1,11 +1,13 @@
-/* Decoding arrays and JSON of results, opt-in per connection (their parameters: params.c).
+/* Results with the connection's decoders: arrays and JSON, opt-in per connection (their
+ * parameters: params.c).
  *
  * conn:set_decode{arrays = true, json = decoder} (or kronos.connect{..., decode = {...}})
  * makes array columns of the scalar types kronos converts come back as Lua sequences (nested for
  * several dimensions), each element converted exactly as a column of its type is (kr_pushtext),
  * NULL elements as kronos.null so that sequences keep their length; json and jsonb columns go
  * through the decoder (e.g. cjson.decode). Without set_decode they stay the server's text.
- * conn:set_encode{json = fn} sets the encoder kronos.json(v) parameters use. */
+ * kr_decode_rows and kr_decode_row are the one way results become rows on a connection: the
+ * conversion of result.c, then the decoded columns replaced in place. */
 #include <string.h>
 
 #include "kronos.h"
@@ -41,7 +43,8 @@ static Oid element_of(Oid type)
     }
 }
 
-int kr_array_decodes(kr_conn *c, Oid type)
+/* 1 when a column of this type is decoded on c. */
+static int decodes(kr_conn *c, Oid type)
 {
     if (c->decode_json && (type == JSONOID || type == JSONBOID)) return 1;
     return c->decode_arrays && element_of(type) != 0;
@@ -96,7 +99,9 @@ static void push_handler(lua_State *L, kr_conn *c, const char *key)
     lua_remove(L, -2);
 }
 
-void kr_array_push(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len)
+/* One value of a decoded column (decodes(c, type)): its Lua value pushed; text that is not an
+ * array kronos can read stays the server's text. */
+static void push_decoded(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len)
 {
     int top = lua_gettop(L);
     push_handler(L, c, "json_decode");
@@ -123,8 +128,54 @@ void kr_array_push(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len
     lua_pushlstring(L, s, len);
 }
 
+/* A result in the given shape, then the array and JSON columns decoded in place when the
+ * connection asks for it. */
+void kr_decode_rows(lua_State *L, kr_conn *c, const PGresult *res, int shape)
+{
+    kr_pushrows_as(L, res, shape);
+    if (!c->decode_arrays && !c->decode_json) return;
+    int ncols = PQnfields(res), nrows = PQntuples(res);
+    for (int j = 0; j < ncols; j++) {
+        Oid type = PQftype(res, j);
+        if (!decodes(c, type)) continue;
+        const char *name = PQfname(res, j);
+        if (shape == KR_ROWS_COLUMNS) lua_rawgeti(L, -1, j + 1);
+        for (int i = 0; i < nrows; i++) {
+            if (PQgetisnull(res, i, j)) continue;
+            if (shape != KR_ROWS_COLUMNS) lua_rawgeti(L, -1, i + 1);
+            push_decoded(L, c, type, PQgetvalue(res, i, j), (size_t)PQgetlength(res, i, j));
+            if (shape == KR_ROWS_COLUMNS) {
+                lua_rawseti(L, -2, i + 1);
+            } else {
+                if (shape == KR_ROWS_ARRAYS)
+                    lua_rawseti(L, -2, j + 1);
+                else
+                    lua_setfield(L, -2, name);
+                lua_pop(L, 1);
+            }
+        }
+        if (shape == KR_ROWS_COLUMNS) lua_pop(L, 1);
+    }
+}
+
+/* One row of a single-row result, with the connection's decoders; names at names_idx. */
+void kr_decode_row(lua_State *L, kr_conn *c, const PGresult *res, int names_idx)
+{
+    names_idx = lua_absindex(L, names_idx);
+    kr_pushrow(L, res, 0, PQnfields(res), names_idx);
+    if (!c->decode_arrays && !c->decode_json) return;
+    for (int j = 0; j < PQnfields(res); j++) {
+        Oid type = PQftype(res, j);
+        if (PQgetisnull(res, 0, j) || !decodes(c, type)) continue;
+        push_decoded(L, c, type, PQgetvalue(res, 0, j), (size_t)PQgetlength(res, 0, j));
+        lua_rawgeti(L, names_idx, j + 1);
+        lua_insert(L, -2);
+        lua_rawset(L, -3);
+    }
+}
+
 /* conn:set_decode{arrays = bool, json = fn | nil} -> conn */
-static int l_set_decode(lua_State *L)
+int kr_decode_set(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     if (!lua_istable(L, 2)) kr_error_arg(L, 2, "table expected, got %s", luaL_typename(L, 2));
@@ -139,24 +190,4 @@ static int l_set_decode(lua_State *L)
     lua_setfield(L, -2, "json_decode");
     lua_settop(L, 1);
     return 1;
-}
-
-/* conn:set_encode{json = fn | nil} -> conn */
-static int l_set_encode(lua_State *L)
-{
-    kr_conn *c = kr_checkconn(L, 1);
-    if (!lua_istable(L, 2)) kr_error_arg(L, 2, "table expected, got %s", luaL_typename(L, 2));
-    lua_getfield(L, 2, "json");
-    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) kr_error_arg(L, 2, "json must be an encoder function");
-    kr_conn_env(L, c);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "json_encode");
-    lua_settop(L, 1);
-    return 1;
-}
-
-void kr_open_array(lua_State *L)
-{
-    static const luaL_Reg fns[] = {{"set_decode", l_set_decode}, {"set_encode", l_set_encode}, {NULL, NULL}};
-    kr_addmethods(L, fns);
 }

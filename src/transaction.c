@@ -1,0 +1,92 @@
+/* conn:transaction(fn, ...): fn's statements as one transaction, or a savepoint when nested. */
+#include <stdio.h>
+#include <string.h>
+
+#include "kronos.h"
+
+static int simple(lua_State *L, kr_conn *c, const char *sql)
+{
+    PGresult *res = kr_execscript(L, c, sql);
+    if (res == NULL) return 0;
+    kr_dropbox(L, -1);
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Ends the transaction (or savepoint) fn ran in, after an error: nothing else is sent first. */
+static void rollback(kr_conn *c, int nested, int depth)
+{
+    char sql[96];
+    if (nested)
+        snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT kronos_%d; RELEASE SAVEPOINT kronos_%d", depth, depth);
+    else
+        strcpy(sql, "ROLLBACK");
+    c->stream_drain = 0; /* the work is rolled back anyway: cancel an abandoned stream */
+    kr_endstream(c);
+    PQclear(PQexec(c->pg, sql)); /* a lost connection has rolled back already */
+}
+
+/* conn:transaction(fn, ...): BEGIN (or SAVEPOINT when nested), fn(conn, ...), COMMIT.
+ * If fn raises, ROLLBACK (TO SAVEPOINT) and re-raise the same value. A transaction the caller
+ * opened with its own BEGIN counts as an outer one, so it is never committed from here. */
+int kr_transaction(lua_State *L)
+{
+    kr_conn *c = kr_checkconn(L, 1);
+    if (lua_type(L, 2) != LUA_TFUNCTION) kr_error_arg(L, 2, "function expected, got %s", luaL_typename(L, 2));
+    int nargs = lua_gettop(L) - 2;
+    int depth = c->txdepth;
+    kr_conn_ready(L, c);
+    int nested = depth > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+    char sql[64];
+    if (nested)
+        snprintf(sql, sizeof sql, "SAVEPOINT kronos_%d", depth);
+    else
+        strcpy(sql, "BEGIN");
+    if (!simple(L, c, sql)) return 2;
+    if (depth == 0) c->tx_ended = 0;
+    c->txdepth = depth + 1;
+    kr_checkstack(L, nargs + 2);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 1);
+    for (int i = 0; i < nargs; i++) lua_pushvalue(L, 3 + i);
+    int base = lua_gettop(L) - nargs - 2;
+    int status = lua_pcall(L, nargs + 1, LUA_MULTRET, 0);
+    if (c->pg == NULL) { /* fn closed the connection: nothing to finish */
+        c->txdepth = 0;
+        if (status != 0) return lua_error(L);
+        return lua_gettop(L) - base;
+    }
+    c->txdepth = depth;
+    if (status != 0) {
+        rollback(c, nested, depth);
+        return lua_error(L);
+    }
+    kr_endstream(c);
+    if (c->tx_ended || (!nested && PQtransactionStatus(c->pg) == PQTRANS_IDLE)) {
+        /* fn ran COMMIT or ROLLBACK: what came after it ran outside, so nothing is one unit */
+        if (!nested) rollback(c, 0, depth); /* a transaction fn began again is not ours to commit */
+        c->tx_ended = c->tx_ended && depth > 0; /* the outer transaction() fails too */
+        return kr_error_return(L, "transaction_ended", "the function ended the transaction itself (COMMIT or ROLLBACK "
+                               "inside conn:transaction): its work did not run as one transaction");
+    }
+    if (PQtransactionStatus(c->pg) == PQTRANS_INERROR) {
+        /* fn caught an SQL error itself: committing would silently lose the work */
+        rollback(c, nested, depth);
+        return kr_error_return(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
+    }
+    if (nested)
+        snprintf(sql, sizeof sql, "RELEASE SAVEPOINT kronos_%d", depth);
+    else
+        strcpy(sql, "COMMIT");
+    int nres = lua_gettop(L) - base;
+    PGresult *res = kr_execscript(L, c, sql);
+    if (res == NULL) return 2;
+    /* COMMIT of an aborted transaction succeeds as "ROLLBACK": the work is lost, so say so. */
+    int rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+    kr_dropbox(L, -1);
+    lua_pop(L, 1);
+    kr_notice_deliver(L, c);
+    if (rolled_back)
+        return kr_error_return(L, "transaction_rollback", "the transaction was aborted by an earlier error and rolled back");
+    return nres;
+}
