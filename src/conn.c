@@ -13,6 +13,16 @@
 
 #define KR_CONNS_KEY "kronos.conns"   /* registry: weak {[light kr_conn] = connection} */
 
+/* A new table with weak values: what it refers to may be collected. */
+static void push_weak(lua_State *L)
+{
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+}
+
 /* A connection carries a uservalue table (notice handler, decoders, a weak ref to its open
  * stream), and the registry maps its C struct back to it weakly, so that C code holding only the
  * kr_conn can reach that table without keeping the connection alive. */
@@ -24,11 +34,7 @@ kr_conn *kr_conn_new(lua_State *L, const kr_conn_hooks *hooks)
     c->notices_tail = &c->notices;
     luaL_setmetatable(L, KR_CONN_CLASS);
     lua_newtable(L);
-    lua_newtable(L); /* env.weak: {stream = state}, weak values */
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    push_weak(L); /* env.weak: {stream = state} */
     lua_setfield(L, -2, "weak");
     kr_setuservalue(L, -2);
     lua_getfield(L, LUA_REGISTRYINDEX, KR_CONNS_KEY);
@@ -195,10 +201,6 @@ const char *kr_checksql(lua_State *L, int idx)
  * its methods are registered by kronos.c. */
 void kr_open_conn(lua_State *L)
 {
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    push_weak(L);
     lua_setfield(L, LUA_REGISTRYINDEX, KR_CONNS_KEY);
 }

@@ -47,28 +47,20 @@ static void put(lua_State *L, copybuf *b, const char *s, size_t n)
     }
 }
 
-static void put_escaped(lua_State *L, copybuf *b, const char *s, size_t n)
+/* s[0..n) through an encoder that writes at most two bytes a byte, in chunks that fit the buffer:
+ * COPY's escaping of text (kr_copytext_escape), or hex digits (kr_hex_digits) when hex is set. */
+static void put_encoded(lua_State *L, copybuf *b, const char *s, size_t n, int hex)
 {
     while (n > 0) {
         if (KR_COPY_BUF - b->len < 2) flush(L, b);
         size_t k = (KR_COPY_BUF - b->len) / 2;
         if (k > n) k = n;
-        b->len += kr_copytext_escape(s, k, b->data + b->len);
-        s += k;
-        n -= k;
-    }
-}
-
-/* bytea in COPY text: its hex input form "\x..." with the backslash escaped. */
-static void put_bytea(lua_State *L, copybuf *b, const char *s, size_t n)
-{
-    put(L, b, "\\\\x", 3);
-    while (n > 0) {
-        if (KR_COPY_BUF - b->len < 2) flush(L, b);
-        size_t k = (KR_COPY_BUF - b->len) / 2;
-        if (k > n) k = n;
-        kr_hex_digits(s, k, b->data + b->len);
-        b->len += 2 * k;
+        if (hex) {
+            kr_hex_digits(s, k, b->data + b->len);
+            b->len += 2 * k;
+        } else {
+            b->len += kr_copytext_escape(s, k, b->data + b->len);
+        }
         s += k;
         n -= k;
     }
@@ -89,9 +81,12 @@ static void put_row(lua_State *L, copybuf *b, int ncols, lua_Integer rowno)
         const char *s;
         size_t len;
         int kind = kr_param_text(L, b->c, row + 1, j, &s, &len);
-        if (kind == KR_VAL_NULL) put(L, b, "\\N", 2);
-        else if (kind == KR_VAL_BYTEA) put_bytea(L, b, s, len);
-        else put_escaped(L, b, s, len);
+        if (kind == KR_VAL_NULL) {
+            put(L, b, "\\N", 2);
+        } else {
+            if (kind == KR_VAL_BYTEA) put(L, b, "\\\\x", 3); /* bytea's hex input form, its backslash escaped */
+            put_encoded(L, b, s, len, kind == KR_VAL_BYTEA);
+        }
         lua_settop(L, row);
     }
     put(L, b, "\n", 1);
@@ -133,14 +128,23 @@ static lua_Integer failed_line(const PGresult *r)
     return at ? (lua_Integer)strtoll(at + 7, NULL, 10) : 0;
 }
 
-/* A statement that is not the COPY direction asked for: ended, then a bad_argument. */
-static int wrong_statement(lua_State *L, kr_conn *c, PGresult *r, const char *want)
+/* Runs the COPY statement of copy_from (want PGRES_COPY_IN) or copy_to (PGRES_COPY_OUT) and
+ * returns its announcement. A statement that is not that COPY direction is ended, then raises
+ * bad_argument; one the server refused leaves nil, err (NULL), its notices delivered. */
+static PGresult *start(lua_State *L, kr_conn *c, const char *sql, ExecStatusType want)
 {
+    PGresult *r = PQexec(c->pg, sql);
     ExecStatusType st = PQresultStatus(r);
-    PQclear(r);
-    if (st == PGRES_COPY_IN) PQputCopyEnd(c->pg, "kronos: not the COPY direction asked for");
-    kr_drain(c->pg);
-    kr_error_arg(L, 2, "not a COPY ... %s statement", want);
+    if (st == want) return r;
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear(r);
+        if (st == PGRES_COPY_IN) PQputCopyEnd(c->pg, "kronos: not the COPY direction asked for");
+        kr_drain(c->pg);
+        kr_error_arg(L, 2, "not a COPY ... %s statement", want == PGRES_COPY_IN ? "FROM STDIN" : "TO STDOUT");
+    }
+    kr_finish(L, c, r);
+    kr_notice_deliver(L, c);
+    return NULL;
 }
 
 /* conn:copy_from(sql, rows | fn) -> row count | nil, err */
@@ -153,14 +157,8 @@ int kr_copy_from(lua_State *L)
     lua_settop(L, 3);
     if (!kr_tx_open(L, c)) return 2;
     kr_conn_ready(L, c);
-    PGresult *r = PQexec(c->pg, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COPY_IN) {
-        if (st == PGRES_COPY_OUT || st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) wrong_statement(L, c, r, "FROM STDIN");
-        kr_finish(L, c, r);
-        kr_notice_deliver(L, c);
-        return 2;
-    }
+    PGresult *r = start(L, c, sql, PGRES_COPY_IN);
+    if (r == NULL) return 2;
     int ncols = PQnfields(r);
     PQclear(r);
     copybuf *b = (copybuf *)lua_newuserdata(L, sizeof *b); /* 4: kept until the end */
@@ -265,14 +263,8 @@ int kr_copy_to(lua_State *L)
     if (!kr_tx_open(L, c)) return lua_error(L);
     kr_conn_ready(L, c);
     int in_block = PQtransactionStatus(c->pg) != PQTRANS_IDLE; /* there a cancel would abort it */
-    PGresult *r = PQexec(c->pg, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COPY_OUT) {
-        if (st == PGRES_COPY_IN || st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) wrong_statement(L, c, r, "TO STDOUT");
-        kr_finish(L, c, r);
-        kr_notice_deliver(L, c);
-        return lua_error(L);
-    }
+    PGresult *r = start(L, c, sql, PGRES_COPY_OUT);
+    if (r == NULL) return lua_error(L);
     PQclear(r);
     c->copying = 2;
     c->stream_drain = in_block;

@@ -13,6 +13,17 @@ static PGresult *execparams(lua_State *L, kr_conn *c, const char *sql, const kr_
     return kr_finish(L, c, res);
 }
 
+/* See kronos.h. The notices come first: they arrived during the statement, and a failed one's
+ * notices (a RAISE before the error) are delivered as a successful one's are. */
+int kr_exec_return(lua_State *L, kr_conn *c, PGresult *res, int shape)
+{
+    kr_notice_deliver(L, c);
+    if (res == NULL) return 2;
+    kr_decode_rows(L, c, res, shape);
+    kr_dropbox(L, -2);
+    return 1;
+}
+
 /* conn:exec(sql, ...) and its compact shapes: the result in the given shape | nil, err */
 static int exec_as(lua_State *L, int shape)
 {
@@ -20,12 +31,7 @@ static int exec_as(lua_State *L, int shape)
     const char *sql = kr_checksql(L, 2);
     kr_params p;
     kr_checkparams_conn(L, c, 3, lua_gettop(L) - 2, &p);
-    PGresult *res = execparams(L, c, sql, &p);
-    kr_notice_deliver(L, c);
-    if (res == NULL) return 2;
-    kr_decode_rows(L, c, res, shape);
-    kr_dropbox(L, -2);
-    return 1;
+    return kr_exec_return(L, c, execparams(L, c, sql, &p), shape);
 }
 
 /* conn:exec(sql, ...) -> rows (tables keyed by column name) | nil, err */
@@ -40,10 +46,5 @@ int kr_exec_script(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     const char *sql = kr_checksql(L, 2);
-    PGresult *res = kr_execscript(L, c, sql);
-    kr_notice_deliver(L, c);
-    if (res == NULL) return 2;
-    kr_decode_rows(L, c, res, KR_ROWS_NAMED);
-    kr_dropbox(L, -2);
-    return 1;
+    return kr_exec_return(L, c, kr_execscript(L, c, sql), KR_ROWS_NAMED);
 }

@@ -174,6 +174,10 @@ void kr_decode_row(lua_State *L, kr_conn *c, const PGresult *res, int names_idx)
 /* result.c: one value's text converted as a column of that type is */
 void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);
 
+/* exec.c: how a method that ran a statement whole returns (res from kr_finish's contract): the
+ * notices delivered, then the rows in the given shape (the box dropped) or nil, err. */
+int kr_exec_return(lua_State *L, kr_conn *c, PGresult *res, int shape);
+
 /* stream.c: after PQsend*(): pushes the 4 values of a generic for over the single-row stream
  * (iterator, nil, nil, closing value). first, when not NULL, is the stream's first result,
  * already read (it is kept for the iterator). */

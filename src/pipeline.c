@@ -133,26 +133,34 @@ static void pump(lua_State *L, pstate *s, int until_sent)
     }
 }
 
-/* Under lua_pcall: 1 pstate (light), 2 queue, 3 converted parameters (per statement, the
- * strings on a table: kept alive), 4 results. */
+/* Queued statement i (the queue at `queue`): its parameters converted into p, their strings and
+ * arrays left on the stack above the entry (the caller resets the top), its SQL returned. The
+ * one conversion of a queued statement, for the check before sending and for the sending. */
+static const char *entry_params(lua_State *L, kr_conn *c, int queue, int i, kr_params *p)
+{
+    lua_rawgeti(L, queue, i);
+    int entry = lua_gettop(L);
+    lua_getfield(L, entry, "n");
+    int np = (int)lua_tointeger(L, -1) - 1;
+    lua_pop(L, 1);
+    kr_checkstack(L, np + 8);
+    lua_rawgeti(L, entry, 1);
+    const char *sql = lua_tostring(L, -1);
+    int first = lua_gettop(L) + 1;
+    for (int j = 0; j < np; j++) lua_rawgeti(L, entry, j + 2);
+    kr_checkparams_conn(L, c, first, np, p);
+    return sql;
+}
+
+/* Under lua_pcall: 1 pstate (light), 2 queue, 3 nil (unused), 4 results. */
 static int send_all(lua_State *L)
 {
     pstate *s = (pstate *)lua_touserdata(L, 1);
     PGconn *pg = s->c->pg;
     s->results = 4;
     for (int i = 1; i <= s->n; i++) {
-        lua_rawgeti(L, 2, i);
-        int entry = lua_gettop(L);
-        lua_getfield(L, entry, "n");
-        int np = (int)lua_tointeger(L, -1) - 1;
-        lua_pop(L, 1);
-        kr_checkstack(L, np + 8);
-        lua_rawgeti(L, entry, 1);
-        const char *sql = lua_tostring(L, -1);
-        int first = lua_gettop(L) + 1;
-        for (int j = 0; j < np; j++) lua_rawgeti(L, entry, j + 2);
         kr_params p;
-        kr_checkparams_conn(L, s->c, first, np, &p);
+        const char *sql = entry_params(L, s->c, 2, i, &p);
         if (!PQsendQueryParams(pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0))
             kr_error_raise(L, "connection", "sending a pipeline failed: %s", PQerrorMessage(pg));
         if (!s->tx) {
@@ -176,16 +184,8 @@ static void convert_all(lua_State *L, kr_conn *c, int queue, int n)
 {
     for (int i = 1; i <= n; i++) {
         int top = lua_gettop(L);
-        lua_rawgeti(L, queue, i);
-        int entry = top + 1;
-        lua_getfield(L, entry, "n");
-        int np = (int)lua_tointeger(L, -1) - 1;
-        lua_pop(L, 1);
-        kr_checkstack(L, np + 8);
-        int first = lua_gettop(L) + 1;
-        for (int j = 0; j < np; j++) lua_rawgeti(L, entry, j + 2);
         kr_params p;
-        kr_checkparams_conn(L, c, first, np, &p);
+        entry_params(L, c, queue, i, &p);
         lua_settop(L, top);
     }
 }

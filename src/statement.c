@@ -169,16 +169,27 @@ static const char *stmt_sql(lua_State *L, int idx)
     return sql;
 }
 
+/* The start of st:exec and st:rows: the open statement at 1, its SQL, its parameters (from 2 on)
+ * converted into p, the connection made ready; NULL with nil, err pushed when the transaction
+ * kronos opened has ended (kr_tx_open). */
+static kr_stmt *begin(lua_State *L, const char **sql, kr_params *p)
+{
+    kr_stmt *st = check_stmt(L, 1);
+    *sql = stmt_sql(L, 1);
+    kr_checkparams_conn(L, st->c, 2, lua_gettop(L) - 1, p);
+    if (!kr_tx_open(L, st->c)) return NULL;
+    kr_conn_ready(L, st->c);
+    return st;
+}
+
 /* st:exec(...) -> rows | nil, err */
 static int l_exec(lua_State *L)
 {
-    kr_stmt *st = check_stmt(L, 1);
-    kr_conn *c = st->c;
-    const char *sql = stmt_sql(L, 1);
+    const char *sql;
     kr_params p;
-    kr_checkparams_conn(L, c, 2, lua_gettop(L) - 1, &p);
-    if (!kr_tx_open(L, c)) return 2;
-    kr_conn_ready(L, c);
+    kr_stmt *st = begin(L, &sql, &p);
+    if (st == NULL) return 2;
+    kr_conn *c = st->c;
     PGresult *res;
     if (!st->named) {
         res = kr_finish(L, c, PQexecParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0));
@@ -199,24 +210,18 @@ static int l_exec(lua_State *L)
             PQclear(r);
         }
     }
-    kr_notice_deliver(L, c);
-    if (res == NULL) return 2;
-    kr_decode_rows(L, c, res, KR_ROWS_NAMED);
-    kr_dropbox(L, -2);
-    return 1;
+    return kr_exec_return(L, c, res, KR_ROWS_NAMED);
 }
 
 /* for row in st:rows(...) do ... end: as conn:rows. The first result is read here, so that a
  * statement invalidated by DDL is prepared again before the loop starts. */
 static int l_rows(lua_State *L)
 {
-    kr_stmt *st = check_stmt(L, 1);
-    kr_conn *c = st->c;
-    const char *sql = stmt_sql(L, 1);
+    const char *sql;
     kr_params p;
-    kr_checkparams_conn(L, c, 2, lua_gettop(L) - 1, &p);
-    if (!kr_tx_open(L, c)) return lua_error(L);
-    kr_conn_ready(L, c);
+    kr_stmt *st = begin(L, &sql, &p);
+    if (st == NULL) return lua_error(L);
+    kr_conn *c = st->c;
     if (!st->named) {
         if (!PQsendQueryParams(c->pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0)) {
             kr_error_result(L, c, NULL);
