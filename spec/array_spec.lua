@@ -1,4 +1,4 @@
--- Arrays and JSON (src/array.c, src/pgarray.c): opt-in decoding, kronos.array and kronos.json.
+-- Arrays and JSON (src/decode.c, src/params.c, src/pgarray.c): opt-in decoding, kronos.array and kronos.json.
 local kronos = require "kronos"
 local cjson = require "cjson"
 local H = require "spec.helper"

@@ -1,4 +1,4 @@
--- Notifications (LISTEN/NOTIFY) and notices (src/notify.c).
+-- Notifications (LISTEN/NOTIFY) and notices (src/notify.c, src/notice.c).
 local kronos = require "kronos"
 local H = require "spec.helper"
 
