@@ -20,6 +20,7 @@
 #include "copytext.h"
 
 #define KR_COPY_BUF 65536
+#define KR_COPYSTREAM_CLASS "kronos.copystream"   /* the closing value of a copy_to loop */
 
 typedef struct {
     kr_conn *c;
@@ -280,12 +281,13 @@ int kr_copy_to(lua_State *L)
     lua_rawseti(L, -2, 1);
     lua_pushinteger(L, (lua_Integer)c->stream_gen);
     lua_rawseti(L, -2, 2);
-    luaL_setmetatable(L, "kronos.copystream");
+    luaL_setmetatable(L, KR_COPYSTREAM_CLASS);
     return 4;
 }
 
+/* The class of copy_to's closing value (its __close ends the COPY). */
 void kr_open_copy(lua_State *L)
 {
     static const luaL_Reg meta[] = {{"__close", copy_close}, {NULL, NULL}};
-    kr_newclass(L, "kronos.copystream", NULL, meta);
+    kr_newclass(L, KR_COPYSTREAM_CLASS, NULL, meta);
 }

@@ -264,6 +264,7 @@ static int l_json(lua_State *L)
     return marker(L, KR_JSON_CLASS);
 }
 
+/* The parameter marker classes and their constructors kronos.bytea, kronos.array, kronos.json. */
 void kr_open_params(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"bytea", l_bytea}, {"array", l_array}, {"json", l_json}, {NULL, NULL}};

@@ -269,6 +269,7 @@ int kr_pipeline_run(lua_State *L)
     return 1;
 }
 
+/* The class of p, the queue fn fills (p:exec). */
 void kr_open_pipeline(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"exec", p_exec}, {NULL, NULL}};

@@ -294,6 +294,7 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
+/* The statement class (conn:prepare is a method of the connection, in kronos.c's table). */
 void kr_open_statement(lua_State *L)
 {
     static const luaL_Reg methods[] = {{"exec", l_exec}, {"rows", l_rows}, {"close", l_close}, {NULL, NULL}};
