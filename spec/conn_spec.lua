@@ -1,4 +1,4 @@
--- The connection (src/conn.c, session.c, exec.c, stream.c, transaction.c): connect forms, exec, script, rows, transaction, close, reset.
+-- The connection (src/conn.c, session.c, exec.c, stream.c, transaction.c): connect, exec, script, rows, transactions, reset.
 local kronos = require "kronos"
 local H = require "spec.helper"
 
