@@ -448,11 +448,11 @@ end
 -- users:list in pages of 1000 over the same 100,000 users with distinct created_at values and
 -- with one shared created_at (one create_many batch), the seed's indexes only, against LuaSQL's
 -- one-shot read of them; and the same statements from C (pqbench page: the server's and libpq's
--- part of paging, the floor under kronos's).
+-- part of paging, the floor under kronos's) beside C's one-shot read (what paging itself costs).
 function cases.paging()
     local n = N_READ
     local url, shared = users_read_dbs(n)
-    local k, s, l, cd, cs = {}, {}, {}, {}, {}
+    local k, s, l, cd, cs, c1 = {}, {}, {}, {}, {}, {}
     local check
     local function one(argv, what)
         local r = run(argv)
@@ -468,6 +468,7 @@ function cases.paging()
             function() l[i] = one(lw(url, "read"), "LuaSQL one-shot read") end,
             function() cd[i] = one({ PQBENCH, url, "page", "1000" }, "C pages, distinct created_at") end,
             function() cs[i] = one({ PQBENCH, shared, "page", "1000" }, "C pages, one created_at") end,
+            function() c1[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "C one-shot read") end,
         })
     end
     add { case = "users:list pages of 1000, distinct created_at", unit = "rate", n = n,
@@ -477,6 +478,8 @@ function cases.paging()
         target = ">= 1.0x LuaSQL, <= 1.3x distinct", met = function(vp, vl) return vp >= 1 and vl >= 1 / 1.3 end }
     add { case = "users:list pages, one shared created_at, vs C", unit = "rate", n = n,
         k = s, l = cs, limit_name = "C, same statements" }
+    add { case = "C pages, one shared created_at (the floor)", unit = "rate", n = n,
+        k = cs, p = c1, l = cd, peer_name = "C one-shot read", limit_name = "C pages, distinct" }
     drop_db("bench_users_shared")
 end
 
