@@ -220,8 +220,9 @@ local function rotated(i, sides)
     for j = 0, #sides - 1 do sides[(i + j) % #sides + 1]() end
 end
 
--- A new process: `kronos upgrade` (bin/kronos, the CLI) at head, against `alembic upgrade head`
--- and the psql program running `select 1` (the least a client process that connects can do).
+-- A new process: `kronos upgrade` (the kronos program, bin/launcher.c, as make install and the
+-- rock install it) at head, against `alembic upgrade head` and the psql program running
+-- `select 1` (the least a client process that connects can do).
 local function cg_total(argv)
     local out = WORK .. "/callgrind.out"
     local vg = { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. out }
@@ -234,13 +235,22 @@ end
 function cases.startup()
     local kurl = fresh_db("bench_startup_kronos")
     local aurl = fresh_db("bench_startup_alembic")
-    local kronos_upgrade = { LUA, ROOT .. "/bin/kronos", "upgrade", "-d", kurl, "--dir", MIGRATIONS }
+    local args = { "upgrade", "-d", kurl, "--dir", MIGRATIONS }
+    local function command(prefix)
+        local argv = { table.unpack(prefix) }
+        for _, a in ipairs(args) do argv[#argv + 1] = a end
+        return argv
+    end
+    -- bench/run.sh builds both programs (make BUILD=bench/work/build/<lua>)
+    local kronos_upgrade = command { WORK .. "/build/lua5.4/bin/kronos" }
+    local jit_upgrade = command { WORK .. "/build/luajit/bin/kronos" }
+    local script_upgrade = command { LUA, ROOT .. "/bin/kronos" } -- the same CLI as a Lua script
     run(kronos_upgrade)
     run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
     same_schema("startup: kronos users migration vs Alembic's", kurl, aurl)
     local version = query(kurl, "SELECT string_agg(revision, ',' ORDER BY revision) AS v FROM kronos_version")[1].v
     local psql = { PSQL, "-X", "-Atq", "-d", kurl, "-c", "select 1" }
-    local k, a, p = {}, {}, {}
+    local k, a, p, j = {}, {}, {}, {}
     local runs = RUNS * 3
     for i = 1, runs do
         rotated(i, {
@@ -248,17 +258,21 @@ function cases.startup()
             function() a[i] = run({ ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl,
                 "upgrade", "head" }).wall end,
             function() p[i] = run(psql).wall end,
+            function() j[i] = run(jit_upgrade).wall end,
         })
     end
     same("startup: kronos upgrade left the version alone",
         query(kurl, "SELECT string_agg(revision, ',' ORDER BY revision) AS v FROM kronos_version")[1].v, version)
     same_schema("startup: after the runs", kurl, aurl)
-    add { case = "no-op `kronos upgrade` (new process)", unit = "time", k = k, p = a, l = p,
-        peer_name = "Alembic", limit_name = "psql -c 'select 1'", target = ">= 20x Alembic, <= 1.3x psql",
-        met = function(vp, vl) return vp >= 20 and vl >= 1 / 1.3 end }
-    local ki = cg_total(kronos_upgrade)
+    add { case = "no-op `kronos upgrade` (new process)", unit = "time", k = k, p = a, l = p, j = j, jl = p,
+        peer_name = "Alembic", limit_name = "psql -c 'select 1'", jl_name = "psql",
+        target = ">= 20x Alembic, <= 1.3x psql", met = function(vp, vl) return vp >= 20 and vl >= 1 / 1.3 end }
+    local ki, ji, si = cg_total(kronos_upgrade), cg_total(jit_upgrade), cg_total(script_upgrade)
     local pi = cg_total(psql)
     add { case = "no-op `kronos upgrade`: instructions (callgrind)", unit = "ir", k = { ki }, l = { pi },
+        j = { ji }, jl = { pi }, jl_name = "psql", limit_name = "psql -c 'select 1'",
+        target = "<= 1.3x psql", met = function(_, vl) return vl >= 1 / 1.3 end }
+    add { case = "the same, as `lua5.4 bin/kronos` (the script)", unit = "ir", k = { si }, l = { pi },
         limit_name = "psql -c 'select 1'" }
     drop_db("bench_startup_kronos")
     drop_db("bench_startup_alembic")
@@ -709,9 +723,10 @@ md[#md + 1] = ""
 md[#md + 1] = "## What each side runs"
 md[#md + 1] = ""
 for _, l in ipairs {
-    "- no-op startup: `bin/kronos upgrade` at head (the CLI, a new lua5.4 process) against",
-    "  `alembic upgrade head` of bench/alembic/ (the same users table) and the psql program itself",
-    "  (`$(pg_config --bindir)/psql -c 'select 1'`, not Debian's Perl wrapper), wall time from fork to exit.",
+    "- no-op startup: `kronos upgrade` at head (the kronos program of bin/launcher.c, as installed;",
+    "  Lua 5.4, and LuaJIT in its column) against `alembic upgrade head` of bench/alembic/ (the same",
+    "  users table) and the psql program itself (`$(pg_config --bindir)/psql -c 'select 1'`, not",
+    "  Debian's Perl wrapper), wall time from fork to exit; the script row runs `lua5.4 bin/kronos`.",
     "- 500 migrations: bench/gen500.lua writes 500 chained migrations (a table of 3 columns and an index",
     "  each) for kronos and for Alembic; each run upgrades a new database base -> head with",
     "  bench/startup.lua, with `alembic upgrade head`, and with `psql -1 -f` of kronos's offline SQL.",
