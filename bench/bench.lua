@@ -407,14 +407,13 @@ end
 
 function cases.read()
     local n = N_READ
-    local url, shared = users_read_dbs(n)
+    local url = users_read_dbs(n)
     -- the typed rows, kept in a table: the reads measure the clients, not md5() on the server
     query(url, "DROP TABLE IF EXISTS bench_typed")
     query(url, "CREATE TABLE bench_typed AS " .. C.typed_sql(n))
     query(url, "VACUUM ANALYZE bench_typed")
     local sides = {
         users = { k = {}, kj = {}, l = {}, c = {} },
-        list = { k = {}, shared = {} },
         typed = { k = {}, kj = {}, cols = {}, colsj = {}, floor = {}, floorj = {}, floorc = {}, floorcj = {},
             l = {}, c = {} },
     }
@@ -426,15 +425,13 @@ function cases.read()
         same(what .. ": sum of lengths", r.check, checks[key])
         return r.elapsed
     end
-    local u, l, t = sides.users, sides.list, sides.typed
+    local u, t = sides.users, sides.typed
     for i = 1, RUNS do
         rotated(i, {
             function() u.k[i] = one(kw(url, "read_exec"), "read kronos exec", "users") end,
             function() u.kj[i] = one(on_jit(kw(url, "read_exec")), "read kronos exec on LuaJIT", "users") end,
             function() u.l[i] = one(lw(url, "read"), "read LuaSQL", "users") end,
             function() u.c[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "read C", "users") end,
-            function() l.k[i] = one(kw(url, "read_list"), "read kronos users:list", "users") end,
-            function() l.shared[i] = one(kw(shared, "read_list"), "read kronos users:list, one created_at", "users") end,
             function() t.k[i] = one(kw(url, "typed", "table"), "typed kronos exec", "typed") end,
             function() t.kj[i] = one(on_jit(kw(url, "typed", "table")), "typed kronos exec on LuaJIT", "typed") end,
             function() t.cols[i] = one(kw(url, "typed_columns", "table"), "typed kronos exec_columns", "typed") end,
@@ -459,11 +456,44 @@ function cases.read()
     add { case = ("read %dk users, conn:exec"):format(n // 1000), unit = "rate", n = n,
         k = u.k, p = u.l, l = u.c, peer_name = "LuaSQL fetch", limit_name = "C PQgetvalue",
         j = u.kj, jp = u.l, jp_name = "LuaSQL" }
+    drop_db("bench_users_shared")
+end
+
+-- users:list in pages of 1000 over the same 100,000 users with distinct created_at values and
+-- with one shared created_at (one create_many batch), the seed's indexes only, against LuaSQL's
+-- one-shot read of them; and the same statements from C (pqbench page: the server's and libpq's
+-- part of paging, the floor under kronos's) beside C's one-shot read (what paging itself costs).
+function cases.paging()
+    local n = N_READ
+    local url, shared = users_read_dbs(n)
+    local k, s, l, cd, cs, c1 = {}, {}, {}, {}, {}, {}
+    local check
+    local function one(argv, what)
+        local r = run(argv)
+        same(what .. ": rows", r.rows, n)
+        check = check or r.check
+        same(what .. ": sum of lengths", r.check, check)
+        return r.elapsed
+    end
+    for i = 1, RUNS do
+        rotated(i, {
+            function() k[i] = one(kw(url, "read_list"), "users:list, distinct created_at") end,
+            function() s[i] = one(kw(shared, "read_list"), "users:list, one created_at") end,
+            function() l[i] = one(lw(url, "read"), "LuaSQL one-shot read") end,
+            function() cd[i] = one({ PQBENCH, url, "page", "1000" }, "C pages, distinct created_at") end,
+            function() cs[i] = one({ PQBENCH, shared, "page", "1000" }, "C pages, one created_at") end,
+            function() c1[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "C one-shot read") end,
+        })
+    end
     add { case = "users:list pages of 1000, distinct created_at", unit = "rate", n = n,
-        k = l.k, p = u.l, peer_name = "LuaSQL one-shot read" }
+        k = k, p = l, l = cd, peer_name = "LuaSQL one-shot read", limit_name = "C, same statements" }
     add { case = "users:list pages of 1000, one shared created_at", unit = "rate", n = n,
-        k = l.shared, p = u.l, l = l.k, peer_name = "LuaSQL one-shot read", limit_name = "distinct created_at",
+        k = s, p = l, l = k, peer_name = "LuaSQL one-shot read", limit_name = "distinct created_at",
         target = ">= 1.0x LuaSQL, <= 1.3x distinct", met = function(vp, vl) return vp >= 1 and vl >= 1 / 1.3 end }
+    add { case = "users:list pages, one shared created_at, vs C", unit = "rate", n = n,
+        k = s, l = cs, limit_name = "C, same statements" }
+    add { case = "C pages, one shared created_at (the floor)", unit = "rate", n = n,
+        k = cs, p = c1, l = cd, peer_name = "C one-shot read", limit_name = "C pages, distinct" }
     drop_db("bench_users_shared")
 end
 
@@ -619,7 +649,7 @@ function cases.pipeline_users()
         peer_name = "users:create loop", target = ">= 1.4x the loop", met = function(vp) return vp >= 1.4 end }
 end
 
-local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind", "pipeline",
+local order = { "startup", "migrate500", "create", "bulk", "read", "paging", "select1", "stream", "callgrind", "pipeline",
     "pipeline_users" }
 local wanted = {}
 if ONLY then for name in ONLY:gmatch("[^,%s]+") do wanted[name] = true end end
