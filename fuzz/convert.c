@@ -1,6 +1,6 @@
 /* fuzz-link: src/convert.c */
 /* libFuzzer target: the pure conversions of server text (src/convert.c), with properties.
- * The first input byte picks the converter (mod 4: timestamptz, bytea, int8, float8); the rest
+ * The first input byte picks the converter (mod 4: timestamptz, bytea both ways, int8, float8); the rest
  * is the server's text. */
 #include <errno.h>
 #include <stdint.h>
@@ -77,6 +77,15 @@ static void fuzz_bytea(const char *in, size_t len)
         char hex[3] = {in[2 + 2 * i], in[3 + 2 * i], 0};
         CHECK((unsigned char)out[i] == (unsigned char)strtoul(hex, NULL, 16));
     }
+    /* the writer (kronos.bytea elements of arrays, COPY): the raw input as hex undoes to it */
+    char *digits = malloc(2 * len + 1);
+    char *back = malloc(len + 1);
+    if (digits == NULL || back == NULL) abort();
+    kr_hex_digits(in, len, digits);
+    for (size_t i = 0; i < 2 * len; i++) CHECK(is_digit(digits[i]) || (digits[i] >= 'a' && digits[i] <= 'f'));
+    CHECK(kr_unhex_digits(digits, len, back) && (len == 0 || memcmp(back, in, len) == 0));
+    free(digits);
+    free(back);
     free(out);
 }
 

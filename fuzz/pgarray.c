@@ -3,7 +3,7 @@
  * writes out of bounds; opens and closes balance on success and nest at most
  * KR_PGARRAY_MAXDEPTH; every element fits its scratch and is NUL-terminated; and the events of a
  * parsed array, written back as a literal with every element quoted, parse again to the same
- * events (the writer is kronos.array's quoting rule). */
+ * events (the writer is kr_pgarray_quote, kronos.array's quoting rule). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,13 +66,13 @@ static int on_elem(void *ud, const char *s, size_t len)
         return 1;
     }
     CHECK(len <= r->scratch_len && s[len] == '\0');
-    put(r, "\"", 1);
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '"' || s[i] == '\\') put(r, "\\", 1);
-        put(r, s + i, 1);
-        mix(r, (unsigned char)s[i] + 16);
-    }
-    put(r, "\"", 1);
+    for (size_t i = 0; i < len; i++) mix(r, (unsigned char)s[i] + 16);
+    char *q = malloc(2 * len + 2);
+    CHECK(q != NULL);
+    size_t qn = kr_pgarray_quote(s, len, q);
+    CHECK(qn >= len + 2 && qn <= 2 * len + 2);
+    put(r, q, qn);
+    free(q);
     mix(r, 4);
     return 1;
 }

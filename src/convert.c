@@ -165,6 +165,15 @@ int kr_unhex_digits(const char *hex, size_t n, char *out)
     return 1;
 }
 
+void kr_hex_digits(const char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[(unsigned char)in[i] >> 4];
+        out[2 * i + 1] = hex[(unsigned char)in[i] & 15];
+    }
+}
+
 size_t kr_unhex_bytea(const char *in, size_t len, char *out)
 {
     if (len < 2 || in[0] != '\\' || in[1] != 'x' || (len - 2) % 2 != 0) return (size_t)-1;

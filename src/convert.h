@@ -15,6 +15,8 @@ size_t kr_iso_timestamptz(const char *in, size_t len, char *out);
 size_t kr_unhex_bytea(const char *in, size_t len, char *out);
 /* 2n hex digits -> n bytes; 0 when a digit is not hex. */
 int kr_unhex_digits(const char *hex, size_t n, char *out);
+/* n bytes -> 2n lower-case hex digits (bytea's hex input form after its "\\x"), not terminated. */
+void kr_hex_digits(const char *in, size_t n, char *out);
 
 /* Decimal integer text -> value. Returns 1 when the whole text is an integer in range. */
 int kr_parse_int8(const char *in, size_t len, long long *out);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kronos.h"
+#include "convert.h"
 #include "copytext.h"
 
 #define KR_COPY_BUF 65536
@@ -61,11 +62,15 @@ static void put_escaped(lua_State *L, copybuf *b, const char *s, size_t n)
 /* bytea in COPY text: its hex input form "\x..." with the backslash escaped. */
 static void put_bytea(lua_State *L, copybuf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     put(L, b, "\\\\x", 3);
-    for (size_t i = 0; i < n; i++) {
-        char two[2] = {hex[(unsigned char)s[i] >> 4], hex[(unsigned char)s[i] & 15]};
-        put(L, b, two, 2);
+    while (n > 0) {
+        if (KR_COPY_BUF - b->len < 2) flush(L, b);
+        size_t k = (KR_COPY_BUF - b->len) / 2;
+        if (k > n) k = n;
+        kr_hex_digits(s, k, b->data + b->len);
+        b->len += 2 * k;
+        s += k;
+        n -= k;
     }
 }
 

@@ -10,7 +10,9 @@
 /* Class names: the registry keys of the metatables (see kr_newclass, kr_testclass). */
 #define KR_CONN_CLASS "kronos.connection"
 #define KR_ERROR_CLASS "kronos.error"
-#define KR_BYTEA_CLASS "kronos.bytea"
+#define KR_BYTEA_CLASS "kronos.bytea"     /* the parameter markers (params.c) */
+#define KR_ARRAY_CLASS "kronos.array"
+#define KR_JSON_CLASS "kronos.json"
 #define KR_RESULT_CLASS "kronos.result"     /* a PGresult box (result.c) */
 #define KR_DDL_SQL_CLASS "kronos.ddl.sql"   /* a ddl.sql() marker */
 #define KR_USERS_CLASS "kronos.users"
@@ -169,13 +171,8 @@ void kr_copy_end(kr_conn *c);   /* ends an open copy_to (cancelled outside a tra
 void kr_statement_flush(kr_conn *c);  /* runs the queued DEALLOCATEs (when the session can) */
 void kr_statement_free(kr_conn *c);
 
-/* array.c: decoding arrays and json of a result's column, and array/json parameters */
-#define KR_ARRAY_CLASS "kronos.array"
-#define KR_JSON_CLASS "kronos.json"
+/* array.c: decoding arrays and json of a result's column */
 int kr_array_decodes(kr_conn *c, Oid type);     /* 1 when the column needs kr_array_push */
-/* kronos.array{...} at idx -> its literal, pushed; kronos.json(v) -> v encoded by c's encoder. */
-const char *kr_array_literal(lua_State *L, kr_conn *c, int idx, int pos, size_t *len);
-const char *kr_json_encode(lua_State *L, kr_conn *c, int idx, int pos, size_t *len);
 void kr_array_push(lua_State *L, kr_conn *c, Oid type, const char *s, size_t len);
 /* result.c: one value's text converted as a column of that type is */
 void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);

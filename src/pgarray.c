@@ -118,3 +118,15 @@ int kr_pgarray_parse(const char *in, size_t len, char *scratch, const kr_pgarray
     skip_space(&ps);
     return ps.p == ps.end;
 }
+
+size_t kr_pgarray_quote(const char *s, size_t len, char *out)
+{
+    size_t n = 0;
+    out[n++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"' || s[i] == '\\') out[n++] = '\\';
+        out[n++] = s[i];
+    }
+    out[n++] = '"';
+    return n;
+}

@@ -1,5 +1,5 @@
-/* PostgreSQL's array text output ("{1,2,NULL}", "{{a,\"b c\"},{d,e}}", "[0:1]={7,8}"), free of
- * Lua so that a fuzz target can call it. */
+/* PostgreSQL's array text output ("{1,2,NULL}", "{{a,\"b c\"},{d,e}}", "[0:1]={7,8}") and the
+ * quoting of an element kronos writes, free of Lua so that a fuzz target can call them. */
 #ifndef KRONOS_PGARRAY_H
 #define KRONOS_PGARRAY_H
 
@@ -20,5 +20,10 @@ typedef struct {
  * text is one well-formed array (an optional "[l:u]...=" dimension prefix, nesting at most
  * KR_PGARRAY_MAXDEPTH), 0 otherwise (events may have been delivered before the error). */
 int kr_pgarray_parse(const char *in, size_t len, char *scratch, const kr_pgarray_cb *cb, void *ud);
+
+/* The writer's rule (kronos.array): s[0..len) as a double-quoted element, '"' and '\\' escaped
+ * with a backslash, so that no element reads back as NULL, a delimiter or a sub-array. out needs
+ * 2 * len + 2 bytes; returns the length written. */
+size_t kr_pgarray_quote(const char *s, size_t len, char *out);
 
 #endif
