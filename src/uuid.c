@@ -7,29 +7,22 @@
 
 #include <uuid/uuid.h>
 
+#include "convert.h"
 #include "kronos.h"
 #include "uuid.h"
 #include "validate.h"
 
-/* Two lower-case hex digits per byte value: an id is 16 lookups, not 32 divisions. */
-static const char hexpairs[] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
-
-/* The canonical form, as libuuid's uuid_unparse_lower writes it (spec/uuid_spec.lua checks the
- * server reads it back as the same id). */
+/* The canonical form, as libuuid's uuid_unparse_lower writes it, with kronos's one hex writer
+ * (convert.h): spec/uuid_spec.lua checks that the server reads it back as the same id. */
 void kr_uuid_text(const unsigned char u[16], char *out)
 {
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) *out++ = '-';
-        memcpy(out, hexpairs + 2 * u[i], 2);
-        out += 2;
+    static const unsigned char groups[] = {4, 2, 2, 2, 6}; /* bytes per dash-separated group */
+    const char *in = (const char *)u;
+    for (int g = 0; g < 5; g++) {
+        if (g > 0) *out++ = '-';
+        kr_hex_digits(in, groups[g], out);
+        in += groups[g];
+        out += 2 * groups[g];
     }
 }
 
