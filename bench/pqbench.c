@@ -7,6 +7,8 @@
  *                             formatted by libuuid), the lines in a 64 KB buffer, each full
  *                             buffer sent, and the server's work
  *   pqbench URL read 0 SQL    PQexec of SQL, PQgetvalue over every field of every row
+ *   pqbench URL page N        every user, in pages of N with users:list's statements (the
+ *                             server's and libpq's part of paging: its floor)
  * Prints one line: elapsed=<seconds> rows=<n> check=<number>, the check being what the Lua
  * workers compute too (the sum of the lengths of the second column, or of the emails written),
  * so the driver can compare the work. */
@@ -185,10 +187,58 @@ static long read_all(PGconn *pg, const char *sql, int col, long *sum)
     return rows;
 }
 
+/* src/users_list.c's two statements: the smallest created_at, then each page (the rows of
+ * created_at $3 after id $4, then later ones), unnamed as there, so each page is planned with its
+ * values. Every field of every row is read, as read_all does; the next page starts after the
+ * last row, as the cursor does (the created_at and id texts the server printed). */
+#define PAGE_COLS "id, email, first_name, last_name, is_active, profile_image_url, last_login, created_at, updated_at"
+static long run_pages(PGconn *pg, long n, long *sum)
+{
+    const char *first = "SELECT min(created_at) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)";
+    const char *page = "SELECT " PAGE_COLS " FROM ("
+        "(SELECT " PAGE_COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
+        " AND created_at = $3::timestamptz AND ($4::uuid IS NULL OR id > $4::uuid) ORDER BY id LIMIT $2)"
+        " UNION ALL "
+        "(SELECT " PAGE_COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
+        " AND created_at > $3::timestamptz ORDER BY created_at, id LIMIT $2)"
+        ") page ORDER BY created_at, id LIMIT $2";
+    char limit[24], ts[64], id[40];
+    snprintf(limit, sizeof limit, "%ld", n + 1);
+    const char *values[4] = {NULL, limit, ts, NULL};
+    PGresult *r = PQexecParams(pg, first, 1, NULL, values, NULL, NULL, 0);
+    check(pg, r, PGRES_TUPLES_OK, "first");
+    long rows = 0;
+    int more = !PQgetisnull(r, 0, 0);
+    snprintf(ts, sizeof ts, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    while (more) {
+        r = PQexecParams(pg, page, 4, NULL, values, NULL, NULL, 0);
+        check(pg, r, PGRES_TUPLES_OK, "page");
+        int got = PQntuples(r), cols = PQnfields(r);
+        more = got > n;
+        if (more) got = (int)n;
+        size_t touched = 0;
+        for (int i = 0; i < got; i++) {
+            for (int j = 0; j < cols; j++)
+                if (!PQgetisnull(r, i, j)) touched += (size_t)(unsigned char)PQgetvalue(r, i, j)[0];
+            *sum += PQgetlength(r, i, 1);
+        }
+        if (touched == 0 && got > 0) fprintf(stderr, "pqbench: no data\n");
+        if (more) {
+            snprintf(ts, sizeof ts, "%s", PQgetvalue(r, got - 1, 7));
+            snprintf(id, sizeof id, "%s", PQgetvalue(r, got - 1, 0));
+            values[3] = id;
+        }
+        rows += got;
+        PQclear(r);
+    }
+    return rows;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: pqbench URL select1|create|copy N | read 0 SQL\n");
+        fprintf(stderr, "usage: pqbench URL select1|create|copy|page N | read 0 SQL\n");
         return 2;
     }
     const char *mode = argv[2];
@@ -205,6 +255,8 @@ int main(int argc, char **argv)
         rows = run_create(pg, n, &sum);
     else if (strcmp(mode, "copy") == 0)
         rows = run_copy(pg, &in, n, &sum);
+    else if (strcmp(mode, "page") == 0 && n > 0)
+        rows = run_pages(pg, n, &sum);
     else if (strcmp(mode, "read") == 0 && argc > 4)
         rows = read_all(pg, argv[4], 1, &sum);
     else {

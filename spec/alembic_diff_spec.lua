@@ -299,6 +299,11 @@ local function random_commands(revs, count)
         function() return { op = "stamp", target = "heads" } end,
         function() return { op = "stamp", target = "base" } end,
         function() return { op = "stamp", target = pick(ids), purge = true } end,
+        function() return { op = "stamp", target = label() .. "@" .. pick(ids) } end,
+        function() return { op = "stamp", target = label() .. "@base" } end,
+        function() return { op = "upgrade", target = label() .. "@heads" } end,
+        function() return { op = "upgrade", target = label() .. "@" .. pick(ids) .. "+1" } end,
+        function() return { op = "downgrade", target = label() .. "@" .. pick(ids) .. "-1" } end,
     }
     local cmds = {}
     for i = 1, count do cmds[i] = pick(forms)() end
@@ -386,6 +391,18 @@ local FIXED = {
             C("stamp", "L@sl03"), C("upgrade", "heads"), C("stamp", "L@sl02"), C("stamp", "L@head"),
             C("downgrade", "L@base") },
         expect = { alembic_stamp_branch = 2 },
+    },
+    {
+        -- random seed 2001 cases 36 and 108 (Lua 5.4): `stamp branch@base` removes the heads that
+        -- depend on the branch (rv03 needs rv02), and those the branch depends on, as Alembic does
+        name = "stamp label@base and rev@base through depends_on",
+        revs = { R "rv01", R("rv02", { "rv01" }, { labels = { "lb2" } }), R("rv03", {}, { deps = { "rv02" } }),
+            R("rv04", { "rv02" }), R("rv05", { "rv01" }), R("rv06", { "rv04" }, { labels = { "lb6" } }),
+            R("rv07", { "rv01" }, { deps = { "rv06" } }) },
+        cmds = { C("stamp", "rv05"), C("stamp", "rv02"), C("stamp", "rv02"), C("stamp", "base"),
+            C("downgrade", "lb6@rv01-1"), C("downgrade", "lb6@rv01-1"), C("upgrade", "rv01"), C("downgrade", "rv03-1"),
+            C("upgrade", "rv02"), C("upgrade", "heads"), C("stamp", "lb2@base"), C("upgrade", "heads"),
+            C("stamp", "rv07@base"), C("upgrade", "rv06"), C("stamp", "rv07@base") },
     },
 }
 
