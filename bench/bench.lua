@@ -370,19 +370,37 @@ function cases.create()
         target = ">= 1.0x LuaSQL, >= 0.9x C", met = function(vp, vl) return vp >= 1 and vl >= 0.9 end }
 end
 
+-- create_many of a list that exists before the clock starts (bench/kronos_worker.lua), against
+-- the LuaSQL loop over the same ready list and C's COPY of fields made before its clock
+-- (bench/pqbench.c): each side times its ids, its checking or formatting, the sending and the
+-- server. The instruction row counts the timed client work alone (kr_users_create_many, and
+-- pqbench's run_copy), per entry: the marginal between two batch sizes.
 function cases.bulk()
     local url, n = users_db(), N_BULK
     local k, l, c, digest = {}, {}, {}, nil
     for i = 1, RUNS do
         rotated(i, {
             function() k[i], digest = create_run(url, "bulk kronos", kw(url, "create_many", n), n, digest) end,
-            function() l[i], digest = create_run(url, "bulk LuaSQL", lw(url, "create", n), n, digest) end,
+            function() l[i], digest = create_run(url, "bulk LuaSQL", lw(url, "create_list", n), n, digest) end,
             function() c[i], digest = create_run(url, "bulk C COPY", { PQBENCH, url, "copy", n }, n, digest) end,
         })
     end
     add { case = ("bulk create (%dk)"):format(n // 1000), unit = "rate", n = n, k = k, p = l, l = c,
         peer_name = "LuaSQL loop", limit_name = "C COPY", target = ">= 12x LuaSQL, >= 0.7x C",
         met = function(vp, vl) return vp >= 12 and vl >= 0.7 end }
+    local function per_entry(toggle, make)
+        local small, big = 2000, 12000
+        truncate(url)
+        local a = cg_total { "--toggle-collect=" .. toggle, table.unpack(make(small)) }
+        truncate(url)
+        local b = cg_total { "--toggle-collect=" .. toggle, table.unpack(make(big)) }
+        truncate(url)
+        return (b - a) / (big - small)
+    end
+    local ki = per_entry("kr_users_create_many", function(m) return kw(url, "create_many", m) end)
+    local ci = per_entry("run_copy*", function(m) return { PQBENCH, url, "copy", m } end)
+    add { case = "bulk create: client instructions per entry (callgrind)", unit = "ir", k = { ki }, l = { ci },
+        limit_name = "C COPY" }
 end
 
 -- Users as create makes them (created over time), and the same users as one COPY or create_many

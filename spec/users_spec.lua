@@ -741,6 +741,43 @@ describe("kronos.users", function()
             assert.are.equal(0, count_rows())
         end)
 
+        it("writes what its one pass over each entry checked: escapes, non-ASCII text, a padded email", function()
+            local pad = (" "):rep(3000) -- past the one-walk reader's email buffer: the fixed-order checker takes it
+            local batch = {
+                { email = "Back\\Slash@X.org", first_name = "Zoë Ünïcode 12345678", last_name = "eight by\tx" },
+                { email = pad .. "Padded.Long.Address@Example.ORG\t" .. pad, profile_image_url = kronos.null, is_active = true },
+                { email = "émile.ß@exämple.org", first_name = kronos.null, last_name = "\\N",
+                  profile_image_url = "https://exämple.org/ß?q=\\" },
+            }
+            assert.are.equal(3, users:create_many(batch))
+            local a = users:find_by_email("back\\slash@x.org")
+            assert.are.same({ "back\\slash@x.org", "Zoë Ünïcode 12345678", "eight by\tx" },
+                { a.email, a.first_name, a.last_name })
+            local b = users:find_by_email("padded.long.address@example.org")
+            assert.are.same({ "padded.long.address@example.org", true }, { b.email, b.is_active })
+            assert.is_nil(b.profile_image_url)
+            local c = users:find_by_email("émile.ß@exämple.org")
+            assert.are.same({ "\\N", "https://exämple.org/ß?q=\\" }, { c.last_name, c.profile_image_url })
+            assert.is_nil(c.first_name)
+        end)
+
+        it("names an entry's first problem in the fixed order, whatever order its keys come in", function()
+            local n, err = users:create_many { { email = "ok@x.org" }, { email = "bad", nickname = "x" } }
+            assert.is_nil(n)
+            assert.are.same({ "invalid_field", "nickname", 2 }, { err.code, err.field, err.index })
+            n, err = users:create_many { { is_active = "yes", last_name = 5, first_name = ("x"):rep(101), email = "ok@x.org" } }
+            assert.is_nil(n)
+            assert.are.same({ "too_long", "first_name", 1 }, { err.code, err.field, err.index })
+            n, err = users:create_many { { email = "ok@x.org", first_name = "a\0b" }, { first_name = "x" } }
+            assert.is_nil(n)
+            assert.are.same({ "invalid_utf8", "first_name", 1 }, { err.code, err.field, err.index })
+            n, err = users:create_many { { email = "ok@x.org" }, { first_name = "x" } }
+            assert.is_nil(n)
+            assert.are.same({ "invalid_email", "email", 2 }, { err.code, err.field, err.index })
+            assert.matches("entry 2: email is required", err.message, 1, true)
+            assert.are.equal(0, count_rows())
+        end)
+
         it("refuses duplicate emails in the batch and against the table with duplicate_email", function()
             local n, err = users:create_many { { email = "d1@x.org" }, { email = "d2@x.org" }, { email = " D1@x.org" } }
             assert.is_nil(n)
