@@ -75,32 +75,26 @@ local function closure(revs, heads)
     return list
 end
 
+-- r and its ancestors through down_revision (and depends_on when deps), as a set
+local function ancestors(revs, r, deps)
+    local by, set, todo = index(revs), { [r] = true }, { r }
+    while #todo > 0 do
+        local x = table.remove(todo)
+        for _, list in ipairs { by[x].down, deps and by[x].deps or {} } do
+            for _, p in ipairs(list) do
+                if not set[p] then set[p] = true; todo[#todo + 1] = p end
+            end
+        end
+    end
+    return set
+end
+
 -- the revisions that share r's lineage: r, its ancestors and its descendants, through
 -- down_revision (and depends_on when deps), as Alembic's _shares_lineage draws it
 local function lineage(revs, r, deps)
-    local by, set, todo = index(revs), { [r] = true }, { r }
-    while #todo > 0 do -- ancestors
-        local x = table.remove(todo)
-        for _, p in ipairs(by[x].down) do
-            if not set[p] then set[p] = true; todo[#todo + 1] = p end
-        end
-        for _, p in ipairs(deps and by[x].deps or {}) do
-            if not set[p] then set[p] = true; todo[#todo + 1] = p end
-        end
-    end
-    for _, c in ipairs(revs) do -- descendants: the revisions that have r among their ancestors
-        local anc = { [c.rev] = true }
-        local stack = { c.rev }
-        while #stack > 0 and not anc[r] do
-            local x = table.remove(stack)
-            for _, p in ipairs(by[x].down) do
-                if not anc[p] then anc[p] = true; stack[#stack + 1] = p end
-            end
-            for _, p in ipairs(deps and by[x].deps or {}) do
-                if not anc[p] then anc[p] = true; stack[#stack + 1] = p end
-            end
-        end
-        if anc[r] then set[c.rev] = true end
+    local set = ancestors(revs, r, deps)
+    for _, c in ipairs(revs) do
+        if ancestors(revs, c.rev, deps)[r] then set[c.rev] = true end
     end
     return set
 end
