@@ -75,32 +75,26 @@ local function closure(revs, heads)
     return list
 end
 
+-- r and its ancestors through down_revision (and depends_on when deps), as a set
+local function ancestors(revs, r, deps)
+    local by, set, todo = index(revs), { [r] = true }, { r }
+    while #todo > 0 do
+        local x = table.remove(todo)
+        for _, list in ipairs { by[x].down, deps and by[x].deps or {} } do
+            for _, p in ipairs(list) do
+                if not set[p] then set[p] = true; todo[#todo + 1] = p end
+            end
+        end
+    end
+    return set
+end
+
 -- the revisions that share r's lineage: r, its ancestors and its descendants, through
 -- down_revision (and depends_on when deps), as Alembic's _shares_lineage draws it
 local function lineage(revs, r, deps)
-    local by, set, todo = index(revs), { [r] = true }, { r }
-    while #todo > 0 do -- ancestors
-        local x = table.remove(todo)
-        for _, p in ipairs(by[x].down) do
-            if not set[p] then set[p] = true; todo[#todo + 1] = p end
-        end
-        for _, p in ipairs(deps and by[x].deps or {}) do
-            if not set[p] then set[p] = true; todo[#todo + 1] = p end
-        end
-    end
-    for _, c in ipairs(revs) do -- descendants: the revisions that have r among their ancestors
-        local anc = { [c.rev] = true }
-        local stack = { c.rev }
-        while #stack > 0 and not anc[r] do
-            local x = table.remove(stack)
-            for _, p in ipairs(by[x].down) do
-                if not anc[p] then anc[p] = true; stack[#stack + 1] = p end
-            end
-            for _, p in ipairs(deps and by[x].deps or {}) do
-                if not anc[p] then anc[p] = true; stack[#stack + 1] = p end
-            end
-        end
-        if anc[r] then set[c.rev] = true end
+    local set = ancestors(revs, r, deps)
+    for _, c in ipairs(revs) do
+        if ancestors(revs, c.rev, deps)[r] then set[c.rev] = true end
     end
     return set
 end
@@ -299,6 +293,11 @@ local function random_commands(revs, count)
         function() return { op = "stamp", target = "heads" } end,
         function() return { op = "stamp", target = "base" } end,
         function() return { op = "stamp", target = pick(ids), purge = true } end,
+        function() return { op = "stamp", target = label() .. "@" .. pick(ids) } end,
+        function() return { op = "stamp", target = label() .. "@base" } end,
+        function() return { op = "upgrade", target = label() .. "@heads" } end,
+        function() return { op = "upgrade", target = label() .. "@" .. pick(ids) .. "+1" } end,
+        function() return { op = "downgrade", target = label() .. "@" .. pick(ids) .. "-1" } end,
     }
     local cmds = {}
     for i = 1, count do cmds[i] = pick(forms)() end
@@ -386,6 +385,18 @@ local FIXED = {
             C("stamp", "L@sl03"), C("upgrade", "heads"), C("stamp", "L@sl02"), C("stamp", "L@head"),
             C("downgrade", "L@base") },
         expect = { alembic_stamp_branch = 2 },
+    },
+    {
+        -- random seed 2001 cases 36 and 108 (Lua 5.4): `stamp branch@base` removes the heads that
+        -- depend on the branch (rv03 needs rv02), and those the branch depends on, as Alembic does
+        name = "stamp label@base and rev@base through depends_on",
+        revs = { R "rv01", R("rv02", { "rv01" }, { labels = { "lb2" } }), R("rv03", {}, { deps = { "rv02" } }),
+            R("rv04", { "rv02" }), R("rv05", { "rv01" }), R("rv06", { "rv04" }, { labels = { "lb6" } }),
+            R("rv07", { "rv01" }, { deps = { "rv06" } }) },
+        cmds = { C("stamp", "rv05"), C("stamp", "rv02"), C("stamp", "rv02"), C("stamp", "base"),
+            C("downgrade", "lb6@rv01-1"), C("downgrade", "lb6@rv01-1"), C("upgrade", "rv01"), C("downgrade", "rv03-1"),
+            C("upgrade", "rv02"), C("upgrade", "heads"), C("stamp", "lb2@base"), C("upgrade", "heads"),
+            C("stamp", "rv07@base"), C("upgrade", "rv06"), C("stamp", "rv07@base") },
     },
 }
 
