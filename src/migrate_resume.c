@@ -11,7 +11,9 @@
  * step is resumed: an INVALID index it left is dropped and built again, a valid one kept, and a
  * drop that already happened is not repeated, so the next run never fails with "already exists".
  *
- * The state is kr_run.watch; the op proxy only says which statements its helpers generated. */
+ * The marker is read with the state in every segment (migrate_segment.c) and dealt with before
+ * the segment's first step (kr_resume_check). The state is kr_run.watch; the op proxy only says
+ * which statements its helpers generated. */
 #include <stdio.h>
 #include <string.h>
 
@@ -149,29 +151,25 @@ int kr_resume_statement(lua_State *L, kr_run *r, int env, const char *sql)
     return create ? state != 1 : state != 0;
 }
 
-/* The marker a previous run left (online), pushed, or nothing (returns 0). Another comment on
- * the version table (not starting "kronos: running ") is the user's, and no marker. */
+/* The marker a previous run left, pushed, or nothing (returns 0): read_state read the version
+ * table's comment with the state, under the segment's lock. Another comment (not starting
+ * "kronos: running ") is the user's, and no marker. */
 static int read_marker(lua_State *L, kr_runner *b)
 {
-    kr_push_literal(L, b->vt);
-    lua_pushfstring(L, "SELECT obj_description(to_regclass(%s), 'pg_class') AS m", lua_tostring(L, -1));
-    PGresult *res = kr_execscript(L, b->r->c, lua_tostring(L, -1));
-    if (res == NULL) kr_error_throw(L);
-    int has = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) && strncmp(PQgetvalue(res, 0, 0), "kronos: running ", 16) == 0;
-    if (has) lua_pushstring(L, PQgetvalue(res, 0, 0));
-    else lua_pushnil(L);
-    lua_replace(L, -4);
-    kr_dropbox(L, -1);
-    lua_pop(L, 2);
-    if (!has) lua_pop(L, 1);
-    return has;
+    lua_getfield(L, b->env, "marker");
+    if (lua_type(L, -1) == LUA_TSTRING && strncmp(lua_tostring(L, -1), "kronos: running ", 16) == 0) return 1;
+    lua_pop(L, 1);
+    return 0;
 }
 
-/* Under the session lock, before the non-transactional step `next` (direction up): deals with
- * the marker of an interrupted step, read under the lock so that no other run is midway. The
- * step finished after all (its version row says so): the marker is cleared. A generated index
- * step that is next in the same direction: resumed (r->watch.resume). Anything else raises
- * interrupted_migration naming the step and the commands that resolve it, never "already exists". */
+/* Before the first step of every segment (next: that step when it is non-transactional, else
+ * -1; direction up): deals with the marker of an interrupted step, read under the segment's lock
+ * so that no other run is midway. The step finished after all (its version row says so): the
+ * marker is cleared. A generated index step that is next in the same direction: resumed
+ * (r->watch.resume). Anything else raises interrupted_migration naming the step and the commands
+ * that resolve it, never "already exists": in particular no other step runs on top of the half
+ * done one (a transactional step after an interrupted downgrade would build on an index half
+ * dropped). */
 void kr_resume_check(lua_State *L, kr_runner *b, int next, int up)
 {
     kr_run *r = b->r;

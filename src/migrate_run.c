@@ -85,7 +85,8 @@ static int steps_left(kr_runner *b)
  * under the lock, so several processes running at once share the work and each step runs once:
  * the transactional steps in a row go in one transaction (one each with
  * transaction_per_migration); a non-transactional step gets a session-locked segment of its own,
- * in which an interrupted predecessor is resumed or refused first (kr_resume_check). The target
+ * in which an interrupted predecessor may be resumed; any segment first deals with the mark of
+ * an interrupted step (kr_resume_check). The target
  * is resolved once, from the first state read, so that what other processes apply meanwhile
  * does not move it. */
 static void run_steps(lua_State *L, kr_runner *b, const char *spec)
@@ -114,6 +115,7 @@ static void run_steps(lua_State *L, kr_runner *b, const char *spec)
             if (n == 0 || (n == 1 && ran)) return;
             continue;
         }
+        if (up != KR_STEP_FINISH) kr_resume_check(L, b, -1, up); /* nothing runs on top of a half-done step */
         int k = 0;
         while (k < n && m[steps[k]].transactional && (k == 0 || !b->each)) kr_step_run(L, b, steps[k++], up);
         kr_segment_commit(L, b);

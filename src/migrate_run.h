@@ -35,7 +35,7 @@ typedef struct kr_runner {
     int list;                /* the migration list */
     int opts;                /* the options table */
     int progress;            /* {kept = {...}, open = {...}} (kr_progress_new) */
-    int env;                 /* the environment table (KR_ENV_*, echo, log, on_event, op, unknown) */
+    int env;                 /* the environment table (KR_ENV_*, echo, log, on_event, op, unknown, marker) */
     int results;             /* the revisions the run returns */
 } kr_runner;
 

@@ -45,20 +45,29 @@ static void create_version_table(lua_State *L, kr_runner *b)
 }
 
 /* Reads the applied revisions into b->p.applied (and b->finished) (online; offline the
- * simulated state stands). Raises for a revision no file provides (a stamp collects it in
- * env.unknown instead, to replace it), and for a changed file unless opts.allow_changed. The
- * read ends the batch that the segment's opening collected (BEGIN, lock, version table): one
- * round trip, whose lock_timeout is told as migration_locked. */
+ * simulated state stands), and the version table's comment into env.marker (the mark of an
+ * interrupted non-transactional step, migrate_resume.c; nil when there is none), so that every
+ * segment sees it with no round trip of its own. Raises for a revision no file provides (a stamp
+ * collects it in env.unknown instead, to replace it), and for a changed file unless
+ * opts.allow_changed. The read ends the batch that the segment's opening collected (BEGIN, lock,
+ * version table): one round trip, whose lock_timeout is told as migration_locked. */
 static void read_state(lua_State *L, kr_runner *b)
 {
     kr_run *r = b->r;
     kr_graph *g = &b->p.g;
     if (r->offline) return;
-    /* finish and downgrade need finished_at, which a version table of an older kronos lacks */
+    /* finish and downgrade need finished_at, which a version table of an older kronos lacks;
+     * the comment comes as one more row, whose revision is NULL */
+    kr_push_literal(L, b->vt);
     if (b->finished)
-        lua_pushfstring(L, "SELECT revision, checksum, (to_jsonb(v) ->> 'finished_at') IS NOT NULL FROM %s v", b->vt);
+        lua_pushfstring(L, "SELECT revision, checksum, (to_jsonb(v) ->> 'finished_at') IS NOT NULL FROM %s v "
+                           "UNION ALL SELECT NULL, obj_description(to_regclass(%s), 'pg_class'), NULL", b->vt, lua_tostring(L, -1));
     else
-        lua_pushfstring(L, "SELECT revision, checksum FROM %s", b->vt);
+        lua_pushfstring(L, "SELECT revision, checksum FROM %s UNION ALL SELECT NULL, obj_description(to_regclass(%s), "
+                           "'pg_class')", b->vt, lua_tostring(L, -1));
+    lua_remove(L, -2);
+    lua_pushnil(L);
+    lua_setfield(L, b->env, "marker");
     PGresult *res;
     if (r->batch.on) {
         res = kr_batch_query(L, r, b->env, lua_tostring(L, -1));
@@ -70,6 +79,13 @@ static void read_state(lua_State *L, kr_runner *b)
     memset(b->p.applied, 0, (size_t)g->n + 1);
     if (b->finished) memset(b->finished, 0, (size_t)g->n + 1);
     for (int row = 0; row < PQntuples(res); row++) {
+        if (PQgetisnull(res, row, 0)) {
+            if (!PQgetisnull(res, row, 1)) {
+                lua_pushstring(L, PQgetvalue(res, row, 1));
+                lua_setfield(L, b->env, "marker");
+            }
+            continue;
+        }
         const char *rev = PQgetvalue(res, row, 0);
         int i = kr_graph_find(g, rev);
         if (i < 0 && b->p.cmd == KR_CMD_STAMP) {
