@@ -11,6 +11,14 @@ else
   LUA_INC  ?= /usr/include/$(LUA)
   LUA_VER  ?= $(patsubst lua%,%,$(LUA))
 endif
+# The kronos command (bin/launcher.c) is compiled to the bytecode of LUA_BIN (the rock passes its
+# interpreter) and linked with its static library, as Debian's lua5.4 and luajit are.
+LUA_BIN  ?= $(LUA)
+ifeq ($(notdir $(LUA_BIN)),luajit)
+  LUA_LIB ?= $(shell $(CC) -print-file-name=libluajit-5.1.a)
+else
+  LUA_LIB ?= $(shell $(CC) -print-file-name=lib$(notdir $(LUA_BIN)).a)
+endif
 
 BUILD    ?= build/$(LUA)$(VARIANT)
 PQ_INC   := $(shell $(PG_CONFIG) --includedir 2>/dev/null)
@@ -24,19 +32,24 @@ LIBS     := -lpq -luuid
 SRCS     := $(sort $(wildcard src/*.c))
 OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 MODULE   := $(BUILD)/kronos/core.so
+# The kronos command (bin/launcher.c): Lua, libpq and kronos.core linked in, bin/kronos and
+# lua/kronos/*.lua carried as bytecode.
+COMMAND  := $(BUILD)/bin/kronos
+CHUNKS   := bin/kronos $(sort $(wildcard lua/kronos/*.lua))
 BUSTED   ?= /usr/bin/busted
 BUSTED_ARGS ?= -o utfTerminal
 SPECS    ?= spec
 # `make install` (and the rock, which passes LuaRocks' directories) puts the module here.
 INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VER)
 INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VER)
+INST_BINDIR ?= $(PREFIX)/bin
 # Every Lua module under lua/ (the users migration module included), by wildcard like the C.
 LUA_FILES = $(shell cd lua && find . -name '*.lua' | sed 's,^\./,,' | sort)
 
 .PHONY: all deps env test test-all lint check-memory fuzz bench dev dev-env dev-stop clean install FORCE
 
 # Building never installs packages (make deps does; so do make test and make dev).
-all: $(MODULE)
+all: $(MODULE) $(COMMAND)
 
 # The flags the objects were built with: a build for other headers (LUA_INC) or other flags in
 # the same BUILD directory recompiles everything instead of linking stale objects.
@@ -51,6 +64,15 @@ $(BUILD)/obj/%.o: src/%.c src/*.h $(BUILD)/cflags
 $(MODULE): $(OBJS)
 	@mkdir -p $(@D)
 	$(CC) -o $@ $(OBJS) $(LDFLAGS_ALL) $(LIBS)
+
+$(BUILD)/bin/chunks.c: tools/embed.lua $(CHUNKS)
+	@mkdir -p $(@D)
+	$(LUA_BIN) tools/embed.lua $@ $(CHUNKS)
+
+# -Wl,-E: Lua C modules the program loads later (lua-cjson, lua-readline) find Lua's API in it.
+$(COMMAND): bin/launcher.c bin/chunks.h $(BUILD)/bin/chunks.c $(OBJS)
+	$(CC) $(CFLAGS_ALL) -Ibin -o $@ bin/launcher.c $(BUILD)/bin/chunks.c $(OBJS) -L$(PQ_LIB) $(LDFLAGS) $(XLDFLAGS) \
+	  -Wl,-E $(LUA_LIB) $(LIBS) -lm -ldl
 
 # Installs the Debian packages that are missing; a no-op on a ready machine.
 deps:
@@ -69,12 +91,12 @@ test: deps
 	@LUA=$(LUA) BUILD=$(BUILD) sh tools/run-tests.sh $(LUA) $(BUSTED) $(BUSTED_ARGS) $(SPECS)
 
 # Lua dirs that exist, plus bin/'s scripts (luacheck only picks *.lua out of a directory).
-LINT_LUA := $(wildcard lua bin spec migrations examples bench tools) $(wildcard bin/*)
+LINT_LUA := $(wildcard lua bin spec migrations examples bench tools) $(filter-out %.c %.h,$(wildcard bin/*))
 
 lint: all
 	luacheck --no-color -q $(LINT_LUA)
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 \
-	  --suppress=missingIncludeSystem --library=tools/cppcheck-lua.cfg --inline-suppr -I src src
+	  --suppress=missingIncludeSystem --library=tools/cppcheck-lua.cfg --inline-suppr -I src src bin
 	lua5.4 tools/objgraph.lua $(BUILD)/obj --quiet
 
 # The suite against the module built with ASan+UBSan (runtime preloaded into the interpreter).
@@ -99,10 +121,12 @@ dev-env:
 dev-stop:
 	@sh tools/dev.sh stop
 
-# The module and every Lua file under lua/ (symbolic links are installed as the files they name).
+# The module, every Lua file under lua/ (symbolic links are installed as the files they name)
+# and the kronos command.
 install: all
-	install -d $(DESTDIR)$(INST_LIBDIR)/kronos
+	install -d $(DESTDIR)$(INST_LIBDIR)/kronos $(DESTDIR)$(INST_BINDIR)
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/kronos/core.so
+	install -m 755 $(COMMAND) $(DESTDIR)$(INST_BINDIR)/kronos
 	@for f in $(LUA_FILES); do \
 	  echo "install lua/$$f $(DESTDIR)$(INST_LUADIR)/$$f"; \
 	  install -D -m 644 lua/$$f $(DESTDIR)$(INST_LUADIR)/$$f || exit 1; \

@@ -37,21 +37,23 @@ build = {
    type = "make",
    -- BUILD: the rock's own object directory (the Makefile recompiles when LUA_INC changes).
    -- WERROR empty: the project's -Werror is for its own CI, not for a user's compiler.
+   -- LUA_BIN: the kronos command (bin/launcher.c) is compiled to this Lua's bytecode by its
+   -- interpreter and linked with its library; make install puts it in the rock's bin (INST_BINDIR).
    build_variables = {
       LUA_INC = "$(LUA_INCDIR)",
+      LUA_BIN = "$(LUA)",
       CFLAGS = "$(CFLAGS)",
       BUILD = "build/rock",
       WERROR = "",
    },
    install_variables = {
       LUA_INC = "$(LUA_INCDIR)",
+      LUA_BIN = "$(LUA)",
       CFLAGS = "$(CFLAGS)",
       BUILD = "build/rock",
       WERROR = "",
       INST_LIBDIR = "$(LIBDIR)",
       INST_LUADIR = "$(LUADIR)",
-   },
-   install = {
-      bin = { kronos = "bin/kronos" },
+      INST_BINDIR = "$(BINDIR)",
    },
 }

@@ -220,8 +220,9 @@ local function rotated(i, sides)
     for j = 0, #sides - 1 do sides[(i + j) % #sides + 1]() end
 end
 
--- A new process: `kronos upgrade` (bin/kronos, the CLI) at head, against `alembic upgrade head`
--- and the psql program running `select 1` (the least a client process that connects can do).
+-- A new process: `kronos upgrade` (the kronos program, bin/launcher.c, as make install and the
+-- rock install it) at head, against `alembic upgrade head` and the psql program running
+-- `select 1` (the least a client process that connects can do).
 local function cg_total(argv)
     local out = WORK .. "/callgrind.out"
     local vg = { "valgrind", "--tool=callgrind", "--callgrind-out-file=" .. out }
@@ -234,13 +235,22 @@ end
 function cases.startup()
     local kurl = fresh_db("bench_startup_kronos")
     local aurl = fresh_db("bench_startup_alembic")
-    local kronos_upgrade = { LUA, ROOT .. "/bin/kronos", "upgrade", "-d", kurl, "--dir", MIGRATIONS }
+    local args = { "upgrade", "-d", kurl, "--dir", MIGRATIONS }
+    local function command(prefix)
+        local argv = { table.unpack(prefix) }
+        for _, a in ipairs(args) do argv[#argv + 1] = a end
+        return argv
+    end
+    -- bench/run.sh builds both programs (make BUILD=bench/work/build/<lua>)
+    local kronos_upgrade = command { WORK .. "/build/lua5.4/bin/kronos" }
+    local jit_upgrade = command { WORK .. "/build/luajit/bin/kronos" }
+    local script_upgrade = command { LUA, ROOT .. "/bin/kronos" } -- the same CLI as a Lua script
     run(kronos_upgrade)
     run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
     same_schema("startup: kronos users migration vs Alembic's", kurl, aurl)
     local version = query(kurl, "SELECT string_agg(revision, ',' ORDER BY revision) AS v FROM kronos_version")[1].v
     local psql = { PSQL, "-X", "-Atq", "-d", kurl, "-c", "select 1" }
-    local k, a, p = {}, {}, {}
+    local k, a, p, j = {}, {}, {}, {}
     local runs = RUNS * 3
     for i = 1, runs do
         rotated(i, {
@@ -248,17 +258,21 @@ function cases.startup()
             function() a[i] = run({ ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl,
                 "upgrade", "head" }).wall end,
             function() p[i] = run(psql).wall end,
+            function() j[i] = run(jit_upgrade).wall end,
         })
     end
     same("startup: kronos upgrade left the version alone",
         query(kurl, "SELECT string_agg(revision, ',' ORDER BY revision) AS v FROM kronos_version")[1].v, version)
     same_schema("startup: after the runs", kurl, aurl)
-    add { case = "no-op `kronos upgrade` (new process)", unit = "time", k = k, p = a, l = p,
-        peer_name = "Alembic", limit_name = "psql -c 'select 1'", target = ">= 20x Alembic, <= 1.3x psql",
-        met = function(vp, vl) return vp >= 20 and vl >= 1 / 1.3 end }
-    local ki = cg_total(kronos_upgrade)
+    add { case = "no-op `kronos upgrade` (new process)", unit = "time", k = k, p = a, l = p, j = j, jl = p,
+        peer_name = "Alembic", limit_name = "psql -c 'select 1'", jl_name = "psql",
+        target = ">= 20x Alembic, <= 1.3x psql", met = function(vp, vl) return vp >= 20 and vl >= 1 / 1.3 end }
+    local ki, ji, si = cg_total(kronos_upgrade), cg_total(jit_upgrade), cg_total(script_upgrade)
     local pi = cg_total(psql)
     add { case = "no-op `kronos upgrade`: instructions (callgrind)", unit = "ir", k = { ki }, l = { pi },
+        j = { ji }, jl = { pi }, jl_name = "psql", limit_name = "psql -c 'select 1'",
+        target = "<= 1.3x psql", met = function(_, vl) return vl >= 1 / 1.3 end }
+    add { case = "the same, as `lua5.4 bin/kronos` (the script)", unit = "ir", k = { si }, l = { pi },
         limit_name = "psql -c 'select 1'" }
     drop_db("bench_startup_kronos")
     drop_db("bench_startup_alembic")
@@ -356,19 +370,37 @@ function cases.create()
         target = ">= 1.0x LuaSQL, >= 0.9x C", met = function(vp, vl) return vp >= 1 and vl >= 0.9 end }
 end
 
+-- create_many of a list that exists before the clock starts (bench/kronos_worker.lua), against
+-- the LuaSQL loop over the same ready list and C's COPY of fields made before its clock
+-- (bench/pqbench.c): each side times its ids, its checking or formatting, the sending and the
+-- server. The instruction row counts the timed client work alone (kr_users_create_many, and
+-- pqbench's run_copy), per entry: the marginal between two batch sizes.
 function cases.bulk()
     local url, n = users_db(), N_BULK
     local k, l, c, digest = {}, {}, {}, nil
     for i = 1, RUNS do
         rotated(i, {
             function() k[i], digest = create_run(url, "bulk kronos", kw(url, "create_many", n), n, digest) end,
-            function() l[i], digest = create_run(url, "bulk LuaSQL", lw(url, "create", n), n, digest) end,
+            function() l[i], digest = create_run(url, "bulk LuaSQL", lw(url, "create_list", n), n, digest) end,
             function() c[i], digest = create_run(url, "bulk C COPY", { PQBENCH, url, "copy", n }, n, digest) end,
         })
     end
     add { case = ("bulk create (%dk)"):format(n // 1000), unit = "rate", n = n, k = k, p = l, l = c,
         peer_name = "LuaSQL loop", limit_name = "C COPY", target = ">= 12x LuaSQL, >= 0.7x C",
         met = function(vp, vl) return vp >= 12 and vl >= 0.7 end }
+    local function per_entry(toggle, make)
+        local small, big = 2000, 12000
+        truncate(url)
+        local a = cg_total { "--toggle-collect=" .. toggle, table.unpack(make(small)) }
+        truncate(url)
+        local b = cg_total { "--toggle-collect=" .. toggle, table.unpack(make(big)) }
+        truncate(url)
+        return (b - a) / (big - small)
+    end
+    local ki = per_entry("kr_users_create_many", function(m) return kw(url, "create_many", m) end)
+    local ci = per_entry("run_copy*", function(m) return { PQBENCH, url, "copy", m } end)
+    add { case = "bulk create: client instructions per entry (callgrind)", unit = "ir", k = { ki }, l = { ci },
+        limit_name = "C COPY" }
 end
 
 -- Users as create makes them (created over time), and the same users as one COPY or create_many
@@ -393,14 +425,13 @@ end
 
 function cases.read()
     local n = N_READ
-    local url, shared = users_read_dbs(n)
+    local url = users_read_dbs(n)
     -- the typed rows, kept in a table: the reads measure the clients, not md5() on the server
     query(url, "DROP TABLE IF EXISTS bench_typed")
     query(url, "CREATE TABLE bench_typed AS " .. C.typed_sql(n))
     query(url, "VACUUM ANALYZE bench_typed")
     local sides = {
         users = { k = {}, kj = {}, l = {}, c = {} },
-        list = { k = {}, shared = {} },
         typed = { k = {}, kj = {}, cols = {}, colsj = {}, floor = {}, floorj = {}, floorc = {}, floorcj = {},
             l = {}, c = {} },
     }
@@ -412,15 +443,13 @@ function cases.read()
         same(what .. ": sum of lengths", r.check, checks[key])
         return r.elapsed
     end
-    local u, l, t = sides.users, sides.list, sides.typed
+    local u, t = sides.users, sides.typed
     for i = 1, RUNS do
         rotated(i, {
             function() u.k[i] = one(kw(url, "read_exec"), "read kronos exec", "users") end,
             function() u.kj[i] = one(on_jit(kw(url, "read_exec")), "read kronos exec on LuaJIT", "users") end,
             function() u.l[i] = one(lw(url, "read"), "read LuaSQL", "users") end,
             function() u.c[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "read C", "users") end,
-            function() l.k[i] = one(kw(url, "read_list"), "read kronos users:list", "users") end,
-            function() l.shared[i] = one(kw(shared, "read_list"), "read kronos users:list, one created_at", "users") end,
             function() t.k[i] = one(kw(url, "typed", "table"), "typed kronos exec", "typed") end,
             function() t.kj[i] = one(on_jit(kw(url, "typed", "table")), "typed kronos exec on LuaJIT", "typed") end,
             function() t.cols[i] = one(kw(url, "typed_columns", "table"), "typed kronos exec_columns", "typed") end,
@@ -445,11 +474,44 @@ function cases.read()
     add { case = ("read %dk users, conn:exec"):format(n // 1000), unit = "rate", n = n,
         k = u.k, p = u.l, l = u.c, peer_name = "LuaSQL fetch", limit_name = "C PQgetvalue",
         j = u.kj, jp = u.l, jp_name = "LuaSQL" }
+    drop_db("bench_users_shared")
+end
+
+-- users:list in pages of 1000 over the same 100,000 users with distinct created_at values and
+-- with one shared created_at (one create_many batch), the seed's indexes only, against LuaSQL's
+-- one-shot read of them; and the same statements from C (pqbench page: the server's and libpq's
+-- part of paging, the floor under kronos's) beside C's one-shot read (what paging itself costs).
+function cases.paging()
+    local n = N_READ
+    local url, shared = users_read_dbs(n)
+    local k, s, l, cd, cs, c1 = {}, {}, {}, {}, {}, {}
+    local check
+    local function one(argv, what)
+        local r = run(argv)
+        same(what .. ": rows", r.rows, n)
+        check = check or r.check
+        same(what .. ": sum of lengths", r.check, check)
+        return r.elapsed
+    end
+    for i = 1, RUNS do
+        rotated(i, {
+            function() k[i] = one(kw(url, "read_list"), "users:list, distinct created_at") end,
+            function() s[i] = one(kw(shared, "read_list"), "users:list, one created_at") end,
+            function() l[i] = one(lw(url, "read"), "LuaSQL one-shot read") end,
+            function() cd[i] = one({ PQBENCH, url, "page", "1000" }, "C pages, distinct created_at") end,
+            function() cs[i] = one({ PQBENCH, shared, "page", "1000" }, "C pages, one created_at") end,
+            function() c1[i] = one({ PQBENCH, url, "read", "0", C.READ_SQL }, "C one-shot read") end,
+        })
+    end
     add { case = "users:list pages of 1000, distinct created_at", unit = "rate", n = n,
-        k = l.k, p = u.l, peer_name = "LuaSQL one-shot read" }
+        k = k, p = l, l = cd, peer_name = "LuaSQL one-shot read", limit_name = "C, same statements" }
     add { case = "users:list pages of 1000, one shared created_at", unit = "rate", n = n,
-        k = l.shared, p = u.l, l = l.k, peer_name = "LuaSQL one-shot read", limit_name = "distinct created_at",
+        k = s, p = l, l = k, peer_name = "LuaSQL one-shot read", limit_name = "distinct created_at",
         target = ">= 1.0x LuaSQL, <= 1.3x distinct", met = function(vp, vl) return vp >= 1 and vl >= 1 / 1.3 end }
+    add { case = "users:list pages, one shared created_at, vs C", unit = "rate", n = n,
+        k = s, l = cs, limit_name = "C, same statements" }
+    add { case = "C pages, one shared created_at (the floor)", unit = "rate", n = n,
+        k = cs, p = c1, l = cd, peer_name = "C one-shot read", limit_name = "C pages, distinct" }
     drop_db("bench_users_shared")
 end
 
@@ -605,7 +667,7 @@ function cases.pipeline_users()
         peer_name = "users:create loop", target = ">= 1.4x the loop", met = function(vp) return vp >= 1.4 end }
 end
 
-local order = { "startup", "migrate500", "create", "bulk", "read", "select1", "stream", "callgrind", "pipeline",
+local order = { "startup", "migrate500", "create", "bulk", "read", "paging", "select1", "stream", "callgrind", "pipeline",
     "pipeline_users" }
 local wanted = {}
 if ONLY then for name in ONLY:gmatch("[^,%s]+") do wanted[name] = true end end
@@ -679,9 +741,10 @@ md[#md + 1] = ""
 md[#md + 1] = "## What each side runs"
 md[#md + 1] = ""
 for _, l in ipairs {
-    "- no-op startup: `bin/kronos upgrade` at head (the CLI, a new lua5.4 process) against",
-    "  `alembic upgrade head` of bench/alembic/ (the same users table) and the psql program itself",
-    "  (`$(pg_config --bindir)/psql -c 'select 1'`, not Debian's Perl wrapper), wall time from fork to exit.",
+    "- no-op startup: `kronos upgrade` at head (the kronos program of bin/launcher.c, as installed;",
+    "  Lua 5.4, and LuaJIT in its column) against `alembic upgrade head` of bench/alembic/ (the same",
+    "  users table) and the psql program itself (`$(pg_config --bindir)/psql -c 'select 1'`, not",
+    "  Debian's Perl wrapper), wall time from fork to exit; the script row runs `lua5.4 bin/kronos`.",
     "- 500 migrations: bench/gen500.lua writes 500 chained migrations (a table of 3 columns and an index",
     "  each) for kronos and for Alembic; each run upgrades a new database base -> head with",
     "  bench/startup.lua, with `alembic upgrade head`, and with `psql -1 -f` of kronos's offline SQL.",

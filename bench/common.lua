@@ -11,6 +11,16 @@ function C.user(i)
     return ("user%07d@bench.example"):format(i), "First" .. i, "Last" .. i
 end
 
+-- The first n bench users as create_many takes them: { email =, first_name =, last_name = }.
+function C.user_list(n)
+    local list = {}
+    for i = 1, n do
+        local email, first, last = C.user(i)
+        list[i] = { email = email, first_name = first, last_name = last }
+    end
+    return list
+end
+
 -- Every column of every user; email second (the checks sum its lengths, as pqbench does). No
 -- ORDER BY: the server's sort would be the same for everyone and only blur the clients' costs.
 C.READ_SQL = "SELECT id, email, first_name, last_name, is_active, profile_image_url, last_login, "

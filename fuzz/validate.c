@@ -40,13 +40,23 @@ static long ref_utf8_chars(const unsigned char *s, size_t len)
 
 static int ascii_ws_or_ctl(unsigned char c) { return c <= 0x20 || c == 0x7F; }
 
+/* Whether the bytes hold one that COPY's text format escapes (copytext.h). */
+static int ref_escape(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\\' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r') return 1;
+    return 0;
+}
+
 static void fuzz_text(const char *s, size_t len, size_t max)
 {
     long ref = ref_utf8_chars((const unsigned char *)s, len);
     size_t n = kr_utf8_chars(s, len, NULL, NULL);
     CHECK(ref < 0 ? n == KR_UTF8_INVALID : n == (size_t)ref);
-    kr_verdict v = kr_check_text(s, len, max);
+    int escape = -1;
+    kr_verdict v = kr_check_text(s, len, max, &escape);
     CHECK(v == (ref < 0 ? KR_BAD_UTF8 : (size_t)ref > max ? KR_TOO_LONG : KR_VALID));
+    if (v == KR_VALID) CHECK(escape == ref_escape(s, len));
 }
 
 static void fuzz_email(const char *s, size_t len)
@@ -55,10 +65,21 @@ static void fuzz_email(const char *s, size_t len)
     if (out == NULL) abort();
     size_t outlen = (size_t)-1;
     const char *why = NULL;
-    kr_verdict v = kr_normalize_email(s, len, out, &outlen, &why);
+    int escape = -1;
+    kr_verdict v = kr_normalize_email(s, len, out, &outlen, &why, &escape);
     if (v == KR_MALFORMED) CHECK(why != NULL);
+    /* trimming takes ASCII spaces only, so the verdict on UTF-8 is the whole text's */
+    CHECK((v == KR_BAD_UTF8) == (ref_utf8_chars((const unsigned char *)s, len) < 0));
     if (v == KR_VALID) {
         CHECK(outlen <= len);
+        /* out is the trimmed text with ASCII letters lower-cased, nothing else changed */
+        size_t lead = 0;
+        while (lead < len && strchr(" \t\n\r\v\f", s[lead]) != NULL && s[lead] != '\0') lead++;
+        for (size_t i = 0; i < outlen; i++) {
+            char c = s[lead + i];
+            CHECK(out[i] == ((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c));
+        }
+        CHECK(escape == ref_escape(out, outlen));
         long chars = ref_utf8_chars((const unsigned char *)out, outlen);
         CHECK(chars >= KR_EMAIL_MIN && chars <= KR_EMAIL_MAX);
         size_t ats = 0, at = 0;
@@ -73,7 +94,7 @@ static void fuzz_email(const char *s, size_t len)
         char *again = malloc(outlen);
         size_t againlen = 0;
         if (again == NULL) abort();
-        CHECK(kr_normalize_email(out, outlen, again, &againlen, NULL) == KR_VALID);
+        CHECK(kr_normalize_email(out, outlen, again, &againlen, NULL, NULL) == KR_VALID);
         CHECK(againlen == outlen && memcmp(again, out, outlen) == 0);
         free(again);
     }
@@ -83,9 +104,12 @@ static void fuzz_email(const char *s, size_t len)
 static void fuzz_url(const char *s, size_t len)
 {
     const char *why = NULL;
-    kr_verdict v = kr_check_url(s, len, &why);
+    int escape = -1;
+    kr_verdict v = kr_check_url(s, len, &why, &escape);
     if (v == KR_MALFORMED) CHECK(why != NULL);
+    CHECK((v == KR_BAD_UTF8) == (ref_utf8_chars((const unsigned char *)s, len) < 0));
     if (v != KR_VALID) return;
+    CHECK(escape == ref_escape(s, len));
     long chars = ref_utf8_chars((const unsigned char *)s, len);
     CHECK(chars > 0 && chars <= KR_URL_MAX);
     CHECK((len > 7 && strncasecmp(s, "http://", 7) == 0) || (len > 8 && strncasecmp(s, "https://", 8) == 0));

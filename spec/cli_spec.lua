@@ -1,5 +1,6 @@
--- bin/kronos: the verbs, their output, exit codes (0 ok, 1 failure, 2 usage, check 3/4/5) and
--- one-line errors, run as real processes against a real server.
+-- The kronos command (the program make builds from bin/launcher.c, H.command; bin/kronos is the
+-- same command as a Lua script): the verbs, their output, exit codes (0 ok, 1 failure, 2 usage,
+-- check 3/4/5) and one-line errors, run as real processes against a real server.
 local H = require "spec.helper"
 local kronos = require "kronos"
 
@@ -22,7 +23,7 @@ local function mig(rev, down, message, up, extra)
         extra or "down = function(op) op.execute('SELECT 1') end")
 end
 
-describe("bin/kronos", function()
+describe("the kronos command", function()
     local url, dbname
     setup(function() url, dbname = H.fresh_db("cli") end)
     teardown(function() H.drop_db(dbname) end)
@@ -462,6 +463,99 @@ describe("bin/kronos", function()
     end)
 end)
 
+-- The program and the script: one command. What runs in the program is bin/kronos and the modules
+-- of lua/kronos/ as they were when it was built; a no-op upgrade is one connection and no lock.
+describe("the kronos program", function()
+    local url, dbname
+    setup(function()
+        url, dbname = H.fresh_db("prog")
+        assert.equal(0, (H.kronos(("upgrade -d %s --dir %s"):format(q(url), q(USERS)))))
+    end)
+    teardown(function() H.drop_db(dbname) end)
+
+    -- bin/kronos run by the spec's interpreter, as H.kronos runs the program
+    local function script(args)
+        local errfile = os.tmpname()
+        local code, out = H.run(("{ %s %s/bin/kronos %s 2>%q; }"):format(H.lua, q(H.root), args, errfile))
+        local err = H.read_file(errfile)
+        os.remove(errfile)
+        return code, out, err
+    end
+
+    it("answers as bin/kronos does; from another directory, finds kronos.migrations in the checkout", function()
+        local elsewhere = H.tmpdir("prog")
+        for _, args in ipairs {
+            "--version", "frobnicate", "upgrade --dir", ("heads --dir %s"):format(q(USERS)),
+            ("upgrade -d %s --dir %s"):format(q(url), q(USERS)),
+            ("current --json -d %s --module kronos.migrations"):format(q(url)),
+            ("history -d %s --module kronos.migrations"):format(q(url)),
+        } do
+            local code, out, err = H.kronos(args)
+            local scode, sout, serr = script(args)
+            assert.equal(scode, code, args .. "\n" .. out .. err)
+            assert.equal(sout, out, args)
+            assert.equal(serr, err, args)
+        end
+        local code, out = H.run(("cd %s && %s --module kronos.migrations current -d %s"):format(
+            q(elsewhere), q(H.command), q(url)))
+        assert.equal(0, code, out)
+        assert.equal("4f1c2a9e7b30 (head)\n", out)
+        os.execute("rm -rf " .. q(elsewhere))
+    end)
+
+    it("runs the modules it was built with, whatever LUA_PATH says", function()
+        -- a copy outside the checkout (no lua/ beside it): only LUA_PATH could supply modules
+        local dir = H.tmpdir("prog")
+        os.execute(("mkdir -p %s/kronos %s/bin && cp %s %s/bin/kronos"):format(q(dir), q(dir), q(H.command), q(dir)))
+        H.write_file(dir .. "/kronos/cli.lua", "error('not this one')\n")
+        H.write_file(dir .. "/kronos/migrate.lua", "error('not this one')\n")
+        local code, out = H.run(("cd %s && LUA_PATH=%s %s/bin/kronos upgrade -d %s --dir %s"):format(
+            q(dir), q(dir .. "/?.lua;;"), q(dir), q(url), q(USERS)))
+        assert.equal(0, code, out)
+        assert.equal("now at 4f1c2a9e7b30 (head); nothing to upgrade\n", out)
+        -- what the script would have loaded from there
+        code, out = H.run(("cd %s && LUA_PATH=%s %s -e 'require \"kronos.cli\"'"):format(q(dir), q(dir .. "/?.lua;;"), H.lua))
+        assert.equal(1, code)
+        assert.matches("not this one", out, 1, true)
+        os.execute("rm -rf " .. q(dir))
+    end)
+
+    -- pg_stat_database.sessions counts the sessions that ended; a backend ends just after its
+    -- client: wait until the count stops moving.
+    local function sessions(db)
+        local last, n, still = -1, nil, 0
+        for _ = 1, 100 do
+            n = db:exec("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")[1].sessions
+            still = n == last and still + 1 or 0
+            if still == 5 then break end
+            last = n
+            db:exec("SELECT pg_sleep(0.05)")
+        end
+        return n
+    end
+
+    it("a no-op upgrade opens one connection and does not wait for the migration lock", function()
+        local db = assert(kronos.connect(url))
+        local holder = assert(kronos.connect(url))
+        finally(function() db:close(); holder:close() end)
+        local before = sessions(db)
+        local code, out, err = H.kronos(("upgrade -d %s --dir %s"):format(q(url), q(USERS)))
+        assert.equal(0, code, out .. err)
+        assert.equal(before + 1, sessions(db))
+        -- another process holds the lock (a migration elsewhere, or one on its way): at head, no wait
+        assert(holder:exec("SELECT pg_advisory_lock(" .. require("kronos.migrate").lock_key() .. ")"))
+        code, out, err = H.kronos(("upgrade --lock-timeout 100ms -d %s --dir %s"):format(q(url), q(USERS)))
+        assert.equal(0, code, out .. err)
+        assert.equal("now at 4f1c2a9e7b30 (head); nothing to upgrade\n", out)
+        -- with something to do, it waits for the lock, and says so
+        local dir = migrations { ["001_a.lua"] = mig("a1", "4f1c2a9e7b30", "one") }
+        code, out, err = H.kronos(("upgrade --lock-timeout 100ms -d %s --dir %s --dir %s"):format(q(url), q(USERS), q(dir)))
+        assert.equal(1, code, out)
+        assert.matches("migration_locked", err, 1, true)
+        os.execute("rm -rf " .. q(dir))
+    end)
+end)
+
 -- The README's CLI section: every `$ ` line of its console block runs in a fresh directory and its
 -- output (stdout and stderr together) must be the lines that follow, `...` matching anything.
 describe("the README's CLI session", function()
@@ -482,7 +576,7 @@ describe("the README's CLI session", function()
         assert.is_true(#steps > 20)
         local dir = H.tmpdir("readme")
         os.execute(("mkdir -p %s/.bin"):format(q(dir)))
-        H.write_file(dir .. "/.bin/kronos", ("#!/bin/sh\nexec %s %s/bin/kronos \"$@\"\n"):format(H.lua, H.root))
+        H.write_file(dir .. "/.bin/kronos", ("#!/bin/sh\nexec %s \"$@\"\n"):format(q(H.command)))
         os.execute(("chmod +x %s/.bin/kronos"):format(q(dir)))
         H.drop_db("kronos_readme")
         local env = ("cd %s && PATH=%s/.bin:$PATH DATABASE_URL=%s && export DATABASE_URL && unset KRONOS_MIGRATIONS; ")

@@ -253,6 +253,96 @@ describe("concurrency", function()
             assert.are.same({ "r1", "r2", "r3" }, revisions())
         end)
 
+        local function marker()
+            return assert(admin:exec("SELECT obj_description('kronos_version'::regclass, 'pg_class') AS m"))[1].m
+        end
+        -- the pid of application app's session once its statement like `like` waits for a lock
+        local function waiting(app, like)
+            return wait_for("a statement waiting: " .. like, function()
+                local r = assert(admin:exec([[SELECT pid FROM pg_stat_activity WHERE application_name = $1
+                    AND query LIKE $2 AND wait_event_type = 'Lock']], app, like))
+                return r[1] and r[1].pid
+            end)
+        end
+
+        it("terminated before its index existed (waiting for the table's lock): the next run builds it", function()
+            assert.are.same({ "r1" }, migrate.upgrade({ url = url, dir = dir, target = "r1" }))
+            local app = "kronos-early-" .. kronos.uuid():sub(1, 8)
+            local blocker = assert(kronos.connect(url))
+            assert(blocker:exec("BEGIN"))
+            assert(blocker:exec("LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+            local proc = up(app)
+            assert(admin:exec("SELECT pg_terminate_backend($1)", building(app)))
+            assert.are.equal(1, (proc.finish()))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert.is_nil(index_valid())                  -- no index at all, no row, the mark set
+            assert.are.same({ "r1" }, revisions())
+            assert.are.equal("kronos: running upgrade of r2", marker())
+            local code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.is_true(index_valid())
+            assert.are.same({ "r1", "r2", "r3" }, revisions())
+            assert.is_nil(marker())
+        end)
+
+        it("terminated after its version row, before the mark was cleared: done; the mark goes", function()
+            assert.are.same({ "r1" }, migrate.upgrade({ url = url, dir = dir, target = "r1" }))
+            local app = "kronos-late-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items()
+            local proc = up(app)
+            building(app)
+            -- the row's INSERT may pass, the COMMENT that clears the mark may not
+            local holder = assert(kronos.connect(url))
+            assert(holder:exec("BEGIN"))
+            assert(holder:exec("LOCK TABLE kronos_version IN SHARE UPDATE EXCLUSIVE MODE"))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert(admin:exec("SELECT pg_terminate_backend($1)", waiting(app, "COMMENT ON TABLE%")))
+            assert.are.equal(1, (proc.finish()))
+            assert(holder:exec("ROLLBACK"))
+            holder:close()
+            assert.is_true(index_valid())
+            assert.are.same({ "r1", "r2" }, revisions())
+            assert.are.equal("kronos: running upgrade of r2", marker())
+            local code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.not_matches("interrupted", out, 1, true)
+            assert.are.same({ "r1", "r2", "r3" }, revisions())
+            assert.is_true(index_valid())
+            assert.is_nil(marker())
+        end)
+
+        it("a downgrade terminated during DROP INDEX CONCURRENTLY: the next downgrade finishes it", function()
+            assert.are.same({ "r1", "r2", "r3" }, migrate.upgrade({ url = url, dir = dir }))
+            assert.are.same({ "r3" }, migrate.downgrade({ url = url, dir = dir, target = "r2" }))
+            local app = "kronos-drop-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items() -- the drop marks the index INVALID, then waits for this transaction
+            local function down()
+                return spawn(("downgrade r1 -d %s --dir %s"):format(H.shell_quote(url .. "?application_name=" .. app),
+                    H.shell_quote(dir)))
+            end
+            local proc = down()
+            assert(admin:exec("SELECT pg_terminate_backend($1)", waiting(app, "DROP INDEX CONCURRENTLY%")))
+            assert.are.equal(1, (proc.finish()))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert.is_false(index_valid())
+            assert.are.same({ "r1", "r2" }, revisions())
+            assert.are.equal("kronos: running downgrade of r2", marker())
+            -- an upgrade first would build r3 on the half-dropped index: it stops and says what to run
+            local code, out = up(app).finish()
+            assert.are.equal(1, code, out)
+            assert.matches("the downgrade of revision 'r2' was interrupted; resume it first with `kronos downgrade r1`",
+                out, 1, true)
+            assert.are.same({ "r1", "r2" }, revisions())
+            code, out = down().finish()
+            assert.are.equal(0, code, out)
+            assert.is_nil(index_valid())
+            assert.are.same({ "r1" }, revisions())
+            assert.is_nil(marker())
+        end)
+
         it("raw SQL cut short: the next run stops naming the step and the commands that resolve it", function()
             H.write_file(dir .. "/r2.lua", [[
 return {

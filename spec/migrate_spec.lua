@@ -341,7 +341,7 @@ describe("kronos.migrate", function()
         it("stamp moves only the target's lineage", function()
             local o = g { { "a1" }, { "b2", "a1" }, { "z1" } }
             migrate.upgrade(o { target = "heads" })
-            assert.same({ "a1" }, migrate.stamp(o { target = "a1" }) and { "a1" } or nil)
+            assert.same({ "a1", "z1" }, migrate.stamp(o { target = "a1" })) -- the heads afterwards: z1 stays
             assert.same({ "a1", "z1" }, versions())
             assert(db:exec("DROP TABLE t_b2")) -- what the stamp says; z1 stays applied and is not run again
             assert.same({ "b2" }, migrate.upgrade(o { target = "heads" }))

@@ -434,6 +434,101 @@ describe("kronos.users", function()
             assert.are.equal(0, users:count())
         end)
 
+        it("starts the first page at the smallest created_at of the users that match", function()
+            -- a batch that fills more than a page at the smallest created_at, inactive users
+            -- only later: the first page of each filter starts at its own smallest created_at
+            local batch = {}
+            for i = 1, 1500 do batch[i] = { email = ("first%04d@x.org"):format(i) } end
+            assert.are.equal(1500, users:create_many(batch))
+            local shared = db:exec("SELECT min(created_at)::text AS t FROM users")[1].t
+            for i = 1, 4 do
+                assert(db:exec([[INSERT INTO users (id, email, is_active, created_at)
+                    VALUES ($1, $2, false, $3::timestamptz + $4 * interval '1 second')]],
+                    kronos.uuid(), ("later%d@x.org"):format(i), shared, 5 - i))
+            end
+            local function all_of(opts, filter)
+                local expected = db:exec("SELECT id::text FROM users" .. filter .. " ORDER BY created_at, id")
+                local got, cursor, pages = {}, nil, 0
+                repeat
+                    opts.after = cursor
+                    local page
+                    page, cursor = assert(users:list(opts))
+                    pages = pages + 1
+                    if cursor then assert.are.equal(opts.limit, #page) end
+                    for _, u in ipairs(page) do got[#got + 1] = u.id end
+                until cursor == nil
+                assert.are.equal(#expected, #got)
+                for i, row in ipairs(expected) do assert.are.equal(row.id, got[i]) end
+                return pages
+            end
+            assert.are.equal(2, all_of({ limit = 1000 }, ""))
+            assert.are.equal(1, all_of({ limit = 1000, active = false }, " WHERE NOT is_active"))
+            assert.are.equal(2, all_of({ limit = 3, active = false }, " WHERE NOT is_active"))
+            assert.are.equal(2, all_of({ limit = 1000, active = true }, " WHERE is_active"))
+            -- no user matches: one empty page, no cursor
+            assert(db:exec("UPDATE users SET is_active = true"))
+            local page, cursor = users:list { active = false }
+            assert.are.same({}, page)
+            assert.is_nil(cursor)
+        end)
+
+        it("gives the same pages for a cursor however it is asked for again", function()
+            -- a page whose rows share one created_at makes the next one ask that created_at
+            -- alone first (and the later ones for the rest when it runs out: page 3 here); a
+            -- cursor asked again, out of order or through another users object, must give the
+            -- same page
+            local batch = {}
+            for i = 1, 25 do batch[i] = { email = ("again%02d@x.org"):format(i) } end
+            assert.are.equal(25, users:create_many(batch))
+            local shared = db:exec("SELECT min(created_at)::text AS t FROM users")[1].t
+            for i = 1, 15 do
+                assert(db:exec([[INSERT INTO users (id, email, created_at)
+                    VALUES ($1, $2, $3::timestamptz + $4 * interval '1 ms')]],
+                    kronos.uuid(), ("after%02d@x.org"):format(i), shared, 16 - i))
+            end
+            local expected = db:exec("SELECT id::text FROM users ORDER BY created_at, id")
+            local function ids(page)
+                local t = {}
+                for i, u in ipairs(page) do t[i] = u.id end
+                return t
+            end
+            local cursors, pages, got = { false }, {}, {}
+            repeat
+                local page, cursor = assert(users:list { limit = 10, after = cursors[#cursors] or nil })
+                pages[#pages + 1] = ids(page)
+                for _, id in ipairs(pages[#pages]) do got[#got + 1] = id end
+                cursors[#cursors + 1] = cursor or false
+            until not cursor
+            assert.are.equal(4, #pages)
+            assert.are.equal(40, #got)
+            for i, row in ipairs(expected) do assert.are.equal(row.id, got[i]) end
+            local again = kronos.users(db)
+            for i = #pages, 1, -1 do
+                for _, u in ipairs { users, again } do
+                    local page, cursor = assert(u:list { limit = 10, after = cursors[i] or nil })
+                    assert.are.same(pages[i], ids(page))
+                    assert.are.equal(cursors[i + 1] or nil, cursor)
+                end
+            end
+        end)
+
+        it("returns a page as an array of user objects and nothing else", function()
+            local batch = {}
+            for i = 1, 12 do batch[i] = { email = ("shape%02d@x.org"):format(i) } end
+            assert.are.equal(12, users:create_many(batch))
+            local page, cursor = assert(users:list { limit = 5 })
+            assert.is_string(cursor)
+            local keys = 0
+            for _ in pairs(page) do keys = keys + 1 end
+            assert.are.equal(5, keys) -- no extra row, no fields beside the users
+            local one = assert(users:get(page[1].id))
+            for _, u in ipairs(page) do assert.are.equal(getmetatable(one), getmetatable(u)) end
+            assert.are.same(one, page[1])
+            page, cursor = assert(users:list { limit = 7, after = cursor })
+            assert.are.equal(7, #page)
+            assert.is_nil(cursor) -- exactly the rest: the last page, and it says so
+        end)
+
         it("raises on bad options (misuse), returns invalid_field for forged cursors (data)", function()
             local misuse = {
                 { { limit = 0 }, "options.limit: must be from 1 to 1000, got 0" },
@@ -643,6 +738,43 @@ describe("kronos.users", function()
             assert.are.equal("invalid_type", err.code)
             assert.are.equal(80, err.index)
             assert.is_nil(n)
+            assert.are.equal(0, count_rows())
+        end)
+
+        it("writes what its one pass over each entry checked: escapes, non-ASCII text, a padded email", function()
+            local pad = (" "):rep(3000) -- past the one-walk reader's email buffer: the fixed-order checker takes it
+            local batch = {
+                { email = "Back\\Slash@X.org", first_name = "Zoë Ünïcode 12345678", last_name = "eight by\tx" },
+                { email = pad .. "Padded.Long.Address@Example.ORG\t" .. pad, profile_image_url = kronos.null, is_active = true },
+                { email = "émile.ß@exämple.org", first_name = kronos.null, last_name = "\\N",
+                  profile_image_url = "https://exämple.org/ß?q=\\" },
+            }
+            assert.are.equal(3, users:create_many(batch))
+            local a = users:find_by_email("back\\slash@x.org")
+            assert.are.same({ "back\\slash@x.org", "Zoë Ünïcode 12345678", "eight by\tx" },
+                { a.email, a.first_name, a.last_name })
+            local b = users:find_by_email("padded.long.address@example.org")
+            assert.are.same({ "padded.long.address@example.org", true }, { b.email, b.is_active })
+            assert.is_nil(b.profile_image_url)
+            local c = users:find_by_email("émile.ß@exämple.org")
+            assert.are.same({ "\\N", "https://exämple.org/ß?q=\\" }, { c.last_name, c.profile_image_url })
+            assert.is_nil(c.first_name)
+        end)
+
+        it("names an entry's first problem in the fixed order, whatever order its keys come in", function()
+            local n, err = users:create_many { { email = "ok@x.org" }, { email = "bad", nickname = "x" } }
+            assert.is_nil(n)
+            assert.are.same({ "invalid_field", "nickname", 2 }, { err.code, err.field, err.index })
+            n, err = users:create_many { { is_active = "yes", last_name = 5, first_name = ("x"):rep(101), email = "ok@x.org" } }
+            assert.is_nil(n)
+            assert.are.same({ "too_long", "first_name", 1 }, { err.code, err.field, err.index })
+            n, err = users:create_many { { email = "ok@x.org", first_name = "a\0b" }, { first_name = "x" } }
+            assert.is_nil(n)
+            assert.are.same({ "invalid_utf8", "first_name", 1 }, { err.code, err.field, err.index })
+            n, err = users:create_many { { email = "ok@x.org" }, { first_name = "x" } }
+            assert.is_nil(n)
+            assert.are.same({ "invalid_email", "email", 2 }, { err.code, err.field, err.index })
+            assert.matches("entry 2: email is required", err.message, 1, true)
             assert.are.equal(0, count_rows())
         end)
 

@@ -4,7 +4,8 @@
  *   migrate_sql.c     SQL text of the version table and the lock (no libpq: offline too)
  *   migrate_graph.c   the revision graph: validation, order, lookups
  *   migrate_plan.c    target strings -> the set of revisions a run aims at, and its steps
- *   migrate_run.c     the run: segments, batching, steps, options, core.migrate.run
+ *   migrate_clock.c .. migrate_run.c   the run (core.migrate.run), in the files and order that
+ *                     migrate_run.h lists: batch, emit, resume, progress, lock, segment, step, run
  *   migrate_op.c      the op proxy given to migrations (DDL helpers, execute, db)
  *   migrate_status.c  core.migrate.status: heads, current, pending, history
  *   migrate_files.c   the loader's C side: scan a directory, SHA-256 of a file
@@ -81,15 +82,27 @@ void kr_plan_closure(lua_State *L, kr_plan *p, const char *spec, unsigned char *
 void kr_plan_resolve(lua_State *L, kr_plan *p, const char *spec);
 int kr_plan_steps(kr_plan *p);                                          /* what is left, in run order */
 
-/* migrate_run.c: the state of one run, shared with the op proxy. */
+/* The state of one run (core.migrate.run) that the op proxy shares: migrate_run.h has the
+ * runner's own. */
 typedef struct kr_batch {
     int on;                  /* emit collects batchable statements instead of sending each */
     int n;                   /* statements collected, sent as one query by kr_batch_flush */
 } kr_batch;
 
+/* A transactional = false step runs outside any transaction, statement by statement, so a kill
+ * can leave part of it done: while its up/down runs, the op's statements are watched
+ * (migrate_resume.c). Changed only by kr_resume_*, except `generated`, which the op proxy sets
+ * around the statements of its helpers. */
+typedef struct kr_watch {
+    int on;                  /* a non-transactional step's up/down is running: its statements are watched */
+    int generated;           /* the statements come from an op.<helper> (kronos generated them) */
+    int raw;                 /* the step's marker says it ran raw SQL (or op.db): no automatic resume */
+    int resume;              /* re-running a generated step that a previous run left unfinished */
+} kr_watch;
+
 /* Makes the op proxy of a run (migrate_op.c's kr_op_make). migrate_run.c receives it as an
- * argument from migrate.c, so that it never names migrate_op.c, which calls into it: the object
- * files depend one way (migrate -> migrate_op -> migrate_run). */
+ * argument from migrate.c, so that it never names migrate_op.c, which calls into the run's
+ * files: the object files depend one way (migrate -> migrate_op -> migrate_run ...). */
 typedef void (*kr_op_maker)(lua_State *L, int run_idx, int env, int conn_idx, int opts);
 
 typedef struct kr_run {
@@ -102,15 +115,12 @@ typedef struct kr_run {
     int has_echo;
     int up;                  /* the step running: 1 up, 0 down, KR_STEP_FINISH its finish */
     kr_batch batch;          /* online round-trip batching; changed only by kr_batch_* */
+    kr_watch watch;          /* the non-transactional step running; changed by kr_resume_* */
     const char *cur_file;    /* the migration running, for errors (a string the list holds) */
     const char *cur_rev;
     int cur_transactional;
-    const char *db_noted;
+    const char *db_noted;    /* offline: the step whose reading of op.db the output already notes */
     const char *vt;          /* the quoted version table */
-    int nontx_step;          /* a transactional = false step's up/down is running: its statements are watched */
-    int in_builder;          /* the statements come from an op.<helper> (kronos generated them) */
-    int raw_marked;          /* the step's marker says it ran raw SQL (or op.db): no automatic resume */
-    int resume;              /* re-running a generated step that a previous run left unfinished */    /* offline: the step whose reading of op.db the output already notes */
     char xlock_sql[80];      /* the statements of the two kinds of lock, for this version table */
     char slock_sql[80];
     char unlock_sql[80];
@@ -122,11 +132,12 @@ typedef struct kr_run {
 #define KR_ENV_OUT 1      /* env[1] = offline statements */
 #define KR_ENV_PENDING 2  /* env[2] = statements collected for the next round trip (online) */
 
-void kr_emit(lua_State *L, kr_run *r, int env, const char *sql);  /* runs, collects or outputs one statement */
-void kr_batch_close(lua_State *L, kr_run *r, int env);            /* sends what was collected, stops batching */
-void kr_comment(lua_State *L, kr_run *r, int env, const char *text); /* offline: an SQL comment line */
-void kr_step_raw(lua_State *L, kr_run *r, int env); /* a non-transactional step does work kronos cannot redo */
-int kr_migrate_run(lua_State *L, kr_op_maker make_op);            /* core.migrate.run */
+/* What the op proxy calls; the rest of the run's files are declared in migrate_run.h. */
+void kr_batch_close(lua_State *L, kr_run *r, int env);               /* migrate_batch.c: sends what was collected */
+void kr_emit_comment(lua_State *L, kr_run *r, int env, const char *text); /* migrate_emit.c: offline SQL comment */
+void kr_resume_raw(lua_State *L, kr_run *r, int env);                /* migrate_resume.c: work kronos cannot redo */
+void kr_step_emit(lua_State *L, kr_run *r, int env, const char *sql); /* migrate_step.c: a migration's statement */
+int kr_migrate_run(lua_State *L, kr_op_maker make_op);               /* migrate_run.c: core.migrate.run */
 
 /* migrate_op.c */
 void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts); /* sets env.op and env.db */

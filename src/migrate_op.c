@@ -1,8 +1,8 @@
 /* The op proxy given to a migration's up/down: op.<helper>(...) runs the statements that
  * kronos.core.ddl.<helper> builds, op.execute(sql) runs raw SQL, op.db is the connection (nil
- * offline). Every statement goes through the run's kr_emit, so online and offline runs execute
- * the same statements in the same order. Upvalues of every closure: 1 = the run userdata,
- * 2 = the run's environment table. */
+ * offline). Every statement goes through the run's kr_step_emit, so online and offline runs
+ * execute the same statements in the same order. Upvalues of every closure: 1 = the run
+ * userdata, 2 = the run's environment table. */
 #include <string.h>
 
 #include "lint.h"
@@ -25,7 +25,7 @@ static kr_run *op_run(lua_State *L)
 static int op_execute(lua_State *L)
 {
     kr_run *r = op_run(L);
-    r->in_builder = 0;
+    r->watch.generated = 0;
     size_t len;
     if (lua_type(L, 1) != LUA_TSTRING) {
         kr_error_setfname(L, "execute");
@@ -48,7 +48,7 @@ static int op_execute(lua_State *L)
         kr_error_raise(L, "transaction_control", "op.execute: %s would end the migration's transaction (and release the "
                        "migration lock); nothing was run. Give the migration transactional = false to manage transactions "
                        "yourself", ends);
-    kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
+    kr_step_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
     return 0;
 }
 
@@ -103,10 +103,10 @@ static int op_builder(lua_State *L)
     kr_error_setfname(L, name);
     if (lua_pcall(L, n, 1, 0) != 0) builder_failed(L, name);
     kr_error_setfname(L, NULL);
-    r->in_builder = 1; /* kronos generated these statements (a non-transactional step may resume them) */
+    r->watch.generated = 1; /* kronos generated these statements (a non-transactional step may resume them) */
     if (lua_type(L, -1) == LUA_TSTRING) {
-        kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
-        r->in_builder = 0;
+        kr_step_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
+        r->watch.generated = 0;
         return 0;
     }
     if (!lua_istable(L, -1)) kr_error_raise(L, "bad_migration", "ddl.%s returned %s, not an array of statements", name, luaL_typename(L, -1));
@@ -114,10 +114,10 @@ static int op_builder(lua_State *L)
     for (int i = 1; i <= (int)lua_rawlen(L, t); i++) {
         lua_rawgeti(L, t, i);
         if (lua_type(L, -1) != LUA_TSTRING) kr_error_raise(L, "bad_migration", "ddl.%s returned a non-string statement", name);
-        kr_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
+        kr_step_emit(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
         lua_pop(L, 1);
     }
-    r->in_builder = 0;
+    r->watch.generated = 0;
     return 0;
 }
 
@@ -131,13 +131,13 @@ static int op_index(lua_State *L)
          * and from here on this migration's statements run one by one, in the order given. */
         kr_run *r = (kr_run *)lua_touserdata(L, lua_upvalueindex(UP_RUN));
         if (r->active) kr_batch_close(L, r, lua_upvalueindex(UP_ENV));
-        if (r->active && r->nontx_step) kr_step_raw(L, r, lua_upvalueindex(UP_ENV));
+        if (r->active) kr_resume_raw(L, r, lua_upvalueindex(UP_ENV)); /* in a non-transactional step */
         if (r->active && r->offline && r->cur_rev && r->db_noted != r->cur_rev) {
             /* offline op.db is nil: a guarded use silently skips its work, so the script says so */
             r->db_noted = r->cur_rev;
             lua_pushfstring(L, "-- %s: revision %s reads op.db, which is nil offline: the database work it does "
                                "through op.db is NOT in this script", r->cur_file, r->cur_rev);
-            kr_comment(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
+            kr_emit_comment(L, r, lua_upvalueindex(UP_ENV), lua_tostring(L, -1));
             lua_pop(L, 1);
         }
         lua_getfield(L, lua_upvalueindex(UP_ENV), "db");

@@ -386,9 +386,10 @@ static void resolve_stamp(lua_State *L, kr_plan *p, const spec *s)
         heads[d] = 1;
     }
     if (!any) {
-        /* base: the branch's heads go (every head without a branch) */
+        /* base: the branch's heads go (every head without a branch), depends_on included as in
+         * Alembic: a head that depends on the branch cannot stay once the branch is at base */
         for (int h = 0; h < g->n; h++)
-            if (heads[h] && (s->branch < 0 || shares_lineage(p, h, s->branch, 0))) heads[h] = 0;
+            if (heads[h] && (s->branch < 0 || shares_lineage(p, h, s->branch, 1))) heads[h] = 0;
     }
     kr_graph_close(g, heads); /* now the applied set */
 }

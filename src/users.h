@@ -31,6 +31,7 @@ enum {
 enum kr_field_kind { K_EMAIL, K_NAME, K_URL, K_BOOL };
 struct kr_user_field {
     const char *name;
+    size_t len;     /* strlen(name) */
     enum kr_field_kind kind;
 };
 #define KR_USER_NFIELDS 5
@@ -41,6 +42,7 @@ typedef struct {
     int set;        /* the caller gave the field (a value or kronos.null) */
     const char *s;  /* its text, NULL for SQL NULL; owned by the caller's table or the stack */
     size_t len;
+    int escape;     /* s holds a byte COPY's text format escapes (validate.h) */
 } kr_fieldval;
 
 /* users_fields.c: errors are kronos error objects (kr_error_push) with err.field set. */
@@ -48,6 +50,10 @@ typedef struct {
 int kr_users_field_value(lua_State *L, const struct kr_user_field *f, kr_fieldval *v);
 /* The fields table at t: 1 with the normalized email (or nil) pushed, 0 with the error pushed. */
 int kr_users_check_fields(lua_State *L, int t, kr_fieldval *vals, int need_email);
+/* create_many's one walk over the entry at t: 1 with vals filled (the email normalized into
+ * email, emailcap bytes) when kr_users_check_fields(L, t, vals, 1) would accept it; 0 otherwise
+ * (ask kr_users_check_fields for the error). Pushes nothing, allocates nothing. */
+int kr_users_read_entry(lua_State *L, int t, kr_fieldval *vals, char *email, size_t emailcap);
 
 /* users_base.c */
 kr_conn *kr_users_self(lua_State *L);   /* self at 1; raises when it is not a users object */

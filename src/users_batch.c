@@ -1,97 +1,115 @@
-/* users:create_many: every entry validated first, then one COPY (all or nothing) whose lines are
- * written into a 64 KB buffer and sent each time it fills, so the server parses and inserts while
- * the rest of the batch is being formatted. */
-#define _GNU_SOURCE /* getrandom */
+/* users:create_many: one pass over the list checks every entry and writes its COPY line (a new
+ * id first) into one buffer; only when the whole batch is valid does the COPY begin, and the
+ * buffer goes to the server in COPY_CHUNK pieces. Nothing is sent for a refused batch (the
+ * caller's transaction is untouched), and no entry is read twice. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
-#include <uuid/uuid.h>
-
+#include "copytext.h"
 #include "users.h"
+#include "uuid.h"
 
-#define COPY_CHUNK 65536
-#define ID_BATCH 256 /* random ids drawn per getrandom(2) call */
+#define COPY_CHUNK (256 * 1024) /* bytes per PQputCopyData */
+#define EMAIL_CAP 1024          /* a valid email's bytes at most (255 characters of 4), trimmed */
 
-/* A growing byte buffer in a Lua userdata at stack slot `slot` (so nothing leaks if Lua raises). */
+/* The batch's COPY text, malloc'd (realloc grows a large buffer in place, without copying) and
+ * held by a userdata whose __gc frees it, so nothing leaks if Lua raises. */
 typedef struct {
     char *p;
     size_t len, cap;
-    int slot;
-} copybuf;
+} batchbuf;
 
-static void buf_reserve(lua_State *L, copybuf *b, size_t more)
+#define BATCHBUF_CLASS "kronos.users.batch"
+
+static int batchbuf_gc(lua_State *L)
 {
-    if (b->len + more <= b->cap) return;
-    size_t cap = b->cap * 2;
-    while (cap < b->len + more) cap *= 2;
-    char *p = (char *)lua_newuserdata(L, cap);
-    memcpy(p, b->p, b->len);
-    lua_replace(L, b->slot); /* the old one is garbage now */
+    batchbuf *b = (batchbuf *)lua_touserdata(L, 1);
+    free(b->p);
+    b->p = NULL;
+    return 0;
+}
+
+/* Pushes an empty buffer of cap bytes. */
+static batchbuf *batchbuf_new(lua_State *L, size_t cap)
+{
+    batchbuf *b = (batchbuf *)lua_newuserdata(L, sizeof(batchbuf));
+    b->p = NULL;
+    b->len = b->cap = 0;
+    if (luaL_newmetatable(L, BATCHBUF_CLASS)) {
+        lua_pushcfunction(L, batchbuf_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    b->p = (char *)malloc(cap);
+    if (b->p == NULL) kr_error_raise(L, "out_of_memory", "out of memory for the batch's COPY text");
+    b->cap = cap;
+    return b;
+}
+
+/* Room for more bytes: the buffer doubles (the first lines tell the usual line's size, so a
+ * batch of like entries rarely grows). */
+static void batchbuf_reserve(lua_State *L, batchbuf *b, size_t more)
+{
+    if (more <= b->cap - b->len) return;
+    size_t cap = b->cap;
+    while (more > cap - b->len) {
+        if (cap > ((size_t)-1) / 2) kr_error_raise(L, "out_of_memory", "out of memory for the batch's COPY text");
+        cap *= 2;
+    }
+    char *p = (char *)realloc(b->p, cap);
+    if (p == NULL) kr_error_raise(L, "out_of_memory", "out of memory for the batch's COPY text");
     b->p = p;
     b->cap = cap;
 }
 
-/* Version 4 UUIDs, ID_BATCH at a time from one getrandom(2) call: libuuid's uuid_generate_random
- * re-seeds its own generator on every call, which was most of create_many's instructions. The
- * kernel's CSPRNG gives the 122 random bits; the version (4) and variant (10) bits are set as
- * RFC 4122 says, and libuuid formats the text. */
-typedef struct {
-    unsigned char raw[ID_BATCH][16];
-    int next;
-} idpool;
-
-static int ids_refill(idpool *ids)
+/* Tries to make room for more bytes at once; a failure here is not one (the buffer then grows as
+ * the lines come). */
+static void batchbuf_hint(batchbuf *b, size_t more)
 {
-    size_t got = 0;
-    unsigned char *p = &ids->raw[0][0];
-    while (got < sizeof ids->raw) {
-        ssize_t n = getrandom(p + got, sizeof ids->raw - got, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return 0;
-        }
-        got += (size_t)n;
-    }
-    for (int i = 0; i < ID_BATCH; i++) {
-        ids->raw[i][6] = (unsigned char)((ids->raw[i][6] & 0x0f) | 0x40);
-        ids->raw[i][8] = (unsigned char)((ids->raw[i][8] & 0x3f) | 0x80);
-    }
-    ids->next = 0;
-    return 1;
+    if (more <= b->cap - b->len || more > ((size_t)-1) / 2 - b->len) return;
+    char *p = (char *)realloc(b->p, b->len + more);
+    if (p == NULL) return;
+    b->p = p;
+    b->cap = b->len + more;
 }
 
-/* Writes the next id's 36 characters and a NUL at out; 0 when the kernel gave no randomness. */
-static int ids_format(idpool *ids, char *out)
+/* One value in COPY text format: escaped only when validation saw a byte that needs it. */
+static char *put_value(char *out, const kr_fieldval *v, const char *absent, size_t absentlen)
 {
-    if (ids->next == ID_BATCH && !ids_refill(ids)) return 0;
-    uuid_unparse_lower(ids->raw[ids->next++], out);
-    return 1;
+    if (!v->set || v->s == NULL) { /* absent or kronos.null: \N, or the column's default */
+        memcpy(out, absent, absentlen);
+        return out + absentlen;
+    }
+    if (v->escape) return out + kr_copytext_escape(v->s, v->len, out);
+    memcpy(out, v->s, v->len);
+    return out + v->len;
 }
 
-/* One value in COPY text format: \N for NULL, backslash escapes for what would break a row. */
-static void add_copy_value(lua_State *L, copybuf *b, const char *s, size_t len, const char *absent)
+/* An absent field's text: \N, but the table's default for is_active (it is NOT NULL). */
+static const char *absent_text(int k, size_t *len)
 {
-    if (s == NULL) { /* written as is: \N or a default */
-        len = strlen(absent);
-        buf_reserve(L, b, len);
-        memcpy(b->p + b->len, absent, len);
-        b->len += len;
-        return;
-    }
-    buf_reserve(L, b, 2 * len);
+    int boolean = kr_user_fields[k].kind == K_BOOL;
+    *len = boolean ? 4 : 2;
+    return boolean ? "true" : "\\N";
+}
+
+/* Appends entry's line: a new id, then the fields in kr_user_fields' order (COPY's columns). */
+static void put_line(lua_State *L, batchbuf *b, kr_uuid_pool *ids, const kr_fieldval *v)
+{
+    size_t need = 36 + KR_USER_NFIELDS + 1;
+    for (int k = 0; k < KR_USER_NFIELDS; k++) need += v[k].escape ? 2 * v[k].len : v[k].len + 4;
+    batchbuf_reserve(L, b, need);
     char *out = b->p + b->len;
-    for (size_t i = 0; i < len; i++) {
-        char ch = s[i];
-        switch (ch) {
-        case '\\': *out++ = '\\'; *out++ = '\\'; break;
-        case '\t': *out++ = '\\'; *out++ = 't'; break;
-        case '\n': *out++ = '\\'; *out++ = 'n'; break;
-        case '\r': *out++ = '\\'; *out++ = 'r'; break;
-        default: *out++ = ch;
-        }
+    if (!kr_uuid_pool_next(ids, out)) kr_error_raise(L, "random_failed", "getrandom: %s", strerror(errno));
+    out += 36;
+    for (int k = 0; k < KR_USER_NFIELDS; k++) {
+        size_t alen;
+        const char *absent = absent_text(k, &alen);
+        *out++ = '\t';
+        out = put_value(out, &v[k], absent, alen);
     }
+    *out++ = '\n';
     b->len = (size_t)(out - b->p);
 }
 
@@ -106,20 +124,27 @@ static void set_index(lua_State *L, lua_Integer i)
     lua_pop(L, 1);
 }
 
-/* The entry list[i] checked into v (the entry and its normalized email stay on the stack above
- * top). Returns 0 with the error object at -1, naming the entry, when it is not valid. */
-static int check_entry(lua_State *L, int list, lua_Integer i, int top, kr_fieldval *v)
+/* The entry list[i] checked and its line appended (top: the stack's height between entries).
+ * Returns 0 with the error object at -1, naming the entry, when it is not valid. The one-walk
+ * reader takes the common entry; any other (a problem, or an email too long to be valid) goes
+ * through kr_users_check_fields, which accepts exactly the same entries and names the problem
+ * in its fixed order. */
+static int add_entry(lua_State *L, int list, lua_Integer i, int top, batchbuf *b, kr_uuid_pool *ids)
 {
+    kr_fieldval v[KR_USER_NFIELDS];
+    char email[EMAIL_CAP];
     lua_rawgeti(L, list, (int)i);
     if (!lua_istable(L, top + 1)) {
         kr_error_push(L, "invalid_type", "must be a table of fields, got %s", luaL_typename(L, top + 1));
         set_index(L, i);
         return 0;
     }
-    if (!kr_users_check_fields(L, top + 1, v, 1)) {
+    if (!kr_users_read_entry(L, top + 1, v, email, sizeof email) && !kr_users_check_fields(L, top + 1, v, 1)) {
         set_index(L, i);
         return 0;
     }
+    put_line(L, b, ids, v); /* before the normalized email (if kr_users_check_fields pushed it) goes */
+    lua_settop(L, top);
     return 1;
 }
 
@@ -142,57 +167,11 @@ static int copy_failed(lua_State *L, kr_conn *c, PGresult *r, PGresult **box)
     return 2;
 }
 
-typedef struct {
-    kr_conn *c;
-    lua_Integer n;
-    int sent; /* 0 once a PQputCopyData failed */
-} copyjob;
-
-static int send_chunk(copyjob *job, copybuf *b)
-{
-    if (job->sent && b->len > 0) job->sent = PQputCopyData(job->c->pg, b->p, (int)b->len) == 1;
-    b->len = 0;
-    return job->sent;
-}
-
-/* Under lua_pcall, with the COPY open (1: the list, 2: the job): formats every entry's line (a
- * new id first) and sends the buffer each time it holds COPY_CHUNK bytes. Entries were checked
- * before the COPY began; checking one again only yields its values (an entry that fails now, a
- * list changed by no one, raises, and the COPY is aborted). */
-static int copy_lines(lua_State *L)
-{
-    copyjob *job = (copyjob *)lua_touserdata(L, 2);
-    lua_settop(L, 2);
-    copybuf b;
-    b.cap = COPY_CHUNK + 4096;
-    b.len = 0;
-    b.p = (char *)lua_newuserdata(L, b.cap);
-    b.slot = lua_gettop(L);
-    idpool *ids = (idpool *)lua_newuserdata(L, sizeof(idpool));
-    ids->next = ID_BATCH;
-    int top = lua_gettop(L);
-    for (lua_Integer i = 1; i <= job->n && job->sent; i++) {
-        kr_fieldval v[KR_USER_NFIELDS];
-        if (!check_entry(L, 1, i, top, v)) return lua_error(L);
-        buf_reserve(L, &b, 37);
-        if (!ids_format(ids, b.p + b.len)) kr_error_raise(L, "random_failed", "getrandom: %s", strerror(errno));
-        b.len += 36;
-        for (int k = 0; k < KR_USER_NFIELDS; k++) {
-            buf_reserve(L, &b, 1);
-            b.p[b.len++] = '\t';
-            /* COPY's column order is kr_user_fields' order; an absent is_active gets the table's default */
-            add_copy_value(L, &b, v[k].set ? v[k].s : NULL, v[k].len, kr_user_fields[k].kind == K_BOOL ? "true" : "\\N");
-        }
-        buf_reserve(L, &b, 1);
-        b.p[b.len++] = '\n';
-        lua_settop(L, top); /* the normalized email is in the buffer now */
-        if (b.len >= COPY_CHUNK) send_chunk(job, &b);
-    }
-    send_chunk(job, &b);
-    return 0;
-}
-
-static int copy_batch(lua_State *L, kr_conn *c, lua_Integer n)
+/* One COPY of the batch's text b. Between the COPY's start and its end nothing can raise (no Lua
+ * call), so the COPY is always ended: an open one would make every later statement on the
+ * connection fail. When sending failed, the end carries an error message, which makes the server
+ * abort the COPY, so nothing of the batch is written. */
+static int copy_batch(lua_State *L, kr_conn *c, const batchbuf *b)
 {
     kr_endstream(c);
     PGresult *r = PQexec(c->pg, "COPY users (id, email, first_name, last_name, profile_image_url, is_active) FROM STDIN");
@@ -200,24 +179,15 @@ static int copy_batch(lua_State *L, kr_conn *c, lua_Integer n)
     if (r == NULL || PQresultStatus(r) != PGRES_COPY_IN) return copy_failed(L, c, r, box);
     kr_clearbox(box);
     lua_pop(L, 1);
-    copyjob job = {c, n, 1};
-    lua_pushcfunction(L, copy_lines);
-    lua_pushvalue(L, 2);
-    lua_pushlightuserdata(L, &job);
-    int status = lua_pcall(L, 2, 0, 0);
-    /* Ended either way: an open COPY would make every later statement on the connection fail.
-     * An error message makes the server abort the COPY, so nothing of the batch is written. */
-    const char *abort = status != LUA_OK ? "kronos: formatting the batch failed" : job.sent ? NULL : "kronos: sending the batch failed";
-    int ended = PQputCopyEnd(c->pg, abort) == 1;
-    PGresult *extra;
-    r = ended ? PQgetResult(c->pg) : NULL;
-    if (status != LUA_OK) {
-        PQclear(r);
-        while (ended && (extra = PQgetResult(c->pg)) != NULL) PQclear(extra);
-        return lua_error(L);
+    int sent = 1;
+    for (size_t off = 0; sent && off < b->len; off += COPY_CHUNK) {
+        size_t n = b->len - off < COPY_CHUNK ? b->len - off : COPY_CHUNK;
+        sent = PQputCopyData(c->pg, b->p + off, (int)n) == 1;
     }
-    if (!ended) return kr_error_result(L, c, NULL);
+    if (PQputCopyEnd(c->pg, sent ? NULL : "kronos: sending the batch failed") != 1) return kr_error_result(L, c, NULL);
+    r = PQgetResult(c->pg);
     box = kr_boxresult(L, r);
+    PGresult *extra;
     while ((extra = PQgetResult(c->pg)) != NULL) PQclear(extra);
     if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) return copy_failed(L, c, r, box);
     lua_Integer created = (lua_Integer)strtoll(PQcmdTuples(r), NULL, 10);
@@ -229,7 +199,8 @@ static int copy_batch(lua_State *L, kr_conn *c, lua_Integer n)
 /* users:create_many(list) -> count | nil, err: one COPY, so the batch is written whole or not
  * at all; every entry is validated before anything is sent (a refused entry leaves the caller's
  * transaction untouched). A duplicate email, within the batch or against the table, is the
- * server's unique violation: err.index is the entry it hit. */
+ * server's unique violation: err.index is the entry it hit. The batch's COPY text (about the
+ * size of its values plus 43 bytes an entry) is held in memory until the COPY. */
 int kr_users_create_many(lua_State *L)
 {
     kr_conn *c = kr_users_self(L);
@@ -241,14 +212,21 @@ int kr_users_create_many(lua_State *L)
         lua_pushinteger(L, 0);
         return 1;
     }
+    batchbuf *b = batchbuf_new(L, 64 * 1024);
+    kr_uuid_pool *ids = (kr_uuid_pool *)lua_newuserdata(L, sizeof(kr_uuid_pool));
+    kr_uuid_pool_init(ids);
+    int top = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
-        kr_fieldval v[KR_USER_NFIELDS];
-        if (!check_entry(L, 2, i, 2, v)) {
+        if (!add_entry(L, 2, i, top, b, ids)) {
             lua_pushnil(L);
             lua_insert(L, -2);
             return 2;
         }
-        lua_settop(L, 2);
+        /* after the first lines, room for the whole batch at their size, so it rarely grows */
+        if (i == 16 && n > 16) batchbuf_hint(b, (b->len / 16 + 8) * (size_t)(n - 16));
     }
-    return copy_batch(L, c, n);
+    int results = copy_batch(L, c, b);
+    free(b->p); /* now, not when the collector gets to it */
+    b->p = NULL;
+    return results;
 }

@@ -1,15 +1,9 @@
 /* User-model validation (see validate.h): plain C over byte strings. */
+#include <stdint.h>
 #include <string.h>
 
 #include "utf8.h"
 #include "validate.h"
-
-kr_verdict kr_check_text(const char *s, size_t len, size_t max)
-{
-    size_t n = kr_utf8_chars(s, len, NULL, NULL);
-    if (n == KR_UTF8_INVALID) return KR_BAD_UTF8;
-    return n > max ? KR_TOO_LONG : KR_VALID;
-}
 
 /* Whitespace or a control character, in ASCII or beyond: never part of an email or a URL. */
 static int is_space_or_control(unsigned long cp)
@@ -17,6 +11,112 @@ static int is_space_or_control(unsigned long cp)
     if (cp <= 0x20 || (cp >= 0x7F && cp <= 0xA0)) return 1;
     if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200B) || cp == 0x2028 || cp == 0x2029) return 1;
     return cp == 0x202F || cp == 0x205F || cp == 0x3000 || cp == 0xFEFF;
+}
+
+/* What one walk over a value learns: everything its checks and its COPY line need. */
+typedef struct {
+    size_t chars;  /* characters (code points); KR_UTF8_INVALID when not strict UTF-8 or a NUL */
+    int space;     /* some character is whitespace or a control (is_space_or_control) */
+    int escape;    /* some byte is one COPY's text format escapes (see validate.h) */
+    size_t ats;    /* how many '@' */
+    size_t at;     /* the offset of the first '@' */
+} text_scan;
+
+/* Eight bytes at a time (SWAR): a word of ASCII printable bytes other than '@' and backslash is
+ * counted, and lower-cased, without looking at each byte. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+#define HAS_BYTE(x, b) HAS_ZERO((x) ^ ((b) * ONES))
+
+static int plain_word(uint64_t w)
+{
+    /* below 0x21: exact once no byte has its high bit (then no borrow crosses into a flag that matters) */
+    return !((w & HIGHS) | (((w - 0x21 * ONES) & ~w) & HIGHS) | HAS_BYTE(w, 0x7F) | HAS_BYTE(w, '@') | HAS_BYTE(w, '\\'));
+}
+
+static uint64_t lower_word(uint64_t w)
+{
+    /* every byte is below 0x80, so no sum carries into the next byte */
+    uint64_t upper = ((w + (0x80 - 'A') * ONES) ^ (w + (0x80 - 'Z' - 1) * ONES)) & HIGHS;
+    return w | (upper >> 2);
+}
+
+/* The one walk of the validators: ASCII bytes (nearly every byte of an email, a name or a URL)
+ * are classified inline, eight at a time where they are plain, and every other sequence is
+ * decoded by kr_utf8_next, the one UTF-8 decoder. When lower is not NULL the text is copied
+ * there with ASCII letters lower-cased (the copy is complete only when the text is valid UTF-8). */
+static void scan_text(const char *s, size_t len, char *lower, text_scan *t)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t chars = 0, ats = 0, at = 0, i = 0;
+    int space = 0, escape = 0;
+    while (i < len) {
+        if (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, u + i, 8);
+            if (plain_word(w)) {
+                if (lower) {
+                    w = lower_word(w);
+                    memcpy(lower + i, &w, 8);
+                }
+                i += 8;
+                chars += 8;
+                continue;
+            }
+        }
+        /* byte by byte up to the next word (a sequence may end past it) */
+        size_t stop = len - i >= 8 ? i + 8 : len;
+        while (i < stop) {
+            unsigned char c = u[i];
+            if (c < 0x80) {
+                if (c >= 0x21 && c <= 0x7E) { /* printable */
+                    if (c == '@') {
+                        if (ats++ == 0) at = i;
+                    } else if (c == '\\') {
+                        escape = 1;
+                    }
+                } else { /* a space or a control */
+                    if (c == 0) goto invalid; /* NUL: never text */
+                    space = 1;
+                    if (c == '\t' || c == '\n' || c == '\r') escape = 1;
+                }
+                if (lower) lower[i] = kr_utf8_lower((char)c);
+                i++;
+                chars++;
+                continue;
+            }
+            unsigned long cp;
+            size_t n = kr_utf8_next(u + i, len - i, &cp);
+            if (n == 0) goto invalid;
+            if (is_space_or_control(cp)) space = 1;
+            if (lower) memcpy(lower + i, s + i, n);
+            i += n;
+            chars++;
+        }
+    }
+    t->chars = chars;
+    t->space = space;
+    t->escape = escape;
+    t->ats = ats;
+    t->at = at;
+    return;
+invalid:
+    t->chars = KR_UTF8_INVALID;
+    t->space = space;
+    t->escape = escape;
+    t->ats = ats;
+    t->at = at;
+}
+
+kr_verdict kr_check_text(const char *s, size_t len, size_t max, int *escape)
+{
+    text_scan t;
+    scan_text(s, len, NULL, &t);
+    if (t.chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
+    if (t.chars > max) return KR_TOO_LONG;
+    if (escape) *escape = t.escape;
+    return KR_VALID;
 }
 
 static int ascii_space(unsigned char c)
@@ -30,25 +130,22 @@ static kr_verdict malformed(const char **why, const char *reason)
     return KR_MALFORMED;
 }
 
-kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *outlen, const char **why)
+kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *outlen, const char **why, int *escape)
 {
     while (len > 0 && ascii_space((unsigned char)in[0])) in++, len--;
     while (len > 0 && ascii_space((unsigned char)in[len - 1])) len--;
-    for (size_t i = 0; i < len; i++) {
-        out[i] = kr_utf8_lower(in[i]);
-    }
     *outlen = len;
-    int space;
-    size_t chars = kr_utf8_chars(out, len, is_space_or_control, &space);
-    if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
-    if (chars > KR_EMAIL_MAX) return KR_TOO_LONG;
-    if (chars < KR_EMAIL_MIN) return malformed(why, "must be at least " KR_TEXT(KR_EMAIL_MIN) " characters");
-    if (space) return malformed(why, "must not contain whitespace or control characters");
-    const char *at = memchr(out, '@', len);
-    if (at == NULL) return malformed(why, "must contain an @");
-    if (memchr(at + 1, '@', len - (size_t)(at - out) - 1) != NULL) return malformed(why, "must contain exactly one @");
-    if (at == out) return malformed(why, "must have a local part before the @");
-    if (at == out + len - 1) return malformed(why, "must have a domain after the @");
+    text_scan t;
+    scan_text(in, len, out, &t);
+    if (t.chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
+    if (t.chars > KR_EMAIL_MAX) return KR_TOO_LONG;
+    if (t.chars < KR_EMAIL_MIN) return malformed(why, "must be at least " KR_TEXT(KR_EMAIL_MIN) " characters");
+    if (t.space) return malformed(why, "must not contain whitespace or control characters");
+    if (t.ats == 0) return malformed(why, "must contain an @");
+    if (t.ats > 1) return malformed(why, "must contain exactly one @");
+    if (t.at == 0) return malformed(why, "must have a local part before the @");
+    if (t.at == len - 1) return malformed(why, "must have a domain after the @");
+    if (escape) *escape = t.escape;
     return KR_VALID;
 }
 
@@ -81,13 +178,13 @@ static int valid_authority(const char *a, size_t n)
     return 1;
 }
 
-kr_verdict kr_check_url(const char *s, size_t len, const char **why)
+kr_verdict kr_check_url(const char *s, size_t len, const char **why, int *escape)
 {
-    int space;
-    size_t chars = kr_utf8_chars(s, len, is_space_or_control, &space);
-    if (chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
-    if (chars > KR_URL_MAX) return KR_TOO_LONG;
-    if (space) return malformed(why, "must not contain whitespace or control characters");
+    text_scan t;
+    scan_text(s, len, NULL, &t);
+    if (t.chars == KR_UTF8_INVALID) return KR_BAD_UTF8;
+    if (t.chars > KR_URL_MAX) return KR_TOO_LONG;
+    if (t.space) return malformed(why, "must not contain whitespace or control characters");
     size_t skip;
     if (len >= 7 && kr_utf8_ieq(s, 7, "http://"))
         skip = 7;
@@ -98,6 +195,7 @@ kr_verdict kr_check_url(const char *s, size_t len, const char **why)
     size_t end = skip;
     while (end < len && s[end] != '/' && s[end] != '?' && s[end] != '#') end++;
     if (!valid_authority(s + skip, end - skip)) return malformed(why, "must name a host (and a numeric port, if any)");
+    if (escape) *escape = t.escape;
     return KR_VALID;
 }
 

@@ -20,20 +20,23 @@ typedef enum kr_verdict {
     KR_MALFORMED,  /* well-formed text that is not an acceptable email / URL */
 } kr_verdict;
 
-/* Characters are counted by utf8.h's kr_utf8_chars (the one UTF-8 walk). */
+/* Characters are counted in one walk per value that decodes with utf8.h's kr_utf8_next (the one
+ * UTF-8 decoder), ASCII handled inline. When escape is not NULL, a valid value also reports
+ * whether it holds a byte COPY's text format escapes (backslash, tab, newline, carriage return:
+ * copytext.h's kr_copytext_escape), so a writer copies the other values as they are. */
 
 /* Valid UTF-8 of at most max characters. */
-kr_verdict kr_check_text(const char *s, size_t len, size_t max);
+kr_verdict kr_check_text(const char *s, size_t len, size_t max, int *escape);
 
 /* Trims ASCII whitespace and lower-cases ASCII letters into out (at least len bytes), sets
  * *outlen, then checks the result: 5..255 characters, exactly one '@' with a non-empty local
  * part and domain, no whitespace or control characters (Unicode spaces included).
  * *why (when not NULL) gets a short reason for a KR_MALFORMED verdict. */
-kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *outlen, const char **why);
+kr_verdict kr_normalize_email(const char *in, size_t len, char *out, size_t *outlen, const char **why, int *escape);
 
 /* An absolute http or https URL of at most 2048 characters with a non-empty host and no
  * whitespace or control characters. */
-kr_verdict kr_check_url(const char *s, size_t len, const char **why);
+kr_verdict kr_check_url(const char *s, size_t len, const char **why, int *escape);
 
 /* 1 when s is a UUID in the canonical 8-4-4-4-12 hex form, either case: what kronos stores and
  * PostgreSQL prints. The one UUID check (kronos.is_uuid, the user model's ids, list cursors). */

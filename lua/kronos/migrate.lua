@@ -142,24 +142,38 @@ local function with_db(opts, fn)
     return a, b
 end
 
--- The revisions the database has not applied, as a set (offline: every one).
-local function pending_set(list, opts, db)
+-- The revisions the database has not applied, as a set (offline: every one); status: the
+-- engine's status when the caller read it already.
+local function pending_set(list, opts, db, status)
     local set = {}
     if not db then
         for _, e in ipairs(list) do set[e.migration.revision] = true end
         return set
     end
-    for _, rev in ipairs(engine.status(list, opts, db).pending) do set[rev] = true end
+    for _, rev in ipairs((status or engine.status(list, opts, db)).pending) do set[rev] = true end
     return set
 end
 
 -- The DDL safety check before an upgrade (kronos.deploy): warns, or refuses before anything runs.
-local function check_upgrade(cmd, list, opts, db)
+local function check_upgrade(cmd, list, opts, db, status)
     if cmd ~= "upgrade" or opts.lint == false then return end
-    local todo = pending_set(list, opts, db)
+    local todo = pending_set(list, opts, db, status)
     -- nothing to run, nothing to check: a service's no-op upgrade at every start does not load kronos.deploy
     if not next(todo) then return end
     require("kronos.deploy").check_upgrade(list, opts, function() return todo end)
+end
+
+-- true when an online upgrade to head (or heads) has nothing to do: every revision applied, none
+-- changed (unless allowed), none unknown. status is a read of committed state, so this is the
+-- answer the locked run would give (a run in progress elsewhere has not committed: its
+-- revisions read as pending, and the locked run waits for it). What the run would refuse (an
+-- unknown or changed revision, 'head' among several heads) and an echo of its SQL take the run.
+local function at_head(opts, status)
+    local target = opts.target
+    if opts.echo ~= nil or not (target == nil or target == "head" or target == "heads") then return false end
+    local heads = #status.heads
+    return heads > 0 and (heads == 1 or target == "heads") and #status.pending == 0 and #status.unknown == 0
+        and (#status.changed == 0 or opts.allow_changed == true)
 end
 
 local function run(cmd, opts)
@@ -181,7 +195,10 @@ local function run(cmd, opts)
         return table.concat(text), statements
     end
     return with_db(opts, function(db)
-        check_upgrade(cmd, list, opts, db)
+        -- a service's upgrade at every start: one status read (two queries), no lock, no transaction
+        local status = cmd == "upgrade" and engine.status(list, opts, db)
+        if status and at_head(opts, status) then return {} end
+        check_upgrade(cmd, list, opts, db, status)
         local ok, res = pcall(engine.run, cmd, list, opts, db, core.ddl)
         if ok then return res end
         -- a lock wait that timed out: retried (opts.retries), else reported with who held the lock
