@@ -534,6 +534,49 @@ describe("the kronos program", function()
         return n
     end
 
+    -- pg_stat_database's transactions of a database, read from another one (the reader's own
+    -- statements do not count there); a backend flushes its counts as it exits.
+    local function xacts(admin, name)
+        local last, n, still = -1, nil, 0
+        for _ = 1, 100 do
+            admin:exec("SELECT pg_stat_clear_snapshot()")
+            n = admin:exec("SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1", name)[1].n
+            still = n == last and still + 1 or 0
+            if still == 5 then break end
+            last = n
+            admin:exec("SELECT pg_sleep(0.05)")
+        end
+        return n
+    end
+
+    it("a no-op upgrade costs the server what the psql program's `-c 'select 1'` does: one statement", function()
+        local admin = assert(kronos.connect(H.base_url))
+        finally(function() admin:close() end)
+        local psql = H.trim(select(2, H.run("pg_config --bindir"))) .. "/psql"
+        local before = xacts(admin, dbname)
+        assert.equal(0, (H.run(("%s %s -qc 'select 1'"):format(q(psql), q(url)))))
+        local one = xacts(admin, dbname) - before   -- the session's start and the statement
+        assert.is_true(one >= 2)
+        before = xacts(admin, dbname)
+        local code, out, err = H.kronos(("upgrade -d %s --dir %s"):format(q(url), q(USERS)))
+        assert.equal(0, code, out .. err)
+        assert.equal("now at 4f1c2a9e7b30 (head); nothing to upgrade\n", out)
+        assert.equal(one, xacts(admin, dbname) - before)
+        -- inside a transaction the read first asks whether the table exists (an error would abort
+        -- the caller's work); on a database without it, the answer is the same either way
+        local db = assert(kronos.connect(url))
+        finally(function() db:close() end)
+        local migrate = require "kronos.migrate"
+        local outside = assert(migrate.status { db = db, dir = USERS, version_table = "no_such_table" })
+        local inside = assert(db:transaction(function()
+            return assert(migrate.status { db = db, dir = USERS, version_table = "no_such_table_either" })
+        end))
+        assert.same({}, outside.current)
+        assert.same({}, inside.current)
+        assert.same(outside.pending, inside.pending)
+        assert.equal(1, #outside.pending)
+    end)
+
     it("a no-op upgrade opens one connection and does not wait for the migration lock", function()
         local db = assert(kronos.connect(url))
         local holder = assert(kronos.connect(url))

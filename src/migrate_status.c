@@ -16,22 +16,36 @@ static void set_revs(lua_State *L, const kr_graph *g, const int *idx, int n, con
 }
 
 /* Reads the version table without a lock (a read-only view). Leaves the boxed result, or
- * nothing when the table does not exist yet; returns it or NULL. */
+ * nothing when the table does not exist yet; returns it or NULL.
+ * Outside a transaction the rows are asked for at once, and "no such table" (42P01) means none:
+ * one round trip, the whole of a no-op upgrade's work, instead of an existence probe first. Inside a transaction an error
+ * would abort the caller's work, so the table's existence is asked first (to_regclass). */
 static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
 {
-    kr_push_literal(L, vt);
-    lua_pushfstring(L, "SELECT to_regclass(%s) IS NOT NULL", lua_tostring(L, -1));
-    PGresult *res = kr_execscript(L, c, lua_tostring(L, -1));
-    if (res == NULL) kr_error_throw(L);
-    int exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    kr_dropbox(L, -1);
-    lua_pop(L, 3);
-    if (!exists) return NULL;
+    int probe = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+    if (probe) {
+        kr_push_literal(L, vt);
+        lua_pushfstring(L, "SELECT to_regclass(%s) IS NOT NULL", lua_tostring(L, -1));
+        PGresult *res = kr_execscript(L, c, lua_tostring(L, -1));
+        if (res == NULL) kr_error_throw(L);
+        int exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        kr_dropbox(L, -1);
+        lua_pop(L, 3);
+        if (!exists) return NULL;
+    }
     /* finished_at: added by the first finish run, so read in a way that works without it */
     lua_pushfstring(L, "SELECT revision, checksum, applied_at, execution_ms, (to_jsonb(v) ->> 'finished_at')::timestamptz "
                        "FROM %s v ORDER BY applied_at, revision", vt);
-    res = kr_execscript(L, c, lua_tostring(L, -1));
-    if (res == NULL) kr_error_throw(L);
+    PGresult *res = kr_execscript(L, c, lua_tostring(L, -1));
+    if (res == NULL) {
+        lua_getfield(L, -1, "sqlstate");
+        const char *state = lua_tostring(L, -1);
+        int absent = !probe && state && strcmp(state, "42P01") == 0;
+        lua_pop(L, 1);
+        if (!absent) kr_error_throw(L);
+        lua_pop(L, 3);   /* nil, err, the statement */
+        return NULL;
+    }
     lua_remove(L, -2);
     return res;
 }
