@@ -116,6 +116,39 @@ describe("guarantees", function()
             assert.are.same({}, items())
         end)
 
+        it("ROLLBACK and BEGIN in one script: the new transaction is not committed, transaction fails", function()
+            assert(db:exec("INSERT INTO item VALUES (1)"))
+            local r, err = db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (2)"))
+                assert(c:script("ROLLBACK; BEGIN; INSERT INTO item VALUES (3)"))
+                assert(c:exec("INSERT INTO item VALUES (4)"))
+                return "ok"
+            end)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", err.code)
+            assert.is_false(db:in_transaction())
+            assert.are.same({ 1 }, items()) -- 2 rolled back by fn's ROLLBACK, 3 and 4 by kronos
+            -- nested: the savepoint is gone with the transaction; inner and outer fail
+            local inner_err
+            r, err = db:transaction(function(c)
+                assert(c:exec("INSERT INTO item VALUES (5)"))
+                local ok, e = c:transaction(function(c2)
+                    assert(c2:script("ROLLBACK; BEGIN; INSERT INTO item VALUES (6)"))
+                end)
+                assert.is_nil(ok)
+                inner_err = e
+                return "ok"
+            end)
+            assert.is_nil(r)
+            assert.are.equal("transaction_ended", inner_err.code)
+            assert.are.equal("transaction_ended", err.code)
+            assert.is_false(db:in_transaction())
+            assert.are.same({ 1 }, items())
+            -- and an ordinary transaction still commits
+            assert.are.equal(8, db:transaction(function(c) assert(c:exec("INSERT INTO item VALUES (8)")); return 8 end))
+            assert.are.same({ 1, 8 }, items())
+        end)
+
         it("a ROLLBACK inside a savepoint fails the inner and the outer transaction", function()
             local inner_r, inner_err
             local r, err = db:transaction(function(c)
@@ -221,6 +254,56 @@ describe("guarantees", function()
             fails("transaction_ended")
             assert.are.same({}, versions())
             assert.are.same({}, items())
+            assert.are.equal(0, locks())
+        end)
+
+        it("a COMMIT it cannot see commits what came before; the step itself is not recorded", function()
+            three([[        op.execute("SELECT E'a\\nb'; COMMIT; CREATE TABLE tb (x int)")]])
+            local err = fails("transaction_ended")
+            -- s1 and s2 were committed by the migration's COMMIT, with their version rows; s3 is
+            -- not recorded (its row comes last, never before its work)
+            assert.are.same({ "s1", "s2" }, versions())
+            assert.are.same({ 2 }, items())
+            assert.are.same({ "s1", "s2", "s3" }, err.ended)
+            assert.are.same({}, err.rolled_back)
+            assert.is_false(db:in_transaction())
+            assert.are.equal(0, locks())
+            -- the command line says what it cannot know, and reads where the database stands
+            assert(db:script("DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE item (id int)"))
+            local code, out = H.kronos(("upgrade -d %s --dir %s"):format(H.shell_quote(url), H.shell_quote(dir)))
+            assert.are.equal(1, code)
+            assert.matches("committed or rolled back by the migration's own COMMIT or ROLLBACK: s1, s2, s3", out, 1, true)
+            assert.matches("the database is now at s2\n", out, 1, true)
+            -- through op.db, the same
+            assert(db:script("DROP SCHEMA public CASCADE; CREATE SCHEMA public; CREATE TABLE item (id int)"))
+            three([[
+        assert(op.db:exec("COMMIT"))
+        op.execute("INSERT INTO item VALUES (3)")]])
+            fails("transaction_ended")
+            assert.are.same({ "s1", "s2" }, versions())
+            assert.are.same({ 2 }, items())
+            assert.are.equal(0, locks())
+        end)
+
+        it("a ROLLBACK and a new BEGIN it cannot see: the step's guard fails it, nothing is recorded", function()
+            three([[        op.execute("SELECT E'a\\nb'; ROLLBACK; BEGIN; CREATE TABLE tb (x int)")]])
+            local err = fails("transaction_ended")
+            assert.are.same({}, versions())
+            assert.are.same({}, items())
+            assert.is_nil(assert(db:exec("SELECT to_regclass('tb') AS t"))[1].t) -- the new transaction rolled back
+            assert.is_false(db:in_transaction())
+            assert.are.equal(0, locks())
+            assert.are.same({ "s1", "s2", "s3" }, err.ended)
+            -- a downgrade step is guarded the same way: its version row stays
+            three('        op.execute("INSERT INTO item VALUES (3)")')
+            assert.are.same({ "s1", "s2", "s3" }, migrate.upgrade({ db = db, dir = dir }))
+            migration(dir, "s3.lua", "s3", "s2", '        op.execute("INSERT INTO item VALUES (3)")',
+                [[        op.execute("SELECT E'a\\nb'; ROLLBACK; BEGIN; DELETE FROM item")]])
+            local ok, derr = pcall(migrate.downgrade, { db = db, dir = dir, target = "s2", allow_changed = true })
+            assert.is_false(ok)
+            assert.are.equal("transaction_ended", derr.code, tostring(derr))
+            assert.are.same({ "s1", "s2", "s3" }, versions())
+            assert.are.same({ 2, 3 }, items())
             assert.are.equal(0, locks())
         end)
 

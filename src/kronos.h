@@ -194,6 +194,17 @@ int kr_prepared_usable(kr_conn *c);
  * but unusable (0A000 "cached plan must not change result type", 42P05). */
 int kr_prepared_lost(const PGresult *res);
 
+/* transaction.c: the mark of a transaction kronos opened (conn:transaction, a migration's
+ * step), set LOCAL as it begins, so that a COMMIT or ROLLBACK run inside it, even one followed by
+ * a new BEGIN in the same script, takes it away. KR_TX_GUARD(setting, type) is an SQL expression
+ * of that type holding the setting's value, which raises instead (invalid input syntax, its
+ * message holding KR_TX_ENDED_TEXT) when the mark is gone: kronos's own closing statements use it,
+ * so nothing is committed or recorded for work that left the transaction. */
+#define KR_TX_ENDED_TEXT "kronos: the transaction was ended inside it"
+#define KR_TX_GUARD(setting, type) \
+    "coalesce(nullif(current_setting('" setting "', true), ''), '" KR_TX_ENDED_TEXT "')::" type
+int kr_tx_guard_failed(lua_State *L, int idx);  /* the error object at idx is a guard's */
+
 /* statement.c */
 void kr_statement_flush(kr_conn *c);  /* the statement_flush hook: the queued DEALLOCATEs (when the session can) */
 void kr_statement_free(kr_conn *c);   /* forgets the queue (the session is gone) */

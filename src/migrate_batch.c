@@ -21,7 +21,8 @@ static void append(lua_State *L, int env, int slot, const char *sql)
 /* Sends the collected statements as one query. Leaves the boxed result of the last one on the
  * stack and returns it, or pushes the error object and returns NULL. Raises transaction_ended
  * when the query ended the run's transaction: a COMMIT or ROLLBACK the scan of op.execute could
- * not see (op.db, doubtful text) must not let the later statements run outside it unnoticed. */
+ * not see (op.db, doubtful text) must not let the later statements run outside it unnoticed
+ * (the session is left outside a transaction, or the step's guard raised: see kr_step_run). */
 static PGresult *batch_send(lua_State *L, kr_run *r, int env)
 {
     if (r->c->pg == NULL) kr_error_raise(L, "connection", "the connection was closed during the migration");
@@ -41,10 +42,10 @@ static PGresult *batch_send(lua_State *L, kr_run *r, int env)
     PGresult *res = kr_execscript(L, r->c, lua_tostring(L, -1));
     lua_remove(L, t);
     lua_remove(L, t); /* the query text */
-    if (res && r->intx && r->c->tx_ended)
+    if ((res && r->intx && r->c->tx_ended) || (res == NULL && kr_tx_guard_failed(L, -1)))
         kr_error_raise(L, "transaction_ended", "its SQL ended the migration's transaction (COMMIT or ROLLBACK): the "
-                       "statements after that ran outside it; the run stopped, and what was still in the transaction "
-                       "is rolled back");
+                       "step is not recorded; what the transaction held before that statement was committed or rolled "
+                       "back by it, and what ran after it ran outside; the run stopped");
     return res;
 }
 

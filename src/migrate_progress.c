@@ -2,6 +2,8 @@
  * it fails: err.kept, the revisions this run committed, and err.rolled_back, those its open
  * transaction held. The progress table, {kept = {...}, open = {...}}, is made by
  * kr_migrate_run, outside the protected call, so that it survives a failure to be read. */
+#include <string.h>
+
 #include "migrate_run.h"
 
 #define PROGRESS_KEPT "kept"        /* revisions committed by this run */
@@ -145,7 +147,8 @@ void kr_progress_log(lua_State *L, kr_runner *b, const kr_mig *m, int up, double
 
 /* Sets err.kept and err.rolled_back on the error object at -1 (not on a foreign error value):
  * what this run committed, and what its open transaction held (with the failing step when it
- * is transactional: its work went with the transaction). */
+ * is transactional: its work went with the transaction); for transaction_ended, what the open
+ * transaction held is err.ended instead, and err.rolled_back is empty. */
 void kr_progress_report(lua_State *L, kr_run *r, int progress)
 {
     if (!lua_istable(L, -1)) return;
@@ -153,5 +156,14 @@ void kr_progress_report(lua_State *L, kr_run *r, int progress)
     lua_setfield(L, -2, "kept");
     lua_getfield(L, progress, PROGRESS_OPEN);
     if (r->cur_rev && r->cur_transactional) list_append(L, lua_gettop(L), r->cur_rev);
-    lua_setfield(L, -2, "rolled_back");
+    /* a migration's own COMMIT or ROLLBACK ended the transaction: what it held went with that
+     * statement, committed or rolled back, which kronos cannot tell from here (err.ended) */
+    lua_getfield(L, -2, "code");
+    int ended = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "transaction_ended") == 0;
+    lua_pop(L, 1);
+    lua_setfield(L, -2, ended ? "ended" : "rolled_back");
+    if (ended) {
+        lua_newtable(L);
+        lua_setfield(L, -2, "rolled_back");
+    }
 }

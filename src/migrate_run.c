@@ -49,7 +49,7 @@ static void run_stamp(lua_State *L, kr_runner *b, const char *spec)
     for (int k = 0; k < g->n; k++) {
         int i = g->order[k];
         if (b->p.applied[i] || !b->p.target[i]) continue;
-        kr_segment_insert_version(L, b, &g->m[i]);
+        kr_segment_insert_version(L, b, &g->m[i], 0);
         b->p.applied[i] = 1;
     }
     kr_segment_commit(L, b);

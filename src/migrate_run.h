@@ -74,7 +74,7 @@ _Noreturn void kr_lock_failed(lua_State *L, kr_runner *b);
 
 /* migrate_segment.c */
 void kr_segment_emit(lua_State *L, kr_runner *b, const char *fmt, ...);
-void kr_segment_insert_version(lua_State *L, kr_runner *b, const kr_mig *m);
+void kr_segment_insert_version(lua_State *L, kr_runner *b, const kr_mig *m, int marked);
 void kr_segment_begin(lua_State *L, kr_runner *b);
 void kr_segment_commit(lua_State *L, kr_runner *b);
 void kr_segment_begin_session(lua_State *L, kr_runner *b);

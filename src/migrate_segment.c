@@ -22,14 +22,23 @@ void kr_segment_emit(lua_State *L, kr_runner *b, const char *fmt, ...)
 }
 
 /* Records m as applied: its version row, with its message and the checksum that a later
- * upgrade compares with the file (changed_migration). */
-void kr_segment_insert_version(lua_State *L, kr_runner *b, const kr_mig *m)
+ * upgrade compares with the file (changed_migration). marked: in a transactional step, whose
+ * row comes last (after the guard of its mark, kr_step_run), applied_at and execution_ms come
+ * from the step's mark, its start time; otherwise (a non-transactional step, once its work is done; a
+ * stamp) the row is stamped with the time it is written. */
+void kr_segment_insert_version(lua_State *L, kr_runner *b, const kr_mig *m, int marked)
 {
     kr_push_literal(L, m->rev);
     kr_push_literal(L, m->message);
     kr_push_literal(L, m->checksum);
-    kr_segment_emit(L, b, "INSERT INTO %s (revision, message, checksum) VALUES (%s, %s, %s)", b->vt,
-                    lua_tostring(L, -3), lua_tostring(L, -2), lua_tostring(L, -1));
+    if (marked)
+        kr_segment_emit(L, b, "INSERT INTO %s (revision, message, checksum, applied_at, execution_ms) "
+                              "SELECT %s, %s, %s, t, (extract(epoch FROM clock_timestamp() - t) * 1000)::integer "
+                              "FROM (SELECT current_setting('kronos.step')::timestamptz AS t) s", b->vt,
+                        lua_tostring(L, -3), lua_tostring(L, -2), lua_tostring(L, -1));
+    else
+        kr_segment_emit(L, b, "INSERT INTO %s (revision, message, checksum) VALUES (%s, %s, %s)", b->vt,
+                        lua_tostring(L, -3), lua_tostring(L, -2), lua_tostring(L, -1));
     lua_pop(L, 3);
 }
 

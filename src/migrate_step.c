@@ -19,9 +19,11 @@ void kr_step_emit(lua_State *L, kr_run *r, int env, const char *sql)
 
 /* Runs step i (up: 1 upgrade, 0 downgrade, KR_STEP_FINISH finish) and records it: b->p.applied
  * or b->finished, the results, the progress, the log and the events. A transactional step is
- * one round trip (its version row is written first, in the same transaction); a
- * non-transactional one is watched (migrate_resume.c) and its version row written only once its
- * work has succeeded, since there is no transaction to share. Raises on any failure, with
+ * one round trip: it marks the transaction as it starts (kronos.step, its start time, SET LOCAL)
+ * and its version statement comes last, guarded by that mark (KR_TX_GUARD), so a COMMIT or
+ * ROLLBACK inside its SQL that the scan of op.execute could not see fails the step instead of
+ * recording work that left the transaction. A non-transactional one is watched
+ * (migrate_resume.c) and its version row written once its work has succeeded. Raises on any failure, with
  * r->cur_file and r->cur_rev set for kr_migrate_run to name the migration. */
 void kr_step_run(lua_State *L, kr_runner *b, int i, int up)
 {
@@ -51,8 +53,10 @@ void kr_step_run(lua_State *L, kr_runner *b, int i, int up)
     kr_push_literal(L, m->rev);
     const char *rev = lua_tostring(L, -1);
     double t0 = kr_clock_ms();
-    if (m->transactional) kr_batch_open(r); /* one round trip for the whole step */
-    if (up == 1 && m->transactional) kr_segment_insert_version(L, b, m);
+    if (m->transactional) {
+        kr_batch_open(r); /* one round trip for the whole step */
+        kr_segment_emit(L, b, "SELECT set_config('kronos.step', clock_timestamp()::text, true)");
+    }
     if (unfinish) {
         lua_getfield(L, mig, "unfinish");
         lua_getfield(L, b->env, "op");
@@ -63,15 +67,16 @@ void kr_step_run(lua_State *L, kr_runner *b, int i, int up)
     lua_getfield(L, mig, up == KR_STEP_FINISH ? "finish" : up ? "up" : "down");
     lua_getfield(L, b->env, "op");
     lua_call(L, 1, 0);
+    /* the version row last: in a transactional step, after the guard of the step's mark, so
+     * that SQL which ended the transaction (COMMIT, ROLLBACK, even followed by BEGIN) records
+     * nothing (the guard comes first: the version table may have gone with a ROLLBACK) */
+    if (m->transactional) kr_segment_emit(L, b, "SELECT " KR_TX_GUARD("kronos.step", "timestamptz"));
     if (up == KR_STEP_FINISH)
         kr_segment_emit(L, b, "UPDATE %s SET finished_at = clock_timestamp() WHERE revision = %s", b->vt, rev);
     else if (!up)
         kr_segment_emit(L, b, "DELETE FROM %s WHERE revision = %s", b->vt, rev);
-    else if (m->transactional)
-        kr_segment_emit(L, b, "UPDATE %s SET execution_ms = (extract(epoch FROM clock_timestamp() - applied_at) * 1000)::integer "
-                              "WHERE revision = %s", b->vt, rev);
     else
-        kr_segment_insert_version(L, b, m); /* no transaction to share: the row is written once the DDL has succeeded */
+        kr_segment_insert_version(L, b, m, m->transactional);
     if (watch) kr_resume_done(L, r, b->env); /* a kill before this leaves a finished step's mark */
     kr_batch_close(L, r, b->env);
     if (up == KR_STEP_FINISH)

@@ -361,7 +361,8 @@ local function report_failure(err, seen, per_migration)
             if seen.committed[r] then kept[#kept + 1] = r else rolled[#rolled + 1] = r end
         end
     end
-    if #kept == 0 and #rolled == 0 then return end
+    local ended = type(err) == "table" and type(err.ended) == "table" and err.ended or {}
+    if #kept == 0 and #rolled == 0 and #ended == 0 then return end
     local out = {}
     if #kept == 0 then
         out[1] = per_migration and "nothing kept" or "nothing kept (the run was one transaction)"
@@ -377,6 +378,12 @@ local function report_failure(err, seen, per_migration)
         if seen.transactional[r] == false then outside[#outside + 1] = one_line(r) else back[#back + 1] = one_line(r) end
     end
     if #back > 0 then out[#out + 1] = "rolled back: " .. table.concat(back, ", ") end
+    if #ended > 0 then
+        local text = {}
+        for i, r in ipairs(ended) do text[i] = one_line(r) end
+        out[#out + 1] = "committed or rolled back by the migration's own COMMIT or ROLLBACK: " .. table.concat(text, ", ")
+            .. " (`kronos current` tells which)"
+    end
     if #outside > 0 then
         out[#out + 1] = table.concat(outside, ", ") .. " failed outside a transaction: what it did before failing stays"
     end
@@ -408,6 +415,11 @@ local function move(cmd, args, db)
     local ok, res = pcall(m[cmd], opts)
     if not ok then
         report_failure(res, seen, args.per_migration)
+        if type(res) == "table" and type(res.ended) == "table" and #res.ended > 0 then
+            -- what the migration's own COMMIT or ROLLBACK left: read it, rather than guess
+            local rok, current = pcall(m.current, opts)
+            if rok then say(("the database is now at %s"):format(where(current, heads_of(m, files, opts)))) end
+        end
         error(teach(res), 0)
     end
     local heads = heads_of(m, files, opts)
