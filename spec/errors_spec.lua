@@ -137,6 +137,10 @@ describe("kronos errors", function()
             .. "[bad_argument]", raised(migrate.downgrade, { target = "head:base", allow_changed = "yes" }))
         assert.are.equal("bad argument #1 to 'stamp' (opts.purge: boolean expected, got table) [bad_argument]",
             raised(migrate.stamp, { target = "aaa111", purge = {} }))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.version_table: string expected, got number) [bad_argument]",
+            raised(migrate.upgrade, { version_table = 5 }))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.version_table: must be 1 to 63 bytes long, got 64) "
+            .. "[bad_argument]", raised(migrate.upgrade, { version_table = ("v"):rep(64) }))
         -- the name does not outlive the command: a later misuse Lua can name keeps its own name
         local ok, e = pcall(kronos.error, 1, "m")
         assert.is_false(ok)
@@ -162,6 +166,31 @@ describe("kronos errors", function()
         H.sh("rm -rf " .. H.shell_quote(dir))
         assert.matches("op.no_such_helper: no such DDL helper [bad_migration]", nohelper, 1, true)
         assert.matches("op has only named fields, not number keys [bad_migration]", numkey, 1, true)
+    end)
+
+    it("the module's other functions raise bad_argument objects too, never plain strings", function()
+        local core = require "kronos.core"
+        local function raised(f, ...)
+            local n, args, unpack = select("#", ...), { ... }, table.unpack or unpack
+            local ok, err = pcall(function() local r = f(unpack(args, 1, n)) return r end)
+            assert.is_false(ok)
+            assert.is_true(kronos.is_error(err), tostring(err))
+            assert.are.equal("bad_argument", err.code)
+            return tostring(err)
+        end
+        assert.matches("(string expected, got table)", raised(core.migrate.sha256, {}), 1, true)
+        assert.matches("(string expected, got no value)", raised(core.migrate.scan), 1, true)
+        assert.matches("(the directory contains a NUL byte)", raised(core.migrate.scan, "a\0b"), 1, true)
+        assert.matches("(string expected, got boolean)", raised(core.migrate.lock_key, true), 1, true)
+        assert.matches("(table expected, got number)", raised(core.catalog.compare, 1, {}), 1, true)
+        assert.matches("(table expected, got string)", raised(core.lint.phase, "x", "up", {}), 1, true)
+        -- a pipeline's exec on something else
+        local p_exec
+        assert(conn:pipeline(function(p) p_exec = p.exec; p:exec("SELECT 1") end))
+        assert.matches("(kronos pipeline expected)", raised(p_exec, 42), 1, true)
+        assert.matches("(kronos pipeline expected)", raised(p_exec, {}), 1, true)
+        -- still working for good arguments
+        assert.are.equal(64, #core.migrate.sha256("a\0b"))
     end)
 
     it("a prepared statement's methods on anything else raise a bad_argument object", function()

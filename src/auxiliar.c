@@ -28,6 +28,23 @@ const char *kr_checktext(lua_State *L, int idx, size_t *len, const char *what)
     return s;
 }
 
+const char *kr_opttext(lua_State *L, int idx, const char *def, const char *what)
+{
+    size_t len;
+    return lua_isnoneornil(L, idx) ? def : kr_checktext(L, idx, &len, what);
+}
+
+const char *kr_checkbytes(lua_State *L, int idx, size_t *len)
+{
+    if (lua_type(L, idx) != LUA_TSTRING) kr_error_arg(L, idx, "string expected, got %s", luaL_typename(L, idx));
+    return lua_tolstring(L, idx, len);
+}
+
+void kr_checktable(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE) kr_error_arg(L, idx, "table expected, got %s", luaL_typename(L, idx));
+}
+
 void kr_checkstack(lua_State *L, int n)
 {
     if (!lua_checkstack(L, n)) kr_error_raise(L, "stack_overflow", "Lua stack overflow (%d more slots)", n);

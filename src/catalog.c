@@ -66,7 +66,7 @@ static const char SNAPSHOT_SQL[] =
 static int l_snapshot(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    const char *vt = luaL_optstring(L, 2, "kronos_version");
+    const char *vt = kr_opttext(L, 2, "kronos_version", "the version table name");
     const char *values[1] = {vt};
     PGresult *res = kr_prepared_exec(L, c, -1, SNAPSHOT_SQL, 1, values); /* -1: an unnamed statement */
     if (res == NULL) return 2;
@@ -90,8 +90,8 @@ static int compare_strings(const void *a, const void *b)
  * reports and specs read the same order whatever the hash order of the two tables. */
 static int l_compare(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
+    kr_checktable(L, 1);
+    kr_checktable(L, 2);
     lua_settop(L, 2);
     /* the union of the keys, in a Lua table (it keeps the strings alive), then sorted in C */
     lua_newtable(L);

@@ -81,6 +81,9 @@ kr_conn *kr_checkconn(lua_State *L, int idx);            /* raises on a non-conn
 kr_conn *kr_checkconn_any(lua_State *L, int idx);        /* a connection, open or closed */
 /* A string (or number) without NUL bytes; `what` names it in the error ("SQL contains a NUL byte"). */
 const char *kr_checktext(lua_State *L, int idx, size_t *len, const char *what);
+const char *kr_opttext(lua_State *L, int idx, const char *def, const char *what); /* kr_checktext, or def for nil */
+const char *kr_checkbytes(lua_State *L, int idx, size_t *len);   /* a string, any bytes (NUL too) */
+void kr_checktable(lua_State *L, int idx);
 void kr_checkstack(lua_State *L, int n);                 /* raises a stack_overflow object */
 
 /* error.c: the one family of error objects (see its head comment for the rule). */

@@ -487,9 +487,10 @@ static int lint_index(lua_State *L)
  * entry is {file =, migration =} as kronos.migrate.load returns it; ddl is kronos.core.ddl. */
 static int l_phase(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    const char *phase = luaL_checkstring(L, 2);
-    luaL_checktype(L, 3, LUA_TTABLE);
+    kr_checktable(L, 1);
+    size_t plen;
+    const char *phase = kr_checktext(L, 2, &plen, "the phase");
+    kr_checktable(L, 3);
     lua_settop(L, 4);
     lua_getfield(L, 1, "migration");
     int mig = lua_gettop(L);

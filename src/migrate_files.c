@@ -24,7 +24,8 @@ static int cmp_names(const void *a, const void *b)
 /* core.migrate.scan(dir) -> the *.lua file names in dir, sorted | nil, err */
 int kr_migrate_scan(lua_State *L)
 {
-    const char *dir = luaL_checkstring(L, 1);
+    size_t dlen;
+    const char *dir = kr_checktext(L, 1, &dlen, "the directory");
     dirbox *db = (dirbox *)lua_newuserdata(L, sizeof(dirbox));
     db->d = NULL;
     luaL_setmetatable(L, "kronos.migrate.dir");
@@ -60,7 +61,7 @@ int kr_migrate_scan(lua_State *L)
 int kr_migrate_sha256(lua_State *L)
 {
     size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    const char *s = kr_checkbytes(L, 1, &len);
     char hex[65];
     kr_sha256_hex(s, len, hex);
     lua_pushstring(L, hex);

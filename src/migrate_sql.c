@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "migrate.h"
+#include "option.h"
 #include "sha256.h"
 #include "ddl.h"
 
@@ -48,22 +49,23 @@ long long kr_lock_key(const char *version_table)
 int kr_migrate_lock_key(lua_State *L)
 {
     char buf[32];
-    snprintf(buf, sizeof buf, "%lld", kr_lock_key(luaL_optstring(L, 1, "kronos_version")));
+    snprintf(buf, sizeof buf, "%lld", kr_lock_key(kr_opttext(L, 1, "kronos_version", "the version table name")));
     lua_pushstring(L, buf);
     return 1;
 }
 
-/* The version table every run and status read uses: opts.version_table, 1 to 63 bytes (what
- * PostgreSQL keeps of an identifier; a longer name would be truncated silently). */
+/* The version table every run and status read uses: opts.version_table (the options table at
+ * stack index opts, the caller's first argument), 1 to 63 bytes (what PostgreSQL keeps of an
+ * identifier; a longer name would be truncated silently). Pushes it quoted; returns it raw. */
 const char *kr_version_table(lua_State *L, int opts)
 {
-    lua_getfield(L, opts, "version_table");
-    int t = lua_type(L, -1);
-    if (t != LUA_TNIL && t != LUA_TSTRING) kr_error_raise(L, "bad_argument", "option 'version_table' must be a string");
-    const char *name = t == LUA_TSTRING ? lua_tostring(L, -1) : "kronos_version";
-    lua_pop(L, 1); /* opts holds the string */
-    size_t len = strlen(name);
-    if (len == 0 || len > 63) kr_error_raise(L, "bad_argument", "option 'version_table' must be 1 to 63 bytes long");
+    size_t len = 0;
+    const char *name = kr_option_string(L, opts, 1, "opts", "version_table", &len);
+    if (name == NULL) {
+        name = "kronos_version";
+        len = strlen(name);
+    }
+    if (len == 0 || len > 63) kr_error_arg(L, 1, "opts.version_table: must be 1 to 63 bytes long, got %d", (int)len);
     kr_push_ident(L, name);
     return name;
 }
@@ -71,6 +73,6 @@ const char *kr_version_table(lua_State *L, int opts)
 /* core.migrate.terminator(sql) -> what follows the statement in the offline script. */
 int kr_migrate_terminator(lua_State *L)
 {
-    lua_pushstring(L, kr_sqlscan_terminator(luaL_checkstring(L, 1)));
+    lua_pushstring(L, kr_sqlscan_terminator(kr_checksql(L, 1)));
     return 1;
 }

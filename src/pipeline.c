@@ -39,8 +39,7 @@ typedef struct {
 /* p:exec(sql, ...) -> the statement's position: queued, sent when fn returns. */
 static int p_exec(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    if (!kr_testclass(L, 1, KR_PIPELINE_CLASS)) kr_error_arg(L, 1, "kronos pipeline expected");
+    if (!lua_istable(L, 1) || !kr_testclass(L, 1, KR_PIPELINE_CLASS)) kr_error_arg(L, 1, "kronos pipeline expected");
     lua_getfield(L, 1, "done");
     if (lua_toboolean(L, -1)) kr_error_arg(L, 1, "the pipeline has been sent (p:exec is for inside its function)");
     lua_pop(L, 1);
