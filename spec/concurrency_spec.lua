@@ -372,6 +372,154 @@ return {
             assert.is_true(index_valid())
             assert.are.same({ "r1", "r2", "r3" }, revisions())
         end)
+        -- runs `kronos <command>` as a message printed it (`kronos downgrade r3`), on this database
+        local function run_printed(command, app)
+            return spawn(("%s -d %s --dir %s"):format(command, H.shell_quote(url .. "?application_name=" .. app),
+                H.shell_quote(dir))).finish()
+        end
+
+        it("a merge's downgrade cut short: the printed command resumes it alone, both branches stay", function()
+            -- b1: a second root; m merges it with r3 and builds an index concurrently; r4 above m
+            H.write_file(dir .. "/b1.lua", [[
+return {
+    revision = "b1", message = "a second root",
+    up = function(op) op.create_table("things", { { name = "id", type = "integer" } }) end,
+    down = function(op) op.drop_table("things") end,
+}
+]])
+            H.write_file(dir .. "/m.lua", [[
+return {
+    revision = "m", down_revision = { "r3", "b1" }, message = "merge, an index", transactional = false,
+    up = function(op) op.create_index("ix_items_id", "items", { "id" }, { concurrently = true }) end,
+    down = function(op) op.drop_index("ix_items_id", { concurrently = true }) end,
+}
+]])
+            H.write_file(dir .. "/r4.lua", [[
+return {
+    revision = "r4", down_revision = "m", message = "above the merge",
+    up = function(op) op.add_column("items", { name = "more", type = "text" }) end,
+    down = function(op) op.drop_column("items", "more") end,
+}
+]])
+            migrate.upgrade({ url = url, dir = dir })
+            assert.are.same({ "r4" }, migrate.downgrade({ url = url, dir = dir, target = "m" }))
+            local app = "kronos-merge-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items()
+            local proc = spawn(("downgrade r3 -d %s --dir %s"):format(H.shell_quote(url .. "?application_name=" .. app),
+                H.shell_quote(dir)))
+            assert(admin:exec("SELECT pg_terminate_backend($1)", waiting(app, "DROP INDEX CONCURRENTLY%")))
+            assert.are.equal(1, (proc.finish()))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert.are.same({ "b1", "m", "r1", "r2", "r3" }, revisions())
+            assert.are.equal("kronos: running downgrade of m", marker())
+            -- an upgrade would build r4 on the half-dropped index: it stops and names one command
+            local code, out = up(app).finish()
+            assert.are.equal(1, code, out)
+            local command = out:match("the downgrade of revision 'm' was interrupted; resume it first with `kronos ([^`]+)`")
+            assert.is_string(command, out)
+            assert.not_matches("base", command, 1, true) -- downgrade base would take both branches
+            assert.are.same({ "b1", "m", "r1", "r2", "r3" }, revisions())
+            code, out = run_printed(command, app)
+            assert.are.equal(0, code, out)
+            assert.are.same({ "b1", "r1", "r2", "r3" }, revisions()) -- only m went: both parents stay
+            assert.is_nil(marker())
+            assert.are.equal(0, assert(admin:exec([[SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'ix_items_id']]))[1].n)
+            assert.is_not_nil(assert(admin:exec("SELECT to_regclass('things') AS t"))[1].t)
+            code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.are.same({ "b1", "m", "r1", "r2", "r3", "r4" }, revisions())
+        end)
+
+        it("one root of two cut short in raw SQL going down: completed by hand, the printed stamp keeps the other root", function()
+            H.write_file(dir .. "/b1.lua", [[
+return {
+    revision = "b1", message = "a second root, raw SQL", transactional = false,
+    up = function(op)
+        op.execute("CREATE TABLE things (id integer, label text)")
+        op.execute("CREATE INDEX CONCURRENTLY ix_things ON things (label)")
+    end,
+    down = function(op)
+        op.execute("DROP INDEX CONCURRENTLY ix_things")
+        op.execute("DROP TABLE things")
+    end,
+}
+]])
+            migrate.upgrade({ url = url, dir = dir, target = "heads" })
+            assert.are.same({ "b1", "r1", "r2", "r3" }, revisions())
+            local app = "kronos-root-" .. kronos.uuid():sub(1, 8)
+            local blocker = assert(kronos.connect(url))
+            assert(blocker:exec("BEGIN"))
+            assert(blocker:exec("INSERT INTO things VALUES (0, 'blocker')"))
+            local function down_b1()
+                return spawn(("downgrade b1@base -d %s --dir %s"):format(H.shell_quote(url .. "?application_name=" .. app),
+                    H.shell_quote(dir)))
+            end
+            local proc = down_b1()
+            assert(admin:exec("SELECT pg_terminate_backend($1)", waiting(app, "DROP INDEX CONCURRENTLY%")))
+            assert.are.equal(1, (proc.finish()))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert.are.equal("kronos: running downgrade of b1 (raw SQL)", marker())
+            local code, out = down_b1().finish()
+            assert.are.equal(1, code, out)
+            assert.matches("b1.lua: the downgrade of revision 'b1' was interrupted: it is transactional = false and ran raw SQL",
+                out, 1, true)
+            local command = out:match("complete it by hand and run `kronos (stamp [^`]+)`")
+            assert.is_string(command, out)
+            assert.are_not.equal("stamp base", command) -- it would empty the version table
+            assert.are.same({ "b1", "r1", "r2", "r3" }, revisions())
+            -- complete it by hand, then run the command as printed
+            assert(admin:exec("DROP INDEX IF EXISTS ix_things"))
+            assert(admin:exec("DROP TABLE things"))
+            code, out = run_printed(command, app)
+            assert.are.equal(0, code, out)
+            assert.are.same({ "r1", "r2", "r3" }, revisions()) -- only b1 went: the other root's chain stays
+            -- the next run clears the mark (its step is recorded as done) and goes on
+            code, out = run_printed("upgrade heads", app)
+            assert.are.equal(0, code, out)
+            assert.not_matches("interrupted", out, 1, true)
+            assert.are.same({ "b1", "r1", "r2", "r3" }, revisions())
+            assert.is_nil(marker())
+        end)
+
+        it("a helper's DDL cut short: the message says what ran; completed by hand, the printed stamp lets the next run go on", function()
+            H.write_file(dir .. "/r2.lua", [[
+return {
+    revision = "r2", down_revision = "r1", message = "a column, outside a transaction", transactional = false,
+    up = function(op) op.add_column("items", { name = "extra", type = "text" }) end,
+    down = function(op) op.drop_column("items", "extra") end,
+}
+]])
+            assert.are.same({ "r1" }, migrate.upgrade({ url = url, dir = dir, target = "r1" }))
+            local app = "kronos-ddl-" .. kronos.uuid():sub(1, 8)
+            local blocker = block_items() -- ADD COLUMN waits for this transaction's lock
+            local proc = up(app)
+            assert(admin:exec("SELECT pg_terminate_backend($1)", waiting(app, "ALTER TABLE%")))
+            assert.are.equal(1, (proc.finish()))
+            assert(blocker:exec("ROLLBACK"))
+            blocker:close()
+            assert.are.same({ "r1" }, revisions())
+            assert.are.equal("kronos: running upgrade of r2 (DDL kronos cannot resume)", marker())
+            local code, out = up(app).finish()
+            assert.are.equal(1, code, out)
+            assert.matches("r2.lua: the upgrade of revision 'r2' was interrupted: it is transactional = false and ran "
+                .. "kronos-generated DDL other than CREATE/DROP INDEX CONCURRENTLY", out, 1, true)
+            assert.not_matches("raw SQL", out, 1, true)
+            local command = out:match("complete it by hand and run `kronos (stamp [^`]+)`")
+            assert.are.equal("stamp r2", command, out)
+            assert(admin:exec("ALTER TABLE items ADD COLUMN extra text"))
+            code, out = run_printed(command, app)
+            assert.are.equal(0, code, out)
+            assert.are.same({ "r1", "r2" }, revisions())
+            code, out = up(app).finish()
+            assert.are.equal(0, code, out)
+            assert.not_matches("interrupted", out, 1, true)
+            assert.are.same({ "r1", "r2", "r3" }, revisions())
+            assert.is_nil(marker())
+            assert.are.equal(1, assert(admin:exec([[SELECT count(*) AS n FROM information_schema.columns
+                WHERE table_name = 'items' AND column_name = 'extra']]))[1].n)
+        end)
     end)
 
     it("eight `kronos createdb` at once on a database that does not exist: all succeed, one creates it", function()

@@ -96,7 +96,8 @@ typedef struct kr_batch {
 typedef struct kr_watch {
     int on;                  /* a non-transactional step's up/down is running: its statements are watched */
     int generated;           /* the statements come from an op.<helper> (kronos generated them) */
-    int raw;                 /* the step's marker says it ran raw SQL (or op.db): no automatic resume */
+    int raw;                 /* what the step's marker says it ran that kronos cannot redo (0 nothing, 1 a helper's
+                              * DDL other than an index build or drop, 2 raw SQL or op.db): no automatic resume */
     int resume;              /* re-running a generated step that a previous run left unfinished */
 } kr_watch;
 
