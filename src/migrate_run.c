@@ -12,6 +12,12 @@
 /* The stack of run_body: its arguments, then the tables it makes (recorded in kr_runner). */
 enum { SLOT_RUN = 1, SLOT_CMD, SLOT_LIST, SLOT_OPTS, SLOT_CONN, SLOT_DDL, SLOT_PROGRESS, SLOT_ENV, SLOT_RESULTS };
 
+/* The stack of kr_migrate_run: its arguments (cmd .. ddl), then the run and the progress it
+ * makes outside run_body's protected call, which receives them as SLOT_RUN, SLOT_CMD ..
+ * SLOT_DDL (the arguments in the same order), SLOT_PROGRESS. */
+enum { ENTRY_CMD = 1, ENTRY_LIST, ENTRY_OPTS, ENTRY_CONN, ENTRY_DDL, ENTRY_RUN, ENTRY_PROGRESS };
+_Static_assert(ENTRY_DDL - ENTRY_CMD == SLOT_DDL - SLOT_CMD, "run_body takes kr_migrate_run's arguments in order");
+
 /* ---- the run ------------------------------------------------------------------------------ */
 
 /* stamp: the version table is made to say the target (kr_plan_resolve decides which revisions)
@@ -301,30 +307,30 @@ static void blame(lua_State *L, kr_run *r)
 /* core.migrate.run(cmd, list, opts, conn|nil, ddl|nil) -> revisions, statements (offline) */
 int kr_migrate_run(lua_State *L, kr_op_maker make_op)
 {
-    const char *cmd = luaL_checkstring(L, 1);
+    const char *cmd = luaL_checkstring(L, ENTRY_CMD);
     if (strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "downgrade") != 0 && strcmp(cmd, "stamp") != 0 &&
         strcmp(cmd, "finish") != 0)
-        kr_error_arg(L, 1, "'upgrade', 'downgrade', 'stamp' or 'finish' expected");
-    luaL_checktype(L, 2, LUA_TTABLE);
-    luaL_checktype(L, 3, LUA_TTABLE);
-    lua_getfield(L, 3, "sql");
+        kr_error_arg(L, ENTRY_CMD, "'upgrade', 'downgrade', 'stamp' or 'finish' expected");
+    luaL_checktype(L, ENTRY_LIST, LUA_TTABLE);
+    luaL_checktype(L, ENTRY_OPTS, LUA_TTABLE);
+    lua_getfield(L, ENTRY_OPTS, "sql");
     int offline = lua_toboolean(L, -1);
     lua_pop(L, 1);
-    kr_conn *c = offline ? NULL : kr_checkconn(L, 4);
-    lua_settop(L, 5);
+    kr_conn *c = offline ? NULL : kr_checkconn(L, ENTRY_CONN);
+    lua_settop(L, ENTRY_DDL);
     if (c && (c->txdepth > 0 || PQtransactionStatus(c->pg) != PQTRANS_IDLE))
         kr_migrate_raise(L, "in_transaction", NULL, "the connection is inside a transaction; migrations manage their own");
-    kr_run *r = (kr_run *)lua_newuserdata(L, sizeof(kr_run)); /* 6 */
+    kr_run *r = (kr_run *)lua_newuserdata(L, sizeof(kr_run)); /* ENTRY_RUN */
     memset(r, 0, sizeof *r);
     r->make_op = make_op;
     r->c = c;
     r->offline = offline;
-    kr_progress_new(L); /* 7: outside the protected call, so that a failure can still read it */
+    kr_progress_new(L); /* ENTRY_PROGRESS: outside the protected call, so that a failure can still read it */
     lua_pushcfunction(L, run_body);
-    lua_pushvalue(L, 6);
-    for (int i = 1; i <= 5; i++) lua_pushvalue(L, i);
-    lua_pushvalue(L, 7);
-    int status = lua_pcall(L, 7, 2, 0);
+    lua_pushvalue(L, ENTRY_RUN);
+    for (int i = ENTRY_CMD; i <= ENTRY_DDL; i++) lua_pushvalue(L, i);
+    lua_pushvalue(L, ENTRY_PROGRESS);
+    int status = lua_pcall(L, SLOT_PROGRESS, 2, 0); /* run_body's arguments: SLOT_RUN .. SLOT_PROGRESS */
     r->active = 0;
     if (status == 0) return 2;
     if (c && c->pg) {
@@ -339,6 +345,6 @@ int kr_migrate_run(lua_State *L, kr_op_maker make_op)
     if (c) c->txdepth = 0;
     kr_error_setfname(L, NULL); /* an op helper's name must not outlive its call */
     if (r->cur_file) blame(L, r);
-    kr_progress_report(L, r, 7);
+    kr_progress_report(L, r, ENTRY_PROGRESS);
     return lua_error(L);
 }

@@ -5,6 +5,12 @@
 
 #include "migrate.h"
 
+/* The stack of kr_migrate_status and kr_migrate_repair: their arguments (list, opts, conn|nil),
+ * then the version table's quoted name that kr_version_table pushes. */
+enum { SLOT_LIST = 1, SLOT_OPTS, SLOT_CONN, SLOT_VT };
+
+/* Sets field of the table at -1 to an array of the revisions idx[0 .. n), in that order: the
+ * lists status returns (heads, current, pending, changed, finish_pending). */
 static void set_revs(lua_State *L, const kr_graph *g, const int *idx, int n, const char *field)
 {
     lua_createtable(L, n, 0);
@@ -57,13 +63,13 @@ static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
  * branches, say); history lists them last with unknown = true. */
 int kr_migrate_status(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    kr_conn *c = lua_isnoneornil(L, 3) ? NULL : kr_checkconn(L, 3);
-    lua_settop(L, 3);
-    kr_version_table(L, 2);                       /* 4: the quoted name */
+    luaL_checktype(L, SLOT_LIST, LUA_TTABLE);
+    luaL_checktype(L, SLOT_OPTS, LUA_TTABLE);
+    kr_conn *c = lua_isnoneornil(L, SLOT_CONN) ? NULL : kr_checkconn(L, SLOT_CONN);
+    lua_settop(L, SLOT_CONN);
+    kr_version_table(L, SLOT_OPTS);               /* SLOT_VT */
     kr_graph g;
-    kr_graph_build(L, 1, &g);
+    kr_graph_build(L, SLOT_LIST, &g);
     unsigned char *applied = kr_newset(L, &g), *changed = kr_newset(L, &g), *finished = kr_newset(L, &g);
     int *idx = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g.n + 1));
     int *rowof = (int *)lua_newuserdata(L, sizeof(int) * ((size_t)g.n + 1));
@@ -71,7 +77,7 @@ int kr_migrate_status(lua_State *L)
     int out = lua_gettop(L);
     lua_newtable(L);
     int unknown = lua_gettop(L);
-    PGresult *res = c ? read_versions(L, c, lua_tostring(L, 4)) : NULL;
+    PGresult *res = c ? read_versions(L, c, lua_tostring(L, SLOT_VT)) : NULL;
     int resbox = lua_gettop(L);
     for (int i = 0; i < g.n; i++) rowof[i] = -1;
     for (int row = 0; res && row < PQntuples(res); row++) {
@@ -102,7 +108,7 @@ int kr_migrate_status(lua_State *L)
     n = 0;
     for (int k = 0; k < g.n; k++) {
         int i = g.order[k];
-        lua_rawgeti(L, 1, g.m[i].slot);
+        lua_rawgeti(L, SLOT_LIST, g.m[i].slot);
         lua_getfield(L, -1, "migration");
         lua_getfield(L, -1, "finish");
         if (applied[i] && !finished[i] && lua_isfunction(L, -1)) idx[n++] = i;
@@ -117,7 +123,7 @@ int kr_migrate_status(lua_State *L)
         lua_createtable(L, 0, 12);
         lua_pushstring(L, m->rev);
         lua_setfield(L, -2, "revision");
-        lua_rawgeti(L, 1, m->slot);
+        lua_rawgeti(L, SLOT_LIST, m->slot);
         lua_getfield(L, -1, "migration");
         lua_getfield(L, -1, "down_revision");
         lua_setfield(L, -4, "down_revision");
@@ -194,19 +200,19 @@ int kr_migrate_status(lua_State *L)
  * is left alone, and a failure half-way leaves rows that a second repair finishes. */
 int kr_migrate_repair(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    luaL_checktype(L, 2, LUA_TTABLE);
-    kr_conn *c = kr_checkconn(L, 3);
-    lua_settop(L, 3);
-    kr_version_table(L, 2);                       /* 4: the quoted name */
+    luaL_checktype(L, SLOT_LIST, LUA_TTABLE);
+    luaL_checktype(L, SLOT_OPTS, LUA_TTABLE);
+    kr_conn *c = kr_checkconn(L, SLOT_CONN);
+    lua_settop(L, SLOT_CONN);
+    kr_version_table(L, SLOT_OPTS);               /* SLOT_VT */
     kr_graph g;
-    kr_graph_build(L, 1, &g);
+    kr_graph_build(L, SLOT_LIST, &g);
     lua_pushfstring(L, "UPDATE %s SET checksum = $1 WHERE revision = $2 AND checksum = $3 RETURNING revision",
-                    lua_tostring(L, 4));
+                    lua_tostring(L, SLOT_VT));
     int update = lua_gettop(L);
     lua_newtable(L);
     int out = lua_gettop(L);
-    PGresult *res = read_versions(L, c, lua_tostring(L, 4));
+    PGresult *res = read_versions(L, c, lua_tostring(L, SLOT_VT));
     for (int row = 0; res && row < PQntuples(res); row++) {
         int i = kr_graph_find(&g, PQgetvalue(res, row, 0));
         if (i < 0 || PQgetisnull(res, row, 1) || strcmp(PQgetvalue(res, row, 1), g.m[i].checksum) == 0) continue;
