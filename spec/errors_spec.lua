@@ -184,6 +184,9 @@ describe("kronos errors", function()
         assert.matches("(string expected, got boolean)", raised(core.migrate.lock_key, true), 1, true)
         assert.matches("(table expected, got number)", raised(core.catalog.compare, 1, {}), 1, true)
         assert.matches("(table expected, got string)", raised(core.lint.phase, "x", "up", {}), 1, true)
+        assert.matches("(string expected, got boolean)", raised(core.migrate.run, true, {}, {}), 1, true)
+        assert.matches("(table expected, got number)", raised(core.migrate.run, "upgrade", 5, {}), 1, true)
+        assert.matches("(table expected, got nil)", raised(core.migrate.status, {}, nil), 1, true)
         -- a pipeline's exec on something else
         local p_exec
         assert(conn:pipeline(function(p) p_exec = p.exec; p:exec("SELECT 1") end))

@@ -307,12 +307,13 @@ static void blame(lua_State *L, kr_run *r)
 /* core.migrate.run(cmd, list, opts, conn|nil, ddl|nil) -> revisions, statements (offline) */
 int kr_migrate_run(lua_State *L, kr_op_maker make_op)
 {
-    const char *cmd = luaL_checkstring(L, ENTRY_CMD);
+    size_t cmdlen;
+    const char *cmd = kr_checktext(L, ENTRY_CMD, &cmdlen, "the command");
     if (strcmp(cmd, "upgrade") != 0 && strcmp(cmd, "downgrade") != 0 && strcmp(cmd, "stamp") != 0 &&
         strcmp(cmd, "finish") != 0)
         kr_error_arg(L, ENTRY_CMD, "'upgrade', 'downgrade', 'stamp' or 'finish' expected");
-    luaL_checktype(L, ENTRY_LIST, LUA_TTABLE);
-    luaL_checktype(L, ENTRY_OPTS, LUA_TTABLE);
+    kr_checktable(L, ENTRY_LIST);
+    kr_checktable(L, ENTRY_OPTS);
     lua_getfield(L, ENTRY_OPTS, "sql");
     int offline = lua_toboolean(L, -1);
     lua_pop(L, 1);

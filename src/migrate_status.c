@@ -63,8 +63,8 @@ static PGresult *read_versions(lua_State *L, kr_conn *c, const char *vt)
  * branches, say); history lists them last with unknown = true. */
 int kr_migrate_status(lua_State *L)
 {
-    luaL_checktype(L, SLOT_LIST, LUA_TTABLE);
-    luaL_checktype(L, SLOT_OPTS, LUA_TTABLE);
+    kr_checktable(L, SLOT_LIST);
+    kr_checktable(L, SLOT_OPTS);
     kr_conn *c = lua_isnoneornil(L, SLOT_CONN) ? NULL : kr_checkconn(L, SLOT_CONN);
     lua_settop(L, SLOT_CONN);
     kr_version_table(L, SLOT_OPTS);               /* SLOT_VT */
@@ -200,8 +200,8 @@ int kr_migrate_status(lua_State *L)
  * is left alone, and a failure half-way leaves rows that a second repair finishes. */
 int kr_migrate_repair(lua_State *L)
 {
-    luaL_checktype(L, SLOT_LIST, LUA_TTABLE);
-    luaL_checktype(L, SLOT_OPTS, LUA_TTABLE);
+    kr_checktable(L, SLOT_LIST);
+    kr_checktable(L, SLOT_OPTS);
     kr_conn *c = kr_checkconn(L, SLOT_CONN);
     lua_settop(L, SLOT_CONN);
     kr_version_table(L, SLOT_OPTS);               /* SLOT_VT */
