@@ -75,10 +75,12 @@ static void push_args(lua_State *L, int argc, char **argv)
 }
 
 /* The message handler of the main chunk: an error that escapes the CLI (which reports its own
- * as `kronos: ...`) comes with a traceback, as the lua program gives it. */
+ * as `kronos: ...`) comes with a traceback, as the lua program gives it; an error object reads
+ * as its one-line __tostring (a kronos error: "message [code]"), not as "table". */
 static int traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
+    if (msg == NULL && luaL_callmeta(L, 1, "__tostring")) msg = lua_tostring(L, -1);
     luaL_traceback(L, L, msg ? msg : luaL_typename(L, 1), 1);
     return 1;
 }

@@ -141,6 +141,19 @@ describe("kronos errors", function()
             raised(migrate.upgrade, { version_table = 5 }))
         assert.are.equal("bad argument #1 to 'upgrade' (opts.version_table: must be 1 to 63 bytes long, got 64) "
             .. "[bad_argument]", raised(migrate.upgrade, { version_table = ("v"):rep(64) }))
+        -- the options the Lua layer reads, worded the same way
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.dir: a string or a list of strings expected) [bad_argument]",
+            raised(function(o) o.dir = 5 return migrate.upgrade(o) end, {}))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.retries: a non-negative integer expected) [bad_argument]",
+            raised(migrate.upgrade, { retries = -1 }))
+        local ok1, e1 = pcall(migrate.heads, { dir = { "" } })
+        assert.is_false(ok1)
+        assert.are.equal("bad argument #1 to 'heads' (opts.dir[1]: a non-empty string expected) [bad_argument]", tostring(e1))
+        assert.are.equal("heads", e1.func)
+        local ok2, e2 = pcall(migrate.revision, { dir = dir })
+        assert.is_false(ok2)
+        assert.are.equal("bad argument #1 to 'revision' (opts.message: a non-empty string expected) [bad_argument]",
+            tostring(e2))
         -- the name does not outlive the command: a later misuse Lua can name keeps its own name
         local ok, e = pcall(kronos.error, 1, "m")
         assert.is_false(ok)

@@ -109,10 +109,11 @@ local function remaining(target, done)
     return sign .. n
 end
 
--- Refuses an option retries that is not a whole number >= 0 (before anything runs).
-function D.check_retries(retries)
+-- Refuses an option retries that is not a whole number >= 0 (before anything runs), naming
+-- fname, the command called.
+function D.check_retries(retries, fname)
     if type(retries) ~= "number" or retries < 0 or retries % 1 ~= 0 then
-        error(core.error("bad_argument", "bad argument to 'kronos.migrate': option 'retries' must be a non-negative integer"), 0)
+        migrate().bad_option(fname, "retries", "a non-negative integer expected")
     end
 end
 
@@ -177,8 +178,8 @@ local function vt_of(opts) return opts.version_table or "kronos_version" end
 
 -- Runs fn(scratch_db) on an empty database: opts.scratch_url (which must hold no objects), else
 -- a database kronos creates on the server of opts.url (or $DATABASE_URL) and drops afterwards,
--- whatever fn does. Returns fn's results.
-local function with_scratch(opts, fn)
+-- whatever fn does. Returns fn's results; fname (the function called) is named in errors.
+local function with_scratch(opts, fname, fn)
     if opts.scratch_url then
         local db = connect(opts.scratch_url)
         local snap, err = core.catalog.snapshot(db, "")
@@ -195,7 +196,7 @@ local function with_scratch(opts, fn)
     end
     local url = opts.url
     if not url and opts.db then
-        error(core.error("bad_argument", "a scratch database needs url (its server) or scratch_url, not only db"), 0)
+        migrate().bad_option(fname, "url", "a scratch database needs url (its server) or scratch_url, not only db")
     end
     local admin = connect(url)
     local name = "kronos_scratch_" .. core.uuid():gsub("-", ""):sub(1, 16)
@@ -238,7 +239,7 @@ function D.drift(opts)
     end)
     if not opts.db then live:close() end
     if not ok then error(current, 0) end
-    local expected = with_scratch(opts, function(scratch)
+    local expected = with_scratch(opts, "drift", function(scratch)
         for _, rev in ipairs(current) do m.upgrade(run_opts(opts, scratch, { target = rev })) end
         local snap, err = core.catalog.snapshot(scratch, vt_of(opts))
         if not snap then error(err, 0) end
@@ -283,7 +284,7 @@ end
 function D.verify(opts)
     opts = opts or {}
     local m = migrate()
-    return with_scratch(opts, function(db)
+    return with_scratch(opts, "verify", function(db)
         local function snap()
             local s, err = core.catalog.snapshot(db, vt_of(opts))
             if not s then error(err, 0) end

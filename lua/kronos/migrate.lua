@@ -10,9 +10,12 @@ local function fail(code, message, fields)
     error(core.error(code, message, fields), 0)
 end
 
-local function bad_argument(message)
-    error(core.error("bad_argument", "bad argument to 'kronos.migrate': " .. message), 0)
+-- Misuse of a public function's options: a bad_argument object naming that function and
+-- opts.<key>, worded as the C side's option reader words it.
+local function bad_option(fname, key, why)
+    error(core.error("bad_argument", ("bad argument #1 to '%s' (opts.%s: %s)"):format(fname, key, why), { func = fname }), 0)
 end
+M.bad_option = bad_option
 
 local function read_file(path)
     local f, err = io.open(path, "rb")
@@ -29,8 +32,9 @@ end
 
 -- The sources of migrations: opts.dir (a directory or a list of them) and opts.modules (a list
 -- of Lua module names). When neither is given: $KRONOS_MIGRATIONS (directories separated by ':'),
--- else ./migrations. Returns the list of directories and the list of module names.
-local function sources(opts)
+-- else ./migrations. Returns the list of directories and the list of module names. fname: the
+-- public function called, named in errors.
+local function sources(opts, fname)
     local dirs, modules = opts.dir, opts.modules
     if dirs == nil and modules == nil then
         local env = os.getenv("KRONOS_MIGRATIONS")
@@ -41,10 +45,10 @@ local function sources(opts)
     if type(dirs) == "string" then dirs = { dirs } end
     if type(modules) == "string" then modules = { modules } end
     for key, list in pairs { dir = dirs or {}, modules = modules or {} } do
-        if type(list) ~= "table" then bad_argument(key .. " must be a string or a list of strings") end
+        if type(list) ~= "table" then bad_option(fname, key, "a string or a list of strings expected") end
         for i, v in ipairs(list) do
             if type(v) ~= "string" or v == "" then
-                bad_argument(("%s[%d] must be a non-empty string"):format(key, i))
+                bad_option(fname, ("%s[%d]"):format(key, i), "a non-empty string expected")
             end
         end
     end
@@ -120,10 +124,10 @@ end
 
 -- Every migration of the sources (see `sources`): {file, checksum, migration}, the directories'
 -- files first (in file-name order), then the modules'. The engine orders them by the graph.
--- opts may be a directory (a string) or nil.
-function M.load(opts)
+-- opts may be a directory (a string) or nil. fname: the public function called (default "load").
+function M.load(opts, fname)
     if opts == nil or type(opts) == "string" then opts = { dir = opts } end
-    local dirs, modules = sources(opts)
+    local dirs, modules = sources(opts, fname or "load")
     local list = {}
     for _, dir in ipairs(dirs) do load_dir(dir, list) end
     local seen = {}
@@ -178,8 +182,8 @@ end
 
 local function run(cmd, opts)
     opts = opts or {}
-    if opts.retries ~= nil then require("kronos.deploy").check_retries(opts.retries) end
-    local list = opts.files or M.load(opts)
+    if opts.retries ~= nil then require("kronos.deploy").check_retries(opts.retries, cmd) end
+    local list = opts.files or M.load(opts, cmd)
     if opts.sql then
         check_upgrade(cmd, list, opts, nil)
         local _, out = engine.run(cmd, list, opts, nil, core.ddl)
@@ -195,7 +199,7 @@ local function run(cmd, opts)
         return table.concat(text), statements
     end
     return with_db(opts, function(db)
-        -- a service's upgrade at every start: one status read (two queries), no lock, no transaction
+        -- a service's upgrade at every start: one status read (one query), no lock, no transaction
         local status = cmd == "upgrade" and engine.status(list, opts, db)
         if status and at_head(opts, status) then return {} end
         check_upgrade(cmd, list, opts, db, status)
@@ -225,19 +229,19 @@ function M.stamp(opts)
     return run("stamp", opts)
 end
 
-local function status(opts, need_db)
+local function status(opts, need_db, fname)
     opts = opts or {}
-    local list = opts.files or M.load(opts)
+    local list = opts.files or M.load(opts, fname)
     if not need_db then return engine.status(list, opts, nil) end
     return with_db(opts, function(db) return engine.status(list, opts, db) end)
 end
 
-M.status = function(opts) return status(opts, true) end
+M.status = function(opts) return status(opts, true, "status") end
 
 -- The revisions the database is at (its applied heads); empty at base. Revisions it records
 -- that no file provides come last and are also listed in the result's field `unknown` (absent when there are none).
 function M.current(opts)
-    local s = status(opts, true)
+    local s = status(opts, true, "current")
     local cur = s.current
     for _, rev in ipairs(s.unknown) do cur[#cur + 1] = rev end
     if #s.unknown > 0 then cur.unknown = s.unknown end
@@ -245,19 +249,19 @@ function M.current(opts)
 end
 
 -- The heads of the revision graph (no database needed).
-function M.heads(opts) return status(opts, false).heads end
+function M.heads(opts) return status(opts, false, "heads").heads end
 
 -- Every revision, oldest first, with message, file, applied, applied_at, execution_ms, head, current.
 function M.history(opts)
     opts = opts or {}
-    return status(opts, not opts.offline).history
+    return status(opts, not opts.offline, "history").history
 end
 
 -- true when the database is at every head with unchanged files, else false, {pending, changed, unknown}.
 -- Only finishes pending (two-phase migrations: up applied, finish not yet) is up to date for the
 -- code: true, {finish_pending = {...}}, so an instance may start between upgrade and finish.
 function M.check(opts)
-    local s = status(opts, true)
+    local s = status(opts, true, "check")
     if #s.pending == 0 and #s.changed == 0 and #s.unknown == 0 then
         if #s.finish_pending == 0 then return true end
         return true, { finish_pending = s.finish_pending, current = s.current }
@@ -270,7 +274,7 @@ end
 -- (an intended edit of an applied migration, accepted once; Flyway's repair).
 function M.repair(opts)
     opts = opts or {}
-    local list = opts.files or M.load(opts)
+    local list = opts.files or M.load(opts, "repair")
     return with_db(opts, function(db) return engine.repair(list, opts, db) end)
 end
 
@@ -305,9 +309,9 @@ local TEMPLATE_HELP = {
 function M.revision(opts)
     opts = opts or {}
     local message = opts.message
-    if type(message) ~= "string" or message == "" then fail("bad_argument", "revision needs a message") end
-    local dir = sources(opts)[1]
-    if not dir then fail("bad_argument", "revision needs a directory to write into (dir)") end
+    if type(message) ~= "string" or message == "" then bad_option("revision", "message", "a non-empty string expected") end
+    local dir = sources(opts, "revision")[1]
+    if not dir then bad_option("revision", "dir", "a directory to write into expected") end
     local s = status({ dir = opts.dir, modules = opts.modules }, false)
     local parents = opts.down_revision
     if type(parents) == "string" then parents = { parents } end
