@@ -141,6 +141,14 @@ describe("kronos errors", function()
             raised(migrate.upgrade, { version_table = 5 }))
         assert.are.equal("bad argument #1 to 'upgrade' (opts.version_table: must be 1 to 63 bytes long, got 64) "
             .. "[bad_argument]", raised(migrate.upgrade, { version_table = ("v"):rep(64) }))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.on_event: function expected, got string) [bad_argument]",
+            raised(migrate.upgrade, { on_event = "print" }))
+        assert.are.equal("bad argument #1 to 'downgrade' (opts.log: function expected, got boolean) [bad_argument]",
+            raised(migrate.downgrade, { target = "head:base", log = true }))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.x: table expected, got string) [bad_argument]",
+            raised(migrate.upgrade, { x = "k=v" }))
+        assert.are.equal("bad argument #1 to 'upgrade' (opts.sql: boolean expected, got string) [bad_argument]",
+            raised(function(o) o.sql = "yes" return migrate.upgrade(o) end, {}))
         -- the options the Lua layer reads, worded the same way
         assert.are.equal("bad argument #1 to 'upgrade' (opts.dir: a string or a list of strings expected) [bad_argument]",
             raised(function(o) o.dir = 5 return migrate.upgrade(o) end, {}))

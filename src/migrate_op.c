@@ -7,6 +7,7 @@
 
 #include "lint.h"
 #include "migrate.h"
+#include "option.h"
 
 enum { UP_RUN = 1, UP_ENV, UP_BUILDER, UP_NAME }; /* upvalues (the last two: builders only) */
 
@@ -58,28 +59,7 @@ static int op_execute(lua_State *L)
 _Noreturn static void builder_failed(lua_State *L, const char *name)
 {
     kr_error_setfname(L, NULL);
-    int is_error = 0;
-    if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
-        luaL_getmetatable(L, KR_ERROR_CLASS);
-        is_error = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    if (!is_error && lua_type(L, -1) == LUA_TSTRING && strncmp(lua_tostring(L, -1), "bad argument", 12) == 0) {
-        /* a builder still on luaL_argerror: "bad argument #n to '?' (...)" */
-        const char *msg = lua_tostring(L, -1), *q = strstr(msg, "'?'");
-        if (q) {
-            lua_pushlstring(L, msg, (size_t)(q - msg));
-            lua_pushfstring(L, "%s'%s'%s", lua_tostring(L, -1), name, q + 3);
-            lua_remove(L, -2);
-        } else {
-            lua_pushvalue(L, -1);
-        }
-        kr_error_new(L, "bad_argument", lua_tostring(L, -1)); /* err, text, object */
-        lua_replace(L, -3);
-        lua_pop(L, 1);
-        is_error = 1;
-    }
-    if (is_error) {
+    if (kr_testclass(L, -1, KR_ERROR_CLASS)) {
         lua_getfield(L, -1, "message");
         luaL_where(L, 1); /* the migration's line that called op.<name> */
         lua_pushfstring(L, "%s%s", lua_tostring(L, -1), lua_tostring(L, -2));
@@ -162,8 +142,7 @@ static int op_index(lua_State *L)
 void kr_op_make(lua_State *L, int run_idx, int env, int conn_idx, int opts)
 {
     lua_createtable(L, 0, 4);
-    lua_getfield(L, opts, "x"); /* the CLI's -x key=value pairs */
-    if (lua_isnil(L, -1)) {
+    if (!kr_option_typed(L, opts, 1, "opts", "x", LUA_TTABLE)) { /* the CLI's -x key=value pairs */
         lua_pop(L, 1);
         lua_newtable(L);
     }

@@ -215,21 +215,18 @@ static int run_body(lua_State *L)
     lua_rawseti(L, SLOT_ENV, KR_ENV_PENDING);
     lua_pushvalue(L, SLOT_DDL);
     lua_setfield(L, SLOT_ENV, "ddl");
-    lua_getfield(L, SLOT_OPTS, "log");
+    kr_error_setfname(L, cmd); /* the options' errors name the command */
+    kr_option_typed(L, SLOT_OPTS, 1, "opts", "log", LUA_TFUNCTION);
     lua_setfield(L, SLOT_ENV, "log");
-    lua_getfield(L, SLOT_OPTS, "on_event");
+    b.has_events = kr_option_typed(L, SLOT_OPTS, 1, "opts", "on_event", LUA_TFUNCTION);
     lua_setfield(L, SLOT_ENV, "on_event");
-    lua_getfield(L, SLOT_OPTS, "echo");
-    b.r->has_echo = lua_isfunction(L, -1);
+    b.r->has_echo = kr_option_typed(L, SLOT_OPTS, 1, "opts", "echo", LUA_TFUNCTION);
     lua_setfield(L, SLOT_ENV, "echo");
-    lua_getfield(L, SLOT_OPTS, "on_event");
-    b.has_events = lua_isfunction(L, -1);
-    lua_pop(L, 1);
+    opt_bool(L, "sql"); /* read as a truth value before the run (offline or not); a boolean */
     lua_newtable(L);
     lua_setfield(L, SLOT_ENV, "unknown");
     lua_newtable(L); /* SLOT_RESULTS */
     b.r->make_op(L, SLOT_RUN, SLOT_ENV, SLOT_CONN, SLOT_OPTS);
-    kr_error_setfname(L, cmd);
     read_options(L, &b);
     kr_plan_init(L, &b.p, SLOT_LIST, kind);
     if (kind == KR_CMD_FINISH || kind == KR_CMD_DOWNGRADE) {
@@ -282,13 +279,7 @@ static int run_body(lua_State *L)
 static void blame(lua_State *L, kr_run *r)
 {
     const char *dir = r->up == KR_STEP_FINISH ? "finish" : r->up ? "upgrade" : "downgrade";
-    int is_error = 0;
-    if (lua_istable(L, -1) && lua_getmetatable(L, -1)) {
-        luaL_getmetatable(L, KR_ERROR_CLASS);
-        is_error = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-    }
-    if (!is_error) {
+    if (!kr_testclass(L, -1, KR_ERROR_CLASS)) {
         const char *msg = lua_tostring(L, -1);
         kr_error_pushoneline(L, msg ? msg : luaL_typename(L, -1));
         kr_error_new(L, "migration_failed", lua_tostring(L, -1));

@@ -104,6 +104,14 @@ const char *kr_option_string(lua_State *L, int tidx, int arg, const char *path, 
     return s;
 }
 
+int kr_option_typed(lua_State *L, int tidx, int arg, const char *path, const char *key, int type)
+{
+    int t = kr_option_field(L, tidx, key);
+    if (t != LUA_TNIL && t != type)
+        kr_error_arg(L, arg, "%s.%s: %s expected, got %s", path, key, lua_typename(L, type), lua_typename(L, t));
+    return t != LUA_TNIL;
+}
+
 long long kr_option_integer(lua_State *L, int tidx, int arg, const char *path, const char *key,
                             long long min, long long max, long long def)
 {

@@ -19,6 +19,9 @@ int kr_option_field(lua_State *L, int tidx, const char *key);
 int kr_option_bool(lua_State *L, int tidx, int arg, const char *path, const char *key, int def);
 /* A string option, NULL when absent; the string stays referenced by the table. */
 const char *kr_option_string(lua_State *L, int tidx, int arg, const char *path, const char *key, size_t *len);
+/* An option of Lua type `type` (LUA_TFUNCTION for a callback, LUA_TTABLE), pushed (nil when
+ * absent); returns 1 when present. */
+int kr_option_typed(lua_State *L, int tidx, int arg, const char *path, const char *key, int type);
 /* An integer option within [min, max], def when absent. */
 long long kr_option_integer(lua_State *L, int tidx, int arg, const char *path, const char *key,
                             long long min, long long max, long long def);
