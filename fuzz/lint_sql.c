@@ -1,4 +1,4 @@
-/* fuzz-link: src/lint_sql.c */
+/* fuzz-link: src/lint_sql.c src/utf8.c */
 /* libFuzzer target: the scanner the DDL safety check runs over a column default's SQL text
  * (src/lint_sql.c). The text is the migration author's. Properties: a call it reports lies
  * inside the input, is a non-empty identifier followed by blanks and '(', is not a known

@@ -1,4 +1,4 @@
-/* fuzz-link: src/pgarray.c */
+/* fuzz-link: src/pgarray.c src/utf8.c */
 /* libFuzzer target: the array literal parser (src/pgarray.c). Properties: it never reads or
  * writes out of bounds; opens and closes balance on success and nest at most
  * KR_PGARRAY_MAXDEPTH; every element fits its scratch and is NUL-terminated; and the events of a

@@ -1,4 +1,4 @@
-/* fuzz-link: src/sqlscan.c */
+/* fuzz-link: src/sqlscan.c src/utf8.c */
 /* libFuzzer target: the SQL scans of src/sqlscan.c over a migration author's text (op.execute).
  * Properties: no crash or overrun (the input is copied to an exact NUL-terminated buffer);
  * txcontrol answers NULL or one of its command names; the terminator is ";" exactly when the

@@ -11,7 +11,6 @@
  * `safe = true` in a helper's options table (stripped before the builder sees it, here and in
  * the engine's op, see kr_lint_strip_safe), and `safe = true` or `safe = {"rule", ...}` on the
  * migration table. Raw SQL (op.execute) is reported as unchecked, never parsed. */
-#include <ctype.h>
 #include <string.h>
 
 #include "ddl_lua.h"
@@ -267,15 +266,13 @@ static const char *push_volatile_call(lua_State *L, const char *expr, size_t len
 
 /* ---- the rules, by helper ------------------------------------------------------------------ */
 
+/* A column type that makes its own default (a sequence): what the DDL helpers' one type parser
+ * (kr_ddl_parse_type) reads as a serial; a type it refuses is judged by the builder itself. */
 static int is_serial(const char *type)
 {
-    if (!type) return 0;
-    char t[16];
-    size_t n = 0;
-    for (; n < sizeof t - 1 && type[n]; n++) t[n] = (char)tolower((unsigned char)type[n]);
-    t[n] = '\0';
-    return strcmp(t, "serial") == 0 || strcmp(t, "bigserial") == 0 || strcmp(t, "smallserial") == 0 ||
-           strcmp(t, "serial4") == 0 || strcmp(t, "serial8") == 0 || strcmp(t, "serial2") == 0;
+    char pg[64];
+    if (!type || kr_ddl_parse_type(type, strlen(type), pg, sizeof pg) < 0) return 0;
+    return strcmp(pg, "serial") == 0 || strcmp(pg, "bigserial") == 0 || strcmp(pg, "smallserial") == 0;
 }
 
 /* add_column(table, column, opts) on an existing table. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lint_sql.h"
+#include "utf8.h"
 
 /* Functions a column default may call without a rewrite (stable or immutable), and the keywords
  * that a '(' may follow without being a call. Any other call may be volatile: kronos cannot ask
@@ -21,11 +22,7 @@ static const char *const stable_functions[] = {
 int kr_lint_sql_stable(const char *name, size_t n)
 {
     for (const char *const *f = stable_functions; *f; f++) {
-        size_t fl = strlen(*f);
-        if (fl != n) continue;
-        size_t j = 0;
-        while (j < n && tolower((unsigned char)name[j]) == (*f)[j]) j++;
-        if (j == n) return 1;
+        if (kr_utf8_ieq(name, n, *f)) return 1;
     }
     return 0;
 }

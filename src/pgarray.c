@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "pgarray.h"
+#include "utf8.h"
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
@@ -18,11 +19,6 @@ typedef struct {
 static void skip_space(parser *ps)
 {
     while (ps->p < ps->end && is_space(*ps->p)) ps->p++;
-}
-
-static int ieq_null(const char *s, size_t n)
-{
-    return n == 4 && (s[0] | 32) == 'n' && (s[1] | 32) == 'u' && (s[2] | 32) == 'l' && (s[3] | 32) == 'l';
 }
 
 /* One element at ps->p (after white space); stops before the delimiter or '}'. */
@@ -65,7 +61,7 @@ static int element(parser *ps)
     size_t n = (size_t)(last - ps->scratch);
     if (n == 0) return 0; /* an empty bare element is an error in array_in too */
     ps->scratch[n] = '\0';
-    if (!escaped && ieq_null(ps->scratch, n)) return ps->cb->elem(ps->ud, NULL, 0); /* "NULL" quoted or escaped is text */
+    if (!escaped && kr_utf8_ieq(ps->scratch, n, "null")) return ps->cb->elem(ps->ud, NULL, 0); /* "NULL" quoted or escaped is text */
     return ps->cb->elem(ps->ud, ps->scratch, n);
 }
 

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "sqlscan.h"
+#include "utf8.h"
 
 static int ident_start(unsigned char ch) { return ch == '_' || ch >= 0x80 || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'); }
 static int ident_char(unsigned char ch) { return ident_start(ch) || ch == '$' || (ch >= '0' && ch <= '9'); }
@@ -75,11 +76,7 @@ int kr_sqlscan_batchable(const char *sql)
 /* Whether the word [p, end) is w (lower case), ignoring case. */
 static int word_is(const char *p, const char *end, const char *w)
 {
-    size_t n = strlen(w);
-    if ((size_t)(end - p) != n) return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((p[i] | 0x20) != w[i]) return 0;
-    return 1;
+    return kr_utf8_ieq(p, (size_t)(end - p), w);
 }
 
 /* The first statement of sql that ends or opens a transaction, by its command: BEGIN, START
