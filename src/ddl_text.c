@@ -274,8 +274,7 @@ int kr_ddl_fit_name(const char *in, size_t len, char *out, size_t outsz)
         out[len] = '\0';
         return (int)len;
     }
-    size_t keep = FIT_KEEP;
-    while (keep > 0 && ((unsigned char)in[keep] & 0xC0) == 0x80) keep--;
+    size_t keep = kr_utf8_boundary(in, FIT_KEEP);
     if (outsz < keep + 10) return fail(KR_DDL_ESPACE, out, outsz);
     memcpy(out, in, keep);
     snprintf(out + keep, outsz - keep, "_%08lx", (unsigned long)fnv1a(in, len));

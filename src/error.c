@@ -48,7 +48,7 @@ void kr_error_new(lua_State *L, const char *code, const char *message)
     luaL_setmetatable(L, KR_ERROR_CLASS);
 }
 
-void kr_error_pushv(lua_State *L, const char *code, const char *fmt, va_list ap)
+static void push_v(lua_State *L, const char *code, const char *fmt, va_list ap)
 {
     const char *msg = lua_pushvfstring(L, fmt, ap);
     kr_error_new(L, code, msg);
@@ -59,7 +59,7 @@ void kr_error_push(lua_State *L, const char *code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    kr_error_pushv(L, code, fmt, ap);
+    push_v(L, code, fmt, ap);
     va_end(ap);
 }
 
@@ -68,7 +68,7 @@ int kr_error_return(lua_State *L, const char *code, const char *fmt, ...)
     lua_pushnil(L);
     va_list ap;
     va_start(ap, fmt);
-    kr_error_pushv(L, code, fmt, ap);
+    push_v(L, code, fmt, ap);
     va_end(ap);
     return 2;
 }
@@ -83,7 +83,7 @@ _Noreturn void kr_error_raise(lua_State *L, const char *code, const char *fmt, .
 {
     va_list ap;
     va_start(ap, fmt);
-    kr_error_pushv(L, code, fmt, ap);
+    push_v(L, code, fmt, ap);
     va_end(ap);
     kr_error_throw(L);
 }
@@ -128,7 +128,10 @@ _Noreturn void kr_error_arg(lua_State *L, int arg, const char *fmt, ...)
     kr_error_throw(L);
 }
 
-/* libpq messages end in a newline and may span lines; an error reads as one line. */
+/* libpq messages end in a newline and may span lines (continuations indented with a tab): the
+ * lines are joined with spaces, so err.message is one line. Not an escaping: the bytes stay as
+ * the server sent them, and tostring(err) escapes control bytes (kr_error_addescaped, the one
+ * escaping). */
 void kr_error_pushoneline(lua_State *L, const char *msg)
 {
     luaL_Buffer b;

@@ -17,8 +17,13 @@
 #define KR_DDL_SQL_CLASS "kronos.ddl.sql"   /* a ddl.sql() marker */
 #define KR_USERS_CLASS "kronos.users"
 #define KR_USER_CLASS "kronos.user"
+#define KR_USERS_BATCH_CLASS "kronos.users.batch"  /* create_many's COPY text buffer (users_batch.c) */
+#define KR_STMT_CLASS "kronos.statement"            /* conn:prepare's statements (statement.c) */
+#define KR_STREAM_CLASS "kronos.stream"             /* the closing value of a rows() loop (stream.c) */
+#define KR_COPYSTREAM_CLASS "kronos.copystream"     /* the closing value of a copy_to loop (copy.c) */
+#define KR_PIPELINE_CLASS "kronos.pipeline"         /* the queue conn:pipeline's function fills */
 
-/* The type OIDs kronos sends or reads (PostgreSQL's pg_type.oid, fixed since 7.x). */
+/* The type OIDs kronos sends or reads (PostgreSQL's pg_type.oid of built-in types: never renumbered). */
 #define BOOLOID 16
 #define BYTEAOID 17
 #define INT8OID 20
@@ -28,6 +33,36 @@
 #define FLOAT4OID 700
 #define FLOAT8OID 701
 #define TIMESTAMPTZOID 1184
+#define NAMEOID 19
+#define TEXTOID 25
+#define JSONOID 114
+#define BPCHAROID 1042
+#define VARCHAROID 1043
+#define DATEOID 1082
+#define TIMESTAMPOID 1114
+#define NUMERICOID 1700
+#define UUIDOID 2950
+#define JSONBOID 3802
+/* Their array types (decode.c reads these as Lua sequences). */
+#define BOOLARRAYOID 1000
+#define BYTEAARRAYOID 1001
+#define NAMEARRAYOID 1003
+#define INT2ARRAYOID 1005
+#define INT4ARRAYOID 1007
+#define TEXTARRAYOID 1009
+#define BPCHARARRAYOID 1014
+#define VARCHARARRAYOID 1015
+#define INT8ARRAYOID 1016
+#define FLOAT4ARRAYOID 1021
+#define FLOAT8ARRAYOID 1022
+#define OIDARRAYOID 1028
+#define TIMESTAMPARRAYOID 1115
+#define DATEARRAYOID 1182
+#define TIMESTAMPTZARRAYOID 1185
+#define NUMERICARRAYOID 1231
+#define UUIDARRAYOID 2951
+#define JSONARRAYOID 199
+#define JSONBARRAYOID 3807
 
 #define KR_PREPARED_MAX 96   /* statement ids of kr_prepared_exec: 0 .. KR_PREPARED_MAX - 1 */
 
@@ -90,7 +125,6 @@ void kr_checkstack(lua_State *L, int n);                 /* raises a stack_overf
 #define KR_FNAME_KEY "kronos.fname"   /* registry: the helper name kr_error_arg reports */
 void kr_error_new(lua_State *L, const char *code, const char *message);    /* pushes an object */
 void kr_error_push(lua_State *L, const char *code, const char *fmt, ...);  /* formatted, pushed */
-void kr_error_pushv(lua_State *L, const char *code, const char *fmt, va_list ap);
 int kr_error_return(lua_State *L, const char *code, const char *fmt, ...); /* pushes nil, err; returns 2 */
 _Noreturn void kr_error_raise(lua_State *L, const char *code, const char *fmt, ...);
 _Noreturn void kr_error_throw(lua_State *L);                               /* raises the value at -1 */
@@ -108,11 +142,12 @@ void kr_error_addescaped(luaL_Buffer *b, const char *s, size_t len, char quote);
 PGresult **kr_boxresult(lua_State *L, PGresult *res);  /* pushes a userdata that PQclears on __gc */
 void kr_clearbox(PGresult **box);
 void kr_dropbox(lua_State *L, int idx);                /* kr_clearbox of the box at idx */
+PGresult *kr_takebox(lua_State *L, int idx);           /* the box's result, now the caller's (box emptied) */
 void kr_pushvalue(lua_State *L, const PGresult *res, int row, int col);
 void kr_pushrow(lua_State *L, const PGresult *res, int row, int ncols, int names_idx);
 void kr_pushcolnames(lua_State *L, const PGresult *res);   /* array of names */
-void kr_pushrows(lua_State *L, const PGresult *res);       /* rows table with .affected, .columns */
-/* The shapes of a whole result: named rows (kr_pushrows), rows as arrays, or one array per column. */
+/* The shapes of a whole result (a rows table with .affected, .columns): named rows, rows as
+ * arrays, or one array per column. */
 enum { KR_ROWS_NAMED, KR_ROWS_ARRAYS, KR_ROWS_COLUMNS };
 void kr_pushrows_as(lua_State *L, const PGresult *res, int shape);
 
@@ -124,18 +159,19 @@ typedef struct kr_params {
     int *formats;
     Oid *types;
 } kr_params;
-/* Converts stack values [first, first+n) into params; the strings stay owned by Lua values
- * pushed onto the stack above, and the arrays live in a userdata also left on the stack
- * (n == 0: nothing is pushed and the arrays are NULL). */
-void kr_checkparams(lua_State *L, int first, int n, kr_params *p);
-/* The same with the connection whose encoder kronos.json(v) parameters use (c may be NULL). */
+/* Converts stack values [first, first+n) into params, kronos.json(v) through c's encoder (c may
+ * be NULL: no encoder); the strings stay owned by Lua values pushed onto the stack above, and the
+ * arrays live in a userdata also left on the stack (n == 0: nothing is pushed, the arrays NULL). */
 void kr_checkparams_conn(lua_State *L, kr_conn *c, int first, int n, kr_params *p);
-/* One value as a parameter's text (what kr_checkparams sends; COPY writes the same): returns
+/* One value as a parameter's text (what kr_checkparams_conn sends; COPY writes the same): returns
  * KR_VAL_NULL (s NULL), KR_VAL_TEXT, KR_VAL_BOOL ("true"/"false") or KR_VAL_BYTEA (raw bytes);
  * may push a string it made (a number's text, an array literal, encoded JSON) that the caller
  * keeps on the stack while it uses s. pos numbers the parameter in errors. */
 enum { KR_VAL_NULL, KR_VAL_TEXT, KR_VAL_BOOL, KR_VAL_BYTEA };
 int kr_param_text(lua_State *L, kr_conn *c, int idx, int pos, const char **s, size_t *len);
+/* The encode options table at t ({json = fn}: conn:set_encode's, kronos.connect's opts.encode),
+ * checked and set on c as kr_decode_options does; an absent json removes the encoder. */
+void kr_params_encode_options(lua_State *L, kr_conn *c, int t, int arg, const char *path);
 
 /* conn.c, the connection's low layer (nothing above it is called but through c->hooks). */
 /* Pushes a new connection userdata (closed: pg NULL) with its uservalue, made with hooks. */
@@ -158,7 +194,6 @@ PGresult *kr_execscript(lua_State *L, kr_conn *c, const char *sql);
 /* A COPY status where no COPY is served: drained, nil, err (feature_not_supported) pushed, 1. */
 int kr_refuse_copy(lua_State *L, kr_conn *c, ExecStatusType st);
 void kr_drain(PGconn *pg);        /* reads and frees every pending result; ends a COPY */
-void kr_cancel_drain(kr_conn *c); /* cancels what the server is sending (see stream_drain), drains */
 void kr_endstream(kr_conn *c);    /* cancels and drains a pending rows() stream */
 void kr_endcopy(kr_conn *c);      /* ends an open copy_to (cancelled outside a transaction), drains */
 /* SQL text argument: raises bad_argument for a non-string or a NUL byte. */
@@ -174,12 +209,20 @@ void kr_notice_free(kr_conn *c);
  * decoders applied; one row of a single-row result (names at names_idx). */
 void kr_decode_rows(lua_State *L, kr_conn *c, const PGresult *res, int shape);
 void kr_decode_row(lua_State *L, kr_conn *c, const PGresult *res, int names_idx);
+/* The decode options table at t ({arrays = bool, json = fn}: conn:set_decode's, kronos.connect's
+ * opts.decode) checked through option.c's reader, arg and path naming it in a bad_argument, then
+ * set on c (open or not yet connected); absent keys turn their decoding off. */
+void kr_decode_options(lua_State *L, kr_conn *c, int t, int arg, const char *path);
 /* result.c: one value's text converted as a column of that type is */
 void kr_pushtext(lua_State *L, Oid type, const char *s, size_t len);
 
 /* exec.c: how a method that ran a statement whole returns (res from kr_finish's contract): the
  * notices delivered, then the rows in the given shape (the box dropped) or nil, err. */
 int kr_exec_return(lua_State *L, kr_conn *c, PGresult *res, int shape);
+
+/* copy.c: the line N of a failed COPY FROM's context "COPY <table>, line N" (0 when there is
+ * none), the table's name as the server wrote it in *table, *tlen (in r's text) unless NULL. */
+lua_Integer kr_copy_failed_line(const PGresult *r, const char **table, size_t *tlen);
 
 /* stream.c: after PQsend*(): pushes the 4 values of a generic for over the single-row stream
  * (iterator, nil, nil, closing value). first, when not NULL, is the stream's first result,

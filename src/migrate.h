@@ -56,7 +56,6 @@ int kr_applied_heads(const kr_graph *g, const unsigned char *applied, int *out);
 _Noreturn void kr_migrate_raise(lua_State *L, const char *code, const char *file, const char *fmt, ...);
 
 /* migrate_sql.c: SQL text of the version table and the lock (also used offline, so no libpq). */
-void kr_push_ident(lua_State *L, const char *name);     /* "quoted" identifier */
 void kr_push_literal(lua_State *L, const char *value);  /* 'quoted' literal, E'' when it holds \ */
 long long kr_lock_key(const char *version_table);
 int kr_migrate_terminator(lua_State *L);                /* core.migrate.terminator(sql) */

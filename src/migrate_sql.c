@@ -18,7 +18,7 @@ static void push_quoted(lua_State *L, char quote, const char *s)
     if (out != small) lua_remove(L, -2);
 }
 
-void kr_push_ident(lua_State *L, const char *name)
+static void push_ident(lua_State *L, const char *name)
 {
     push_quoted(L, '"', name);
 }
@@ -66,7 +66,7 @@ const char *kr_version_table(lua_State *L, int opts)
         len = strlen(name);
     }
     if (len == 0 || len > 63) kr_error_arg(L, 1, "opts.version_table: must be 1 to 63 bytes long, got %d", (int)len);
-    kr_push_ident(L, name);
+    push_ident(L, name);
     return name;
 }
 

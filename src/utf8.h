@@ -20,6 +20,14 @@ size_t kr_utf8_chars(const char *s, size_t len, int (*mark)(unsigned long cp), i
  * case-insensitively (every other byte exactly). */
 int kr_utf8_ieq(const char *s, size_t len, const char *lower);
 
+/* The start of the character that byte i of s is in (i itself when it starts one): where text
+ * cut at i keeps only whole characters. */
+static inline size_t kr_utf8_boundary(const char *s, size_t i)
+{
+    while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
+    return i;
+}
+
 /* The ASCII lower case of c (other bytes unchanged). */
 static inline char kr_utf8_lower(char c)
 {

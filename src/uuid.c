@@ -12,9 +12,10 @@
 #include "uuid.h"
 #include "validate.h"
 
-/* The canonical form, as libuuid's uuid_unparse_lower writes it, with kronos's one hex writer
- * (convert.h): spec/uuid_spec.lua checks that the server reads it back as the same id. */
-void kr_uuid_text(const unsigned char u[16], char *out)
+/* The 36 lower-case characters of the 16 bytes u (8-4-4-4-12, no NUL) at out: the canonical
+ * form, as libuuid's uuid_unparse_lower writes it, with kronos's one hex writer (convert.h);
+ * spec/uuid_spec.lua checks that the server reads it back as the same id. */
+static void uuid_text(const unsigned char u[16], char *out)
 {
     static const unsigned char groups[] = {4, 2, 2, 2, 6}; /* bytes per dash-separated group */
     const char *in = (const char *)u;
@@ -32,7 +33,7 @@ void kr_uuid_format(char out[37])
 {
     uuid_t u;
     uuid_generate_random(u);
-    kr_uuid_text(u, out);
+    uuid_text(u, out);
     out[36] = '\0';
 }
 
@@ -67,7 +68,7 @@ static int pool_refill(kr_uuid_pool *p)
 int kr_uuid_pool_next(kr_uuid_pool *p, char *out)
 {
     if (p->next == KR_UUID_BATCH && !pool_refill(p)) return 0;
-    kr_uuid_text(p->raw[p->next++], out);
+    uuid_text(p->raw[p->next++], out);
     return 1;
 }
 

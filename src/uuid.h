@@ -17,7 +17,4 @@ void kr_uuid_pool_init(kr_uuid_pool *p);
  * kernel gave no randomness. */
 int kr_uuid_pool_next(kr_uuid_pool *p, char *out);
 
-/* The 36 lower-case characters of the 16 bytes u (8-4-4-4-12, no NUL) at out. */
-void kr_uuid_text(const unsigned char u[16], char *out);
-
 #endif
