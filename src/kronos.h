@@ -17,6 +17,7 @@
 #define KR_DDL_SQL_CLASS "kronos.ddl.sql"   /* a ddl.sql() marker */
 #define KR_USERS_CLASS "kronos.users"
 #define KR_USER_CLASS "kronos.user"
+#define KR_MIGRATE_DIR_CLASS "kronos.migrate.dir"  /* an open directory being scanned (migrate_files.c) */
 #define KR_USERS_BATCH_CLASS "kronos.users.batch"  /* create_many's COPY text buffer (users_batch.c) */
 #define KR_STMT_CLASS "kronos.statement"            /* conn:prepare's statements (statement.c) */
 #define KR_STREAM_CLASS "kronos.stream"             /* the closing value of a rows() loop (stream.c) */

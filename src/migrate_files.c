@@ -28,7 +28,7 @@ int kr_migrate_scan(lua_State *L)
     const char *dir = kr_checktext(L, 1, &dlen, "the directory");
     dirbox *db = (dirbox *)lua_newuserdata(L, sizeof(dirbox));
     db->d = NULL;
-    luaL_setmetatable(L, "kronos.migrate.dir");
+    luaL_setmetatable(L, KR_MIGRATE_DIR_CLASS);
     db->d = opendir(dir);
     if (db->d == NULL) return kr_error_return(L, "no_migrations", "cannot read the migrations directory %s", dir);
     lua_newtable(L);
@@ -71,5 +71,5 @@ int kr_migrate_sha256(lua_State *L)
 void kr_migrate_files_open(lua_State *L)
 {
     static const luaL_Reg dir_meta[] = {{"__gc", dir_gc}, {NULL, NULL}};
-    kr_newclass(L, "kronos.migrate.dir", NULL, dir_meta);
+    kr_newclass(L, KR_MIGRATE_DIR_CLASS, NULL, dir_meta);
 }
