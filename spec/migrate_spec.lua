@@ -382,6 +382,28 @@ describe("kronos.migrate", function()
             assert.same({ "b2" }, migrate.downgrade(o { target = "base+1" }))
         end)
 
+        it("depends_on as a list, and naming a branch label (the revision that carries it)", function()
+            local o = g {
+                { "a1", nil, "branch_labels = {'alpha'}," }, { "a2", "a1" },
+                { "c1" },
+                { "b1", nil, "depends_on = {'alpha', 'c1'}," }, { "b2", "b1" },
+            }
+            local function sorted(t) table.sort(t) return t end
+            -- b1 needs a1 (alpha's revision, not a2) and c1
+            assert.same({ "a1", "b1", "c1" }, sorted(migrate.upgrade(o { target = "b1" })))
+            assert.same({ "a1", "b1", "c1" }, versions())
+            -- taking either dependency away takes b1 (and what is above it) with it
+            migrate.upgrade(o { target = "b2" })
+            assert.same({ "b1", "b2", "c1" }, sorted(migrate.downgrade(o { target = "c1@base" })))
+            assert.same({ "a1" }, versions())
+            assert.same({ "b1", "b2", "c1" }, sorted(migrate.upgrade(o { target = "b2" })))
+            assert.same({ "a1", "b1", "b2" }, sorted(migrate.downgrade(o { target = "alpha@base" })))
+            assert.same({ "c1" }, versions())
+            -- a2 is not needed by b1
+            assert.same({ "a1", "b1", "b2" }, sorted(migrate.upgrade(o { target = "b2" })))
+            assert.same({ "a1", "b1", "b2", "c1" }, versions())
+        end)
+
         it("reports revisions no file provides, and an explicit stamp or stamp --purge repairs them", function()
             local o = g(chain)
             migrate.upgrade(o { target = "b2" })
