@@ -14,8 +14,9 @@
 #include "kronos.h"
 #include "convert.h"
 
-/* bool, bytea, int8, int2, int4, oid, float4, float8, timestamptz, numeric, text, uuid, date */
-static const Oid types[] = {16, 17, 20, 21, 23, 26, 700, 701, 1184, 1700, 25, 2950, 1082};
+/* each type kronos converts (kronos.h), and ones it keeps as text */
+static const Oid types[] = {BOOLOID, BYTEAOID, INT8OID, INT2OID, INT4OID, OIDOID, FLOAT4OID, FLOAT8OID,
+                            TIMESTAMPTZOID, NUMERICOID, TEXTOID, UUIDOID, DATEOID};
 #define NTYPES (sizeof types / sizeof types[0])
 
 static PGresult *one_value(Oid type, const char *s, int len)
@@ -37,10 +38,10 @@ static void check_value(lua_State *L, Oid type, const char *s, size_t len)
     long long v;
     size_t n;
     switch (type) {
-    case 16:
+    case BOOLOID:
         CHECK(lua_type(L, -1) == LUA_TBOOLEAN);
         break;
-    case 20: case 21: case 23: case 26:
+    case INT8OID: case INT2OID: case INT4OID: case OIDOID:
         if (lua_type(L, -1) == LUA_TSTRING) { /* not an integer (or beyond 2^53 on LuaJIT): the text */
             const char *t = lua_tolstring(L, -1, &n);
             CHECK(n == len && memcmp(t, s, len) == 0);
@@ -52,10 +53,10 @@ static void check_value(lua_State *L, Oid type, const char *s, size_t len)
 #endif
         }
         break;
-    case 700: case 701:
+    case FLOAT4OID: case FLOAT8OID:
         CHECK(lua_type(L, -1) == LUA_TNUMBER);
         break;
-    case 17:
+    case BYTEAOID:
         CHECK(lua_type(L, -1) == LUA_TSTRING);
         lua_tolstring(L, -1, &n);
         if (len >= 2 && s[0] == '\\' && s[1] == 'x' && len % 2 == 0) {
@@ -65,7 +66,7 @@ static void check_value(lua_State *L, Oid type, const char *s, size_t len)
             free(raw);
         }
         break;
-    case 1184: {
+    case TIMESTAMPTZOID: {
         char iso[KR_ISO_MAX];
         const char *t = lua_tolstring(L, -1, &n);
         size_t m = len < KR_ISO_MAX ? kr_iso_timestamptz(s, len, iso) : 0;

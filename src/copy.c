@@ -20,7 +20,6 @@
 #include "copytext.h"
 
 #define KR_COPY_BUF 65536
-#define KR_COPYSTREAM_CLASS "kronos.copystream"   /* the closing value of a copy_to loop */
 
 typedef struct {
     kr_conn *c;

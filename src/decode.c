@@ -13,32 +13,29 @@
 #include "kronos.h"
 #include "pgarray.h"
 
-#define JSONOID 114
-#define JSONBOID 3802
-
-/* The element type of the array types decoded, 0 for any other type. */
+/* The element type of the array types decoded (kronos.h's OIDs), 0 for any other type. */
 static Oid element_of(Oid type)
 {
     switch (type) {
-    case 1000: return 16;     /* bool */
-    case 1001: return 17;     /* bytea */
-    case 1005: return 21;     /* int2 */
-    case 1007: return 23;     /* int4 */
-    case 1016: return 20;     /* int8 */
-    case 1028: return 26;     /* oid */
-    case 1021: return 700;    /* float4 */
-    case 1022: return 701;    /* float8 */
-    case 1009: return 25;     /* text */
-    case 1014: return 1042;   /* bpchar */
-    case 1015: return 1043;   /* varchar */
-    case 1003: return 19;     /* name */
-    case 2951: return 2950;   /* uuid */
-    case 1231: return 1700;   /* numeric */
-    case 1185: return 1184;   /* timestamptz */
-    case 1115: return 1114;   /* timestamp */
-    case 1182: return 1082;   /* date */
-    case 199: return JSONOID;
-    case 3807: return JSONBOID;
+    case BOOLARRAYOID: return BOOLOID;
+    case BYTEAARRAYOID: return BYTEAOID;
+    case INT2ARRAYOID: return INT2OID;
+    case INT4ARRAYOID: return INT4OID;
+    case INT8ARRAYOID: return INT8OID;
+    case OIDARRAYOID: return OIDOID;
+    case FLOAT4ARRAYOID: return FLOAT4OID;
+    case FLOAT8ARRAYOID: return FLOAT8OID;
+    case TEXTARRAYOID: return TEXTOID;
+    case BPCHARARRAYOID: return BPCHAROID;
+    case VARCHARARRAYOID: return VARCHAROID;
+    case NAMEARRAYOID: return NAMEOID;
+    case UUIDARRAYOID: return UUIDOID;
+    case NUMERICARRAYOID: return NUMERICOID;
+    case TIMESTAMPTZARRAYOID: return TIMESTAMPTZOID;
+    case TIMESTAMPARRAYOID: return TIMESTAMPOID;
+    case DATEARRAYOID: return DATEOID;
+    case JSONARRAYOID: return JSONOID;
+    case JSONBARRAYOID: return JSONBOID;
     default: return 0;
     }
 }

@@ -22,7 +22,6 @@
 
 #include "kronos.h"
 
-#define KR_PIPELINE_CLASS "kronos.pipeline"
 
 typedef struct {
     kr_conn *c;

@@ -34,6 +34,16 @@ void kr_dropbox(lua_State *L, int idx)
     kr_clearbox((PGresult **)lua_touserdata(L, idx));
 }
 
+/* The result moves out of the box (a stream's read-ahead handed to its iterator): the caller
+ * owns it, and the box's __gc then frees nothing. */
+PGresult *kr_takebox(lua_State *L, int idx)
+{
+    PGresult **box = (PGresult **)lua_touserdata(L, idx);
+    PGresult *res = *box;
+    *box = NULL;
+    return res;
+}
+
 #if LUA_VERSION_NUM < 503
 /* LuaJIT numbers are doubles: integers beyond 2^53 stay exact as their decimal string. */
 static void push_int8(lua_State *L, const char *s, size_t len)

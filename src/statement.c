@@ -20,7 +20,6 @@
 
 #include "kronos.h"
 
-#define KR_STMT_CLASS "kronos.statement"
 
 enum { UNPREPARED = 0, PREPARED = 1, STALE = 2 };
 

@@ -7,7 +7,6 @@
  * the rest of the rows is read into memory for the loop. */
 #include "kronos.h"
 
-#define KR_STREAM_CLASS "kronos.stream"
 
 /* The open rows() stream's state table {conn, generation, names = , buf = , pos = , err = }
  * pushed when its loop is still reachable (the connection refers to it weakly), else nil. */
@@ -124,9 +123,7 @@ static int rows_iter(lua_State *L)
     PGresult *res = NULL;
     lua_getfield(L, state, "first");
     if (!lua_isnil(L, -1)) { /* read ahead by the statement's rows(): its box moves here */
-        PGresult **first = (PGresult **)lua_touserdata(L, -1);
-        res = *first;
-        *first = NULL;
+        res = kr_takebox(L, -1);
         lua_pushnil(L);
         lua_setfield(L, state, "first");
     } else {

@@ -236,12 +236,14 @@ static int user_tostring(lua_State *L)
     return 1;
 }
 
+/* tostring(users): "kronos.users on " and its connection's tostring (the type of what it holds
+ * when that is no connection), for the REPL. */
 static int users_tostring(lua_State *L)
 {
     lua_pushliteral(L, "conn");
     lua_rawget(L, 1);
     lua_pushfstring(L, "kronos.users on %s", luaL_typename(L, -1));
-    if (luaL_testudata(L, -2, KR_CONN_CLASS) && luaL_callmeta(L, -2, "__tostring"))
+    if (lua_type(L, -2) == LUA_TUSERDATA && kr_testclass(L, -2, KR_CONN_CLASS) && luaL_callmeta(L, -2, "__tostring"))
         lua_pushfstring(L, "kronos.users on %s", lua_tostring(L, -1));
     return 1;
 }
@@ -337,3 +339,4 @@ void kr_open_users(lua_State *L)
     lua_pushcfunction(L, l_users_model);
     lua_setfield(L, -2, "users_model");
 }
+    kr_users_open_batch(L);

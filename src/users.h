@@ -71,3 +71,4 @@ int kr_users_count(lua_State *L);
 int kr_users_create_many(lua_State *L);
 
 #endif
+void kr_users_open_batch(lua_State *L);   /* registers KR_USERS_BATCH_CLASS */

@@ -20,8 +20,6 @@ typedef struct {
     size_t len, cap;
 } batchbuf;
 
-#define BATCHBUF_CLASS "kronos.users.batch"
-
 static int batchbuf_gc(lua_State *L)
 {
     batchbuf *b = (batchbuf *)lua_touserdata(L, 1);
@@ -36,11 +34,7 @@ static batchbuf *batchbuf_new(lua_State *L, size_t cap)
     batchbuf *b = (batchbuf *)lua_newuserdata(L, sizeof(batchbuf));
     b->p = NULL;
     b->len = b->cap = 0;
-    if (luaL_newmetatable(L, BATCHBUF_CLASS)) {
-        lua_pushcfunction(L, batchbuf_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_setmetatable(L, -2);
+    luaL_setmetatable(L, KR_USERS_BATCH_CLASS);
     b->p = (char *)malloc(cap);
     if (b->p == NULL) kr_error_raise(L, "out_of_memory", "out of memory for the batch's COPY text");
     b->cap = cap;
@@ -229,4 +223,11 @@ int kr_users_create_many(lua_State *L)
     free(b->p); /* now, not when the collector gets to it */
     b->p = NULL;
     return results;
+}
+
+/* The class of create_many's buffer (its __gc frees the text), registered with the model's. */
+void kr_users_open_batch(lua_State *L)
+{
+    static const luaL_Reg meta[] = {{"__gc", batchbuf_gc}, {NULL, NULL}};
+    kr_newclass(L, KR_USERS_BATCH_CLASS, NULL, meta);
 }
