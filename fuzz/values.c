@@ -1,5 +1,5 @@
 // fuzz-link: src/*.c -llua5.4 -lpq -luuid
-/* libFuzzer target: server text -> Lua values through kr_pushvalue/kr_pushrows (src/result.c),
+/* libFuzzer target: server text -> Lua values through kr_pushvalue/kr_pushrows_as (src/result.c),
  * for each type kronos converts. The first input byte picks the column type; the rest is the
  * server's text, put into a real PGresult with libpq's own constructors. */
 #include <stdint.h>
@@ -100,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else
         check_value(L, type, s, len);
     lua_settop(L, 0);
-    kr_pushrows(L, res); /* the whole-result path: names, rows, affected */
+    kr_pushrows_as(L, res, KR_ROWS_NAMED); /* the whole-result path: names, rows, affected */
     CHECK(lua_istable(L, -1) && lua_rawlen(L, -1) == 1);
     PQclear(res);
     lua_close(L);

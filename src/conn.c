@@ -1,7 +1,7 @@
 /* The connection's low layer: the struct's Lua side (its uservalue, the registry's way back to
  * it), and the primitives every statement goes through: the check before it (kr_conn_ready),
  * the check of its result (kr_finish), the transaction state kronos opened (kr_tx_open), ending
- * what the server is still sending (kr_drain, kr_cancel_drain, kr_endstream, kr_endcopy).
+ * what the server is still sending (kr_drain, kr_endstream, kr_endcopy).
  *
  * Nothing here calls up into the files that use it: where a layer above has work to do before a
  * statement (an open rows() stream, queued DEALLOCATEs), the core calls the hooks the connection
@@ -102,7 +102,7 @@ int kr_refuse_copy(lua_State *L, kr_conn *c, ExecStatusType st)
 /* Cuts short what the connection is sending (a rows() stream, a copy_to): the open iterator is
  * told by stream_gen that it is over, the server is asked to cancel (unless stream_drain asks to
  * read the rest instead), and every pending result is read. The one way both end early. */
-void kr_cancel_drain(kr_conn *c)
+static void cancel_drain(kr_conn *c)
 {
     c->stream_gen++;
     PGcancel *cancel = c->stream_drain ? NULL : PQgetCancel(c->pg);
@@ -114,12 +114,12 @@ void kr_cancel_drain(kr_conn *c)
     kr_drain(c->pg);
 }
 
-/* An open rows() stream cut short (kr_cancel_drain); nothing when none is open. */
+/* An open rows() stream cut short (cancel_drain); nothing when none is open. */
 void kr_endstream(kr_conn *c)
 {
     if (!c->streaming) return;
     c->streaming = 0;
-    kr_cancel_drain(c);
+    cancel_drain(c);
 }
 
 /* An open copy_to cut short the same way: the core owns both, since any statement path
@@ -128,7 +128,7 @@ void kr_endcopy(kr_conn *c)
 {
     if (c->copying != 2) return;
     c->copying = 0;
-    kr_cancel_drain(c);
+    cancel_drain(c);
 }
 
 /* Before each statement: see kronos.h. DateStyle: kronos's conversions (and users:list) read

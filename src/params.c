@@ -214,11 +214,6 @@ void kr_checkparams_conn(lua_State *L, kr_conn *c, int first, int n, kr_params *
     }
 }
 
-void kr_checkparams(lua_State *L, int first, int n, kr_params *p)
-{
-    kr_checkparams_conn(L, NULL, first, n, p);
-}
-
 /* conn:set_encode{json = fn | nil} -> conn */
 int kr_params_set_encode(lua_State *L)
 {

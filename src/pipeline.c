@@ -150,22 +150,26 @@ static const char *entry_params(lua_State *L, kr_conn *c, int queue, int i, kr_p
     return sql;
 }
 
-/* Under lua_pcall: 1 pstate (light), 2 queue, 3 nil (unused), 4 results. */
+/* send_all's stack under lua_pcall: the pstate (a light userdata), the queue, the results. */
+enum { SEND_STATE = 1, SEND_QUEUE, SEND_RESULTS };
+
+/* Under lua_pcall (see SEND_STATE ..): sends every queued statement, a Sync after each (or one
+ * after the last, for a transaction), reading results as they come, then waits for the rest. */
 static int send_all(lua_State *L)
 {
-    pstate *s = (pstate *)lua_touserdata(L, 1);
+    pstate *s = (pstate *)lua_touserdata(L, SEND_STATE);
     PGconn *pg = s->c->pg;
-    s->results = 4;
+    s->results = SEND_RESULTS;
     for (int i = 1; i <= s->n; i++) {
         kr_params p;
-        const char *sql = entry_params(L, s->c, 2, i, &p);
+        const char *sql = entry_params(L, s->c, SEND_QUEUE, i, &p);
         if (!PQsendQueryParams(pg, sql, p.n, p.types, p.values, p.lengths, p.formats, 0))
             kr_error_raise(L, "connection", "sending a pipeline failed: %s", PQerrorMessage(pg));
         if (!s->tx) {
             if (!PQpipelineSync(pg)) kr_error_raise(L, "connection", "sending a pipeline failed");
             s->syncs_sent++;
         }
-        lua_settop(L, 4);
+        lua_settop(L, SEND_RESULTS);
         pump(L, s, 0);
     }
     if (s->tx) {
@@ -247,9 +251,8 @@ int kr_pipeline_run(lua_State *L)
     lua_pushcfunction(L, send_all);
     lua_pushlightuserdata(L, &s);
     lua_pushvalue(L, 3);
-    lua_pushnil(L);
     lua_pushvalue(L, 4);
-    int status = lua_pcall(L, 4, 0, 0);
+    int status = lua_pcall(L, SEND_RESULTS, 0, 0);
     if (status != 0) abandon(&s);
     PQsetnonblocking(c->pg, 0);
     PQexitPipelineMode(c->pg);

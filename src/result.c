@@ -65,25 +65,23 @@ static void push_int8(lua_State *L, const char *s, size_t len)
 }
 #endif
 
+/* A bytea's text as its bytes: the hex form ("\x0a1b", bytea_output = hex, the default) through
+ * convert.c's one decoder (kr_unhex_bytea), into a stack buffer for small values, else a scratch
+ * userdata; any other text through libpq. */
 static void push_bytea(lua_State *L, const char *s, size_t len)
 {
-    if (len >= 2 && s[0] == '\\' && s[1] == 'x' && len % 2 == 0) {
-        /* Chunks of LUAL_BUFFERSIZE: luaL_buffinitsize is not in the 5.1 API. */
-        luaL_Buffer b;
-        luaL_buffinit(L, &b);
-        size_t pos = 2, ok = 1;
-        while (ok && pos < len) {
-            size_t hex = len - pos;
-            if (hex > 2 * (size_t)LUAL_BUFFERSIZE) hex = 2 * (size_t)LUAL_BUFFERSIZE;
-            char *out = luaL_prepbuffer(&b);
-            size_t n = hex / 2;
-            ok = kr_unhex_digits(s + pos, n, out);
-            luaL_addsize(&b, n);
-            pos += hex;
+    if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
+        char small[256];
+        char *out = small;
+        if ((len - 2) / 2 > sizeof small) out = (char *)lua_newuserdata(L, (len - 2) / 2);
+        size_t n = kr_unhex_bytea(s, len, out);
+        int scratch = out != small;
+        if (n != (size_t)-1) {
+            lua_pushlstring(L, out, n);
+            if (scratch) lua_remove(L, -2);
+            return;
         }
-        luaL_pushresult(&b);
-        if (ok) return;
-        lua_pop(L, 1);
+        if (scratch) lua_pop(L, 1);
     }
     /* bytea_output = escape: let libpq undo it */
     size_t n;
@@ -361,8 +359,3 @@ void kr_pushrows_as(lua_State *L, const PGresult *res, int shape)
     push_rows(L, res, shape);
 }
 #endif
-
-void kr_pushrows(lua_State *L, const PGresult *res)
-{
-    kr_pushrows_as(L, res, KR_ROWS_NAMED);
-}

@@ -167,7 +167,7 @@ static void list_push(lua_State *L, const PGresult *res, int n, int names, int m
 /* users:list{active =, limit =, after =} -> users, next cursor | nil, err.
  * Keyset pagination on (created_at, id): a page starts strictly after the previous one's last
  * row, so rows inserted meanwhile never shift the pages as OFFSET would. The rows are built one
- * by one with the collector running: kr_pushrows would pause it for a page this big, and its
+ * by one with the collector running: kr_pushrows_as would pause it for a page this big, and its
  * restart after every page sets the collector's debt to zero, so each page would start
  * collection work early (callgrind, 100 pages of 1000 over 100,000 kept rows: 1.36G
  * instructions against 1.17G). */
