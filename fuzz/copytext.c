@@ -1,4 +1,4 @@
-/* fuzz-link: src/copytext.c */
+/* fuzz-link: src/copytext.c src/convert.c */
 /* libFuzzer target: COPY's text format (src/copytext.c). Properties: any bytes escape to a
  * field without a raw tab or newline that unescapes to the same bytes; any server text splits
  * into fields and unescapes (in place, as copy.c does) without overrunning, never growing. */

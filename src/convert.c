@@ -147,7 +147,7 @@ size_t kr_iso_timestamptz(const char *in, size_t len, char *out)
     return n > 0 ? n : iso_general(in, len, out);
 }
 
-static int hexval(char c)
+int kr_hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -158,7 +158,7 @@ static int hexval(char c)
 int kr_unhex_digits(const char *hex, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = kr_hexval(hex[2 * i]), lo = kr_hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0) return 0;
         out[i] = (char)(hi << 4 | lo);
     }

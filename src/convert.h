@@ -10,6 +10,10 @@
 #define KR_ISO_MAX 48
 size_t kr_iso_timestamptz(const char *in, size_t len, char *out);
 
+/* One hex digit's value (either case), -1 for any other byte: the one reading of hex digits
+ * (bytea's hex form here, COPY's \xhh escapes in copytext.c). */
+int kr_hexval(char c);
+
 /* bytea hex text "\x0a1b..." -> bytes; out needs (len - 2) / 2 bytes. Returns the byte count,
  * or (size_t)-1 when the text is not valid hex output. */
 size_t kr_unhex_bytea(const char *in, size_t len, char *out);

@@ -120,12 +120,35 @@ static int feed(lua_State *L)
     return 1;
 }
 
-/* The line a COPY error names ("COPY t, line 3, column v: ..."), 0 if none. */
-static lua_Integer failed_line(const PGresult *r)
+/* The server's context of a failed COPY ... FROM names where it stopped, on a line of its own
+ * ("COPY t, line 3, column v: ...", after the lines of a trigger that raised): the one reading of
+ * it, for conn:copy_from's err.line and users:create_many's err.index. Returns N of the first
+ * "COPY <table>, line N", with *table, *tlen the table's name as the server wrote it (pointing
+ * into r's text; table and tlen may be NULL); 0, *table NULL when the context has no such line. */
+lua_Integer kr_copy_failed_line(const PGresult *r, const char **table, size_t *tlen)
 {
+    static const char mark[] = ", line ";
+    const size_t mlen = sizeof mark - 1;
+    const char *unused;
+    size_t unused_len;
+    if (table == NULL) table = &unused, tlen = &unused_len;
+    *table = NULL;
+    *tlen = 0;
     const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
-    const char *at = ctx ? strstr(ctx, ", line ") : NULL;
-    return at ? (lua_Integer)strtoll(at + 7, NULL, 10) : 0;
+    for (const char *ln = ctx; ln != NULL && *ln != '\0';) {
+        const char *nl = strchr(ln, '\n');
+        const char *end = nl ? nl : ln + strlen(ln);
+        if (strncmp(ln, "COPY ", 5) == 0) {
+            for (const char *at = ln + 5; (size_t)(end - at) > mlen; at++) {
+                if (memcmp(at, mark, mlen) != 0 || at[mlen] < '0' || at[mlen] > '9') continue;
+                *table = ln + 5;
+                *tlen = (size_t)(at - (ln + 5));
+                return (lua_Integer)strtoll(at + mlen, NULL, 10);
+            }
+        }
+        ln = nl ? nl + 1 : NULL;
+    }
+    return 0;
 }
 
 /* Runs the COPY statement of copy_from (want PGRES_COPY_IN) or copy_to (PGRES_COPY_OUT) and
@@ -182,7 +205,7 @@ int kr_copy_from(lua_State *L)
         return kr_error_result(L, c, NULL);
     }
     r = PQgetResult(c->pg);
-    lua_Integer line = failed_line(r); /* kr_finish frees a failed result */
+    lua_Integer line = kr_copy_failed_line(r, NULL, NULL); /* kr_finish frees a failed result */
     PGresult *res = kr_finish(L, c, r);
     kr_drain(c->pg);
     kr_notice_deliver(L, c);

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "copytext.h"
+#include "convert.h"
 
 size_t kr_copytext_escape(const char *s, size_t len, char *out)
 {
@@ -27,14 +28,6 @@ size_t kr_copytext_field(const char *in, size_t len)
 
 static int octal(char c) { return c >= '0' && c <= '7'; }
 
-static int hexdigit(char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 size_t kr_copytext_unescape(const char *in, size_t len, char *out)
 {
     if (len == 2 && in[0] == '\\' && in[1] == 'N') return KR_COPYTEXT_NULL;
@@ -55,9 +48,9 @@ size_t kr_copytext_unescape(const char *in, size_t len, char *out)
         case 't': *o++ = '\t'; break;
         case 'v': *o++ = '\v'; break;
         case 'x':
-            if (i < len && hexdigit(in[i]) >= 0) {
-                int v = hexdigit(in[i++]);
-                if (i < len && hexdigit(in[i]) >= 0) v = v * 16 + hexdigit(in[i++]);
+            if (i < len && kr_hexval(in[i]) >= 0) {
+                int v = kr_hexval(in[i++]);
+                if (i < len && kr_hexval(in[i]) >= 0) v = v * 16 + kr_hexval(in[i++]);
                 *o++ = (char)v;
             } else {
                 *o++ = 'x';

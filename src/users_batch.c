@@ -142,12 +142,15 @@ static int add_entry(lua_State *L, int list, lua_Integer i, int top, batchbuf *b
     return 1;
 }
 
-/* The entry a COPY error happened on: the server's context says "COPY users, line N". */
+/* The entry a COPY error happened on: the line N of the server's context "COPY users, line N"
+ * (copy.c's one reading of it), 0 when the context names no line of this COPY's table. */
 static lua_Integer failed_line(const PGresult *r)
 {
-    const char *ctx = r ? PQresultErrorField(r, PG_DIAG_CONTEXT) : NULL;
-    const char *at = ctx ? strstr(ctx, "COPY users, line ") : NULL;
-    return at ? (lua_Integer)strtoll(at + 17, NULL, 10) : 0;
+    const char *table;
+    size_t tlen;
+    lua_Integer line = kr_copy_failed_line(r, &table, &tlen);
+    int ours = table && tlen == sizeof "users" - 1 && memcmp(table, "users", tlen) == 0;
+    return ours ? line : 0;
 }
 
 /* nil, err from a failed COPY result (mapped codes; err.index from the server's context). */
