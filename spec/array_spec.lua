@@ -93,6 +93,35 @@ describe("arrays and JSON", function()
         assert.are.equal("bad_argument", err.code)
     end)
 
+    it("set_decode and set_encode check their options through the option reader", function()
+        local c = assert(kronos.connect(url))
+        finally(function() c:close() end)
+        -- not tail calls, so that LuaJIT can name the method too
+        local calls = { set_decode = function(o) c:set_decode(o) end, set_encode = function(o) c:set_encode(o) end }
+        local function bad(method, opts, why)
+            local ok, err = pcall(calls[method], opts)
+            assert.is_false(ok)
+            assert.is_true(kronos.is_error(err))
+            assert.are.equal("bad_argument", err.code)
+            assert.are.equal(method, err.func)
+            assert.are.equal("bad argument #1 to '" .. method .. "' (" .. why .. ")", err.message)
+        end
+        assert.are.equal(c, c:set_decode({ arrays = true }))
+        bad("set_decode", { json = "no" }, "opts.json: function expected, got string")
+        bad("set_decode", { arrays = "yes" }, "opts.arrays: boolean expected, got string")
+        bad("set_decode", { arrays = 1 }, "opts.arrays: boolean expected, got number")
+        bad("set_decode", { array = false }, 'opts: unknown key "array" (did you mean "arrays"?)')
+        bad("set_decode", { arrays = false, [1] = true }, "opts: unexpected number key")
+        bad("set_decode", "arrays", "table expected, got string")
+        -- a refused table changes nothing: arrays still decode
+        assert.are.same({ 1 }, c:exec("SELECT '{1}'::int[] AS v")[1].v)
+        bad("set_encode", { json = 1 }, "opts.json: function expected, got number")
+        bad("set_encode", { jsn = cjson.encode }, 'opts: unknown key "jsn" (did you mean "json"?)')
+        bad("set_encode", nil, "table expected, got nil")
+        assert.are.equal(c, c:set_encode({ json = cjson.encode }))
+        assert.are.same({ k = 1 }, cjson.decode(c:exec("SELECT $1::text AS v", kronos.json({ k = 1 }))[1].v))
+    end)
+
     it("kronos.array sends an exact literal, every element quoted", function()
         local tricky = { "a", "NULL", "", 'q"uo\\te', "x,y", "{}", " sp ", "é☃" }
         assert.are.same(tricky, one("SELECT $1::text[] AS v", kronos.array(tricky)))

@@ -91,6 +91,38 @@ describe("kronos connection", function()
             assert.has_error(function() kronos.connect({ url = 5432 }) end)
             assert.has_error(function() kronos.connect({ port = {} }) end)
         end)
+
+        it("checks its own table keys through the option reader, before connecting", function()
+            local function bad(opts, why)
+                local ok, err = pcall(function() kronos.connect(opts) end)
+                assert.is_false(ok)
+                assert.is_true(kronos.is_error(err))
+                assert.are.equal("bad_argument", err.code)
+                assert.are.equal("connect", err.func)
+                assert.are.equal("bad argument #1 to 'connect' (" .. why .. ")", err.message)
+            end
+            -- a port nothing listens on: a check that let the table through would try to connect
+            local nowhere = "postgresql://postgres@127.0.0.1:1/x?connect_timeout=1"
+            bad({ url = 5432 }, "opts.url: string expected, got number")
+            bad({ url = nowhere, decode = "arrays" }, "opts.decode: table expected, got string")
+            bad({ url = nowhere, decode = { arrays = 1 } }, "opts.decode.arrays: boolean expected, got number")
+            bad({ url = nowhere, decode = { array = true } },
+                'opts.decode: unknown key "array" (did you mean "arrays"?)')
+            bad({ url = nowhere, decode = { json = "cjson" } }, "opts.decode.json: function expected, got string")
+            bad({ url = nowhere, encode = true }, "opts.encode: table expected, got boolean")
+            bad({ url = nowhere, encode = { jsn = tostring } }, 'opts.encode: unknown key "jsn" (did you mean "json"?)')
+            bad({ url = nowhere, encode = { json = {} } }, "opts.encode.json: function expected, got table")
+            -- every other key is a libpq keyword, passed through (libpq judges it)
+            local c, err = kronos.connect({ url = nowhere, no_such_keyword = "x" })
+            assert.is_nil(c)
+            assert.are.equal("connection", err.code)
+            assert.matches("no_such_keyword", err.message, 1, true)
+            c = assert(kronos.connect({ url = url, application_name = "spec-own-keys", decode = { arrays = true },
+                encode = {} }))
+            finally(function() c:close() end)
+            local r = c:exec("SELECT current_setting('application_name') AS a, '{1,2}'::int[] AS v")[1]
+            assert.are.same({ a = "spec-own-keys", v = { 1, 2 } }, r)
+        end)
     end)
 
     describe("passwords", function()

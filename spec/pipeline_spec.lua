@@ -109,6 +109,27 @@ describe("conn:pipeline", function()
         assert.are.equal(0, #r)
     end)
 
+    it("checks its options through the option reader, before fn runs", function()
+        local ran = false
+        local function fn(p) ran = true p:exec("INSERT INTO t VALUES (1, 'a')") end
+        local function bad(opts, why)
+            local ok, err = pcall(function() conn:pipeline(fn, opts) end)
+            assert.is_false(ok)
+            assert.is_true(kronos.is_error(err))
+            assert.are.equal("bad_argument", err.code)
+            assert.are.equal("pipeline", err.func)
+            assert.are.equal("bad argument #2 to 'pipeline' (" .. why .. ")", err.message)
+        end
+        bad({ transaction = "yes" }, "opts.transaction: boolean expected, got string")
+        bad({ transaction = 1 }, "opts.transaction: boolean expected, got number")
+        bad({ transction = true }, 'opts: unknown key "transction" (did you mean "transaction"?)')
+        bad(true, "opts: table expected, got boolean")
+        assert.is_false(ran)
+        assert.are.equal(0, count())
+        assert(conn:pipeline(fn, { transaction = false }))
+        assert.are.equal(1, count())
+    end)
+
     it("keeps a stream open across it", function()
         local n = 0
         for row in conn:rows("SELECT g FROM generate_series(1, 5) g") do

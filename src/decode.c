@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kronos.h"
+#include "option.h"
 #include "pgarray.h"
 
 /* The element type of the array types decoded (kronos.h's OIDs), 0 for any other type. */
@@ -171,20 +172,30 @@ void kr_decode_row(lua_State *L, kr_conn *c, const PGresult *res, int names_idx)
     }
 }
 
+/* The decode options {arrays = bool, json = fn} at t, read through option.c's reader (arg and path
+ * name the table in a bad_argument: "opts.arrays: boolean expected"), all checked before any is
+ * set on c; an absent key turns its decoding off (see kronos.h). */
+void kr_decode_options(lua_State *L, kr_conn *c, int t, int arg, const char *path)
+{
+    static const char *const keys[] = {"arrays", "json", NULL};
+    t = lua_absindex(L, t);
+    kr_option_checkfields(L, t, arg, path, keys);
+    int arrays = kr_option_bool(L, t, arg, path, "arrays", 0);
+    int json = kr_option_typed(L, t, arg, path, "json", LUA_TFUNCTION); /* pushed, or nil */
+    kr_conn_env(L, c);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "json_decode");
+    lua_pop(L, 1);
+    c->decode_arrays = arrays;
+    c->decode_json = json;
+}
+
 /* conn:set_decode{arrays = bool, json = fn | nil} -> conn */
 int kr_decode_set(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    if (!lua_istable(L, 2)) kr_error_arg(L, 2, "table expected, got %s", luaL_typename(L, 2));
-    lua_getfield(L, 2, "json");
-    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) kr_error_arg(L, 2, "json must be a decoder function");
-    lua_getfield(L, 2, "arrays");
-    c->decode_arrays = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    c->decode_json = lua_isfunction(L, -1);
-    kr_conn_env(L, c);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "json_decode");
+    kr_checktable(L, 2);
+    kr_decode_options(L, c, 2, 2, "opts");
     lua_settop(L, 1);
     return 1;
 }

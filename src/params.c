@@ -12,6 +12,7 @@
 
 #include "kronos.h"
 #include "convert.h"
+#include "option.h"
 #include "pgarray.h"
 
 /* Shortest text that reads back as the same double (as PostgreSQL's float8out does). */
@@ -214,16 +215,26 @@ void kr_checkparams_conn(lua_State *L, kr_conn *c, int first, int n, kr_params *
     }
 }
 
+/* The encode options {json = fn} at t, read through option.c's reader (arg and path name the
+ * table in a bad_argument), set on c; an absent json removes the encoder (see kronos.h). */
+void kr_params_encode_options(lua_State *L, kr_conn *c, int t, int arg, const char *path)
+{
+    static const char *const keys[] = {"json", NULL};
+    t = lua_absindex(L, t);
+    kr_option_checkfields(L, t, arg, path, keys);
+    kr_option_typed(L, t, arg, path, "json", LUA_TFUNCTION); /* pushed, or nil */
+    kr_conn_env(L, c);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "json_encode");
+    lua_pop(L, 1);
+}
+
 /* conn:set_encode{json = fn | nil} -> conn */
 int kr_params_set_encode(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
-    if (!lua_istable(L, 2)) kr_error_arg(L, 2, "table expected, got %s", luaL_typename(L, 2));
-    lua_getfield(L, 2, "json");
-    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) kr_error_arg(L, 2, "json must be an encoder function");
-    kr_conn_env(L, c);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "json_encode");
+    kr_checktable(L, 2);
+    kr_params_encode_options(L, c, 2, 2, "opts");
     lua_settop(L, 1);
     return 1;
 }

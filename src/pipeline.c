@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "kronos.h"
+#include "option.h"
 
 
 typedef struct {
@@ -215,13 +216,9 @@ int kr_pipeline_run(lua_State *L)
 {
     kr_conn *c = kr_checkconn(L, 1);
     if (!lua_isfunction(L, 2)) kr_error_arg(L, 2, "function expected, got %s", luaL_typename(L, 2));
-    if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3)) kr_error_arg(L, 3, "options table expected, got %s", luaL_typename(L, 3));
-    int tx = 0;
-    if (lua_istable(L, 3)) {
-        lua_getfield(L, 3, "transaction");
-        tx = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
+    static const char *const keys[] = {"transaction", NULL};
+    int opts = kr_option_check(L, 3, "opts", keys);
+    int tx = kr_option_bool(L, opts, 3, "opts", "transaction", 0);
     lua_settop(L, 2);
     lua_newtable(L); /* 3: the queue, which is p itself */
     luaL_setmetatable(L, KR_PIPELINE_CLASS);

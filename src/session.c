@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kronos.h"
+#include "option.h"
 
 /* What the layers above the core do at its moments, the same for every connection. */
 static const kr_conn_hooks hooks = {kr_stream_interrupt, kr_statement_flush};
@@ -62,9 +63,10 @@ typedef struct {
     int n;
 } kwlist;
 
+/* Appends a keyword; only the table's own can exceed KR_MAXKW, so the error names argument #1. */
 static void kw_add(lua_State *L, kwlist *k, const char *kw, const char *val)
 {
-    if (k->n >= KR_MAXKW) kr_error_raise(L, "bad_argument", "too many connection parameters (at most %d)", KR_MAXKW);
+    if (k->n >= KR_MAXKW) kr_error_arg(L, 1, "too many connection parameters (at most %d)", KR_MAXKW);
     k->kw[k->n] = kw;
     k->val[k->n] = val;
     k->n++;
@@ -126,14 +128,26 @@ static int finish_connect(lua_State *L, kr_conn *c, const kwlist *k)
     return 1; /* the connection, on top */
 }
 
-/* Adds the table's keywords (except url) to k; their string copies stay on the stack. */
+/* The keys of kronos.connect's table that are kronos's own (read through option.c's reader);
+ * every other key is a libpq keyword, passed through. */
+static const char *const own_keys[] = {"url", "decode", "encode", NULL};
+
+static int is_own_key(const char *key)
+{
+    for (const char *const *o = own_keys; *o; o++)
+        if (strcmp(key, *o) == 0) return 1;
+    return 0;
+}
+
+/* Adds the table's libpq keywords (not kronos's own keys) to k; their string copies stay on the
+ * stack. */
 static void table_keywords(lua_State *L, int t, kwlist *k)
 {
     lua_pushnil(L);
     while (lua_next(L, t)) {
         if (lua_type(L, -2) != LUA_TSTRING) kr_error_arg(L, t, "connection parameter names must be strings");
         const char *key = lua_tostring(L, -2);
-        if (strcmp(key, "url") != 0 && strcmp(key, "decode") != 0 && strcmp(key, "encode") != 0) {
+        if (!is_own_key(key)) {
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
                 kr_error_arg(L, t, "connection parameter '%s' must be a string or number", key);
             kr_checkstack(L, 3);
@@ -146,7 +160,9 @@ static void table_keywords(lua_State *L, int t, kwlist *k)
     }
 }
 
-/* kronos.connect([conninfo | {url = ..., keyword = value, ...}]) */
+/* kronos.connect([conninfo | {url = ..., decode = {...}, encode = {...}, keyword = value, ...}])
+ * -> conn | nil, err. The table's own keys are checked (bad_argument "opts.url: string expected")
+ * before anything connects; its other keys are libpq keywords, passed through. */
 int kr_session_connect(lua_State *L)
 {
     int t = lua_type(L, 1);
@@ -162,10 +178,9 @@ int kr_session_connect(lua_State *L)
     kw_add(L, &k, "client_encoding", "UTF8");
     const char *conninfo = NULL;
     if (t == LUA_TTABLE) {
-        lua_getfield(L, 1, "url");
-        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) kr_error_arg(L, 1, "field 'url' must be a string");
         /* no url: the keywords refine DATABASE_URL, as they would refine the PG* variables */
-        conninfo = lua_isstring(L, -1) ? lua_tostring(L, -1) : database_url();
+        conninfo = kr_option_string(L, 1, 1, "opts", "url", NULL);
+        if (conninfo == NULL) conninfo = database_url();
     } else if (t == LUA_TSTRING) {
         conninfo = lua_tostring(L, 1);
     } else {
@@ -176,26 +191,15 @@ int kr_session_connect(lua_State *L)
     k.kw[k.n] = NULL;
     k.val[k.n] = NULL;
     kr_conn *c = kr_conn_new(L, &hooks);
+    if (t == LUA_TTABLE) { /* {decode = {...}, encode = {...}}: set (checked) before connecting */
+        if (kr_option_typed(L, 1, 1, "opts", "decode", LUA_TTABLE)) kr_decode_options(L, c, -1, 1, "opts.decode");
+        lua_pop(L, 1);
+        if (kr_option_typed(L, 1, 1, "opts", "encode", LUA_TTABLE)) kr_params_encode_options(L, c, -1, 1, "opts.encode");
+        lua_pop(L, 1);
+    }
     c->pg = PQconnectdbParams(k.kw, k.val, 1);
     if (c->pg == NULL) return kr_error_return(L, "connection", "out of memory");
-    int n = finish_connect(L, c, &k);
-    if (n == 1 && t == LUA_TTABLE) { /* {decode = {...}, encode = {...}}: conn:set_decode/set_encode */
-        static const char *const opts[][2] = {{"decode", "set_decode"}, {"encode", "set_encode"}};
-        for (int i = 0; i < 2; i++) {
-            lua_getfield(L, 1, opts[i][0]);
-            if (lua_isnil(L, -1)) {
-                lua_pop(L, 1);
-                continue;
-            }
-            int conn = lua_gettop(L) - 1;
-            lua_getfield(L, conn, opts[i][1]);
-            lua_pushvalue(L, conn);
-            lua_pushvalue(L, -3);
-            lua_call(L, 2, 0);
-            lua_pop(L, 1);
-        }
-    }
-    return n;
+    return finish_connect(L, c, &k);
 }
 
 /* Frees what the connection holds in C (libpq's connection, queued notices and names). */
