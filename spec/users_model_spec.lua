@@ -15,15 +15,21 @@ local function rows(db, sql, ...)
     return out
 end
 
--- What the server says about public.users: columns in order with type and length, constraints
--- by name with kind, columns and definition.
+-- What the server says about public.users: columns in order with type and length, each column's
+-- default expression (pg_attrdef), constraints by name with kind, columns and definition.
 local function catalog(db)
-    local cat = { columns = {}, types = {}, constraints = {} }
+    local cat = { columns = {}, types = {}, defaults = {}, constraints = {} }
     for _, r in ipairs(rows(db, [[
         SELECT column_name, data_type, character_maximum_length AS len FROM information_schema.columns
         WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position]])) do
         cat.columns[#cat.columns + 1] = r.column_name
         cat.types[r.column_name] = { type = r.data_type, len = r.len ~= kronos.null and tonumber(r.len) or nil }
+    end
+    for _, r in ipairs(rows(db, [[
+        SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) AS def FROM pg_attrdef d
+        JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+        WHERE d.adrelid = 'public.users'::regclass]])) do
+        cat.defaults[r.attname] = r.def
     end
     for _, r in ipairs(rows(db, [[
         SELECT c.conname, c.contype, pg_get_constraintdef(c.oid) AS def,
@@ -60,6 +66,9 @@ local function mismatches(m, cat)
             check(f.max_length == t.len, "field %s: max_length %s, column holds %s", name, tostring(f.max_length),
                   tostring(t.len))
         end
+        -- create_many writes a field's server_default for an absent field: it must be the column's
+        check(f.server_default == cat.defaults[name], "field %s: server_default %s, the column's default %s", name,
+              tostring(f.server_default), tostring(cat.defaults[name]))
         if f.min_length ~= nil or name == "email" then
             local ck = cat.constraints[m.constraints.email_length]
             local min = ck and ck.def:match("^CHECK %(%(?char_length%(%(?" .. name .. "%)?[:%a]*%) >= (%d+)%)%)?$")
@@ -110,7 +119,8 @@ describe("the user model's constants", function()
         assert.same({ kind = "email", min_length = 5, max_length = 255 }, m.fields.email)
         assert.same({ kind = "url", max_length = 2048 }, m.fields.profile_image_url)
         assert.same({ kind = "text", max_length = 100 }, m.fields.last_name)
-        assert.same({ kind = "boolean" }, m.fields.is_active)
+        assert.same({ kind = "boolean", server_default = "true" }, m.fields.is_active)
+        assert.same("true", cat.defaults.is_active)
         assert.same({ primary_key = "pk_users", email_unique = "uq_users_email",
                       email_length = "ck_users_email_length" }, m.constraints)
         assert.same("CHECK ((char_length((email)::text) >= 5))", cat.constraints.ck_users_email_length.def)
@@ -131,6 +141,9 @@ describe("the user model's constants", function()
             function(x) x.fields.last_name.max_length = 99 end,
             function(x) x.fields.profile_image_url.max_length = 2000 end,
             function(x) x.fields.is_active.kind = "text" end,
+            function(x) x.fields.is_active.server_default = "false" end,
+            function(x) x.fields.is_active.server_default = nil end,
+            function(x) x.fields.first_name.server_default = "''" end,
             function(x) x.fields.nickname = { kind = "text", max_length = 100 } end,
             function(x) x.constraints.primary_key = "users_pkey" end,
             function(x) x.constraints.email_unique = "users_email_key" end,
@@ -149,7 +162,9 @@ describe("the user model's constants", function()
         m.fields.email.max_length = 1
         m.constraints.email_unique = "x"
         m.columns[1] = "x"
+        m.fields.is_active.server_default = "false"
         local again = core.users_model()
+        assert.equal("true", again.fields.is_active.server_default)
         assert.equal(255, again.fields.email.max_length)
         assert.equal("uq_users_email", again.constraints.email_unique)
         assert.equal("id", again.columns[1])
@@ -170,6 +185,9 @@ describe("the user model's constants", function()
         assert.truthy(users:update(u.id, { last_name = ("é"):rep(m.fields.last_name.max_length) }))
         _, err = users:create { email = "a@b" }
         assert.equal("email must be at least " .. m.fields.email.min_length .. " characters", err.message)
+        -- create_many writes an absent is_active as the model's server_default
+        assert.equal(1, users:create_many { { email = "model.batch@example.com" } })
+        assert.equal(m.fields.is_active.server_default, tostring(users:find_by_email("model.batch@example.com").is_active))
         -- the email length CHECK, mapped by its name, when the server is the one refusing
         local ok, e = db:exec("INSERT INTO users (id, email) VALUES ($1, 'a@b')", kronos.uuid())
         assert.is_nil(ok)

@@ -778,6 +778,29 @@ describe("kronos.users", function()
             assert.are.equal(0, count_rows())
         end)
 
+        it("takes err.index from the COPY's own context line, after a trigger's, and is_active's default", function()
+            assert(db:exec([[CREATE FUNCTION spec_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN IF NEW.first_name = 'refused' THEN RAISE EXCEPTION 'refused by trigger'; END IF;
+                RETURN NEW; END $$]]))
+            assert(db:exec([[CREATE TRIGGER spec_refuse BEFORE INSERT ON users
+                FOR EACH ROW EXECUTE PROCEDURE spec_refuse()]]))
+            finally(function()
+                assert(db:exec("DROP TRIGGER spec_refuse ON users"))
+                assert(db:exec("DROP FUNCTION spec_refuse()"))
+            end)
+            local n, err = users:create_many { { email = "t1@x.org" }, { email = "t2@x.org" },
+                { email = "t3@x.org", first_name = "refused" } }
+            assert.is_nil(n)
+            assert.are.equal("raise_exception", err.code)
+            assert.are.equal(3, err.index)
+            assert.matches("entry 3: refused by trigger", err.message, 1, true)
+            assert.are.equal(0, count_rows())
+            -- an absent is_active is written as the model's server default, the column's own
+            local default = require("kronos.core").users_model().fields.is_active.server_default
+            assert.are.equal(1, users:create_many { { email = "t4@x.org" } })
+            assert.are.equal(default, tostring(users:find_by_email("t4@x.org").is_active))
+        end)
+
         it("refuses duplicate emails in the batch and against the table with duplicate_email", function()
             local n, err = users:create_many { { email = "d1@x.org" }, { email = "d2@x.org" }, { email = " D1@x.org" } }
             assert.is_nil(n)

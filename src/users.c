@@ -85,7 +85,7 @@ static int l_create(lua_State *L)
     kr_sql b;
     kr_sql_init(L, &b);
     int n = 1, mask = 0;
-    kr_sql_adds(&b, "INSERT INTO users (id");
+    kr_sql_adds(&b, "INSERT INTO " KR_USERS_TABLE " (" KR_USERS_ID);
     for (int i = 0; i < KR_USER_NFIELDS; i++) {
         if (!v[i].set) continue;
         values[n++] = v[i].s;
@@ -110,7 +110,7 @@ static int l_get(lua_State *L)
     const char *id = check_id(L, 2);
     if (id == NULL) return id_error(L, "invalid_uuid", "id is not a UUID");
     const char *values[1] = {id};
-    PGresult *res = kr_users_run(L, c, ST_GET, "SELECT " COLS " FROM users WHERE id = $1", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_GET, "SELECT " COLS " FROM " KR_USERS_TABLE " WHERE id = $1", 1, values);
     return res ? one_user(L, res, 0) : 2;
 }
 
@@ -123,7 +123,7 @@ static int l_find_by_email(lua_State *L)
     kr_fieldval v;
     if (!kr_users_field_value(L, &kr_user_fields[0], &v)) return returned(L);
     const char *values[1] = {v.s};
-    PGresult *res = kr_users_run(L, c, ST_FIND_BY_EMAIL, "SELECT " COLS " FROM users WHERE email = $1", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_FIND_BY_EMAIL, "SELECT " COLS " FROM " KR_USERS_TABLE " WHERE email = $1", 1, values);
     return res ? one_user(L, res, 0) : 2;
 }
 
@@ -141,7 +141,7 @@ static int l_update(lua_State *L)
     kr_sql b;
     kr_sql_init(L, &b);
     int n = 1, mask = 0;
-    kr_sql_adds(&b, "UPDATE users SET ");
+    kr_sql_adds(&b, "UPDATE " KR_USERS_TABLE " SET ");
     for (int i = 0; i < KR_USER_NFIELDS; i++) {
         if (!v[i].set) continue;
         values[n++] = v[i].s;
@@ -167,17 +167,17 @@ static int set_state(lua_State *L, int st, const char *sql)
 
 static int l_activate(lua_State *L)
 {
-    return set_state(L, ST_ACTIVATE, "UPDATE users SET is_active = true, " TOUCH " WHERE id = $1 RETURNING " COLS);
+    return set_state(L, ST_ACTIVATE, "UPDATE " KR_USERS_TABLE " SET is_active = true, " TOUCH " WHERE id = $1 RETURNING " COLS);
 }
 
 static int l_deactivate(lua_State *L)
 {
-    return set_state(L, ST_DEACTIVATE, "UPDATE users SET is_active = false, " TOUCH " WHERE id = $1 RETURNING " COLS);
+    return set_state(L, ST_DEACTIVATE, "UPDATE " KR_USERS_TABLE " SET is_active = false, " TOUCH " WHERE id = $1 RETURNING " COLS);
 }
 
 static int l_record_login(lua_State *L)
 {
-    return set_state(L, ST_RECORD_LOGIN, "UPDATE users SET last_login = clock_timestamp(), " TOUCH " WHERE id = $1 RETURNING " COLS);
+    return set_state(L, ST_RECORD_LOGIN, "UPDATE " KR_USERS_TABLE " SET last_login = clock_timestamp(), " TOUCH " WHERE id = $1 RETURNING " COLS);
 }
 
 static int l_delete(lua_State *L)
@@ -186,7 +186,7 @@ static int l_delete(lua_State *L)
     const char *id = check_id(L, 2);
     if (id == NULL) return id_error(L, "invalid_uuid", "id is not a UUID");
     const char *values[1] = {id};
-    PGresult *res = kr_users_run(L, c, ST_DELETE, "DELETE FROM users WHERE id = $1", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_DELETE, "DELETE FROM " KR_USERS_TABLE " WHERE id = $1", 1, values);
     if (res == NULL) return 2;
     int deleted = strcmp(PQcmdTuples(res), "0") != 0;
     kr_dropbox(L, -1);
@@ -260,13 +260,14 @@ static int l_users_new(lua_State *L)
 }
 
 /* kronos.core.users_model() -> a new table of the facts the C model assumes about the users
- * table: the column list it selects (COLS), the positions it reads by number, each field's kind
- * and lengths, and the constraint names it maps server errors by. A fresh copy each call, so Lua
- * cannot change what C uses; spec/users_model_spec.lua proves every value against pg_catalog. */
+ * table: the column list it selects (COLS), the positions it reads by number, each field's kind,
+ * lengths and server default (create_many writes it for an absent field), and the constraint
+ * names it maps server errors by. A fresh copy each call, so Lua cannot change what C uses;
+ * spec/users_model_spec.lua proves every value against pg_catalog. */
 static int l_users_model(lua_State *L)
 {
     lua_createtable(L, 0, 5);
-    lua_pushliteral(L, "users");
+    lua_pushliteral(L, KR_USERS_TABLE);
     lua_setfield(L, -2, "table");
     lua_newtable(L); /* columns, in COLS order */
     int n = 0;
@@ -298,6 +299,10 @@ static int l_users_model(lua_State *L)
         if (f->kind == K_EMAIL) {
             lua_pushinteger(L, KR_EMAIL_MIN);
             lua_setfield(L, -2, "min_length");
+        }
+        if (f->server_default) {
+            lua_pushstring(L, f->server_default);
+            lua_setfield(L, -2, "server_default");
         }
         lua_setfield(L, -2, f->name);
     }
@@ -334,9 +339,9 @@ void kr_open_users(lua_State *L)
     static const luaL_Reg user_meta[] = {{"__tostring", user_tostring}, {NULL, NULL}};
     kr_newclass(L, KR_USERS_CLASS, methods, users_meta);
     kr_newclass(L, KR_USER_CLASS, NULL, user_meta);
+    kr_users_open_batch(L);
     lua_pushcfunction(L, l_users_new);
     lua_setfield(L, -2, "users_new");
     lua_pushcfunction(L, l_users_model);
     lua_setfield(L, -2, "users_model");
 }
-    kr_users_open_batch(L);

@@ -11,7 +11,9 @@
  * bytes never change (databases record its checksum), so these facts are kept here and proven
  * against pg_catalog by spec/users_model_spec.lua (through kronos.core.users_model()). The
  * lengths are validate.h's KR_EMAIL_MIN/MAX, KR_NAME_MAX and KR_URL_MAX. */
-#define COLS "id, email, first_name, last_name, is_active, profile_image_url, last_login, created_at, updated_at"
+#define KR_USERS_TABLE "users"
+#define KR_USERS_ID "id"   /* the key column, first of COLS */
+#define COLS KR_USERS_ID ", email, first_name, last_name, is_active, profile_image_url, last_login, created_at, updated_at"
 #define COL_ID 0
 #define COL_CREATED_AT 7
 #define KR_USERS_PKEY "pk_users"
@@ -33,6 +35,10 @@ struct kr_user_field {
     const char *name;
     size_t len;     /* strlen(name) */
     enum kr_field_kind kind;
+    /* The column's server default as SQL text ("true"), NULL when it has none (the column is then
+     * nullable). create_many's COPY names every field's column, so the server applies no default
+     * there: an absent field is written as this text, or as NULL. */
+    const char *server_default;
 };
 #define KR_USER_NFIELDS 5
 #define KR_USER_MAXPARAMS (1 + KR_USER_NFIELDS)   /* the id and every field */
@@ -69,6 +75,6 @@ void kr_users_map_error(lua_State *L);
 int kr_users_list(lua_State *L);
 int kr_users_count(lua_State *L);
 int kr_users_create_many(lua_State *L);
+void kr_users_open_batch(lua_State *L);   /* registers KR_USERS_BATCH_CLASS */
 
 #endif
-void kr_users_open_batch(lua_State *L);   /* registers KR_USERS_BATCH_CLASS */

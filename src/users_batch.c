@@ -80,28 +80,34 @@ static char *put_value(char *out, const kr_fieldval *v, const char *absent, size
     return out + v->len;
 }
 
-/* An absent field's text: \N, but the table's default for is_active (it is NOT NULL). */
+/* An absent field's text: the column's server default (the model's, kr_user_fields: COPY names
+ * every column, so the server applies none), \N for a column without one. */
 static const char *absent_text(int k, size_t *len)
 {
-    int boolean = kr_user_fields[k].kind == K_BOOL;
-    *len = boolean ? 4 : 2;
-    return boolean ? "true" : "\\N";
+    const char *def = kr_user_fields[k].server_default;
+    if (def == NULL) def = "\\N";
+    *len = strlen(def);
+    return def;
 }
 
-/* Appends entry's line: a new id, then the fields in kr_user_fields' order (COPY's columns). */
+/* Appends entry's line: a new id, then the fields in kr_user_fields' order (COPY's columns, see
+ * push_copy_sql). */
 static void put_line(lua_State *L, batchbuf *b, kr_uuid_pool *ids, const kr_fieldval *v)
 {
+    const char *absent[KR_USER_NFIELDS];
+    size_t alen[KR_USER_NFIELDS];
     size_t need = 36 + KR_USER_NFIELDS + 1;
-    for (int k = 0; k < KR_USER_NFIELDS; k++) need += v[k].escape ? 2 * v[k].len : v[k].len + 4;
+    for (int k = 0; k < KR_USER_NFIELDS; k++) {
+        absent[k] = absent_text(k, &alen[k]);
+        need += (v[k].escape ? 2 * v[k].len : v[k].len) + alen[k];
+    }
     batchbuf_reserve(L, b, need);
     char *out = b->p + b->len;
     if (!kr_uuid_pool_next(ids, out)) kr_error_raise(L, "random_failed", "getrandom: %s", strerror(errno));
     out += 36;
     for (int k = 0; k < KR_USER_NFIELDS; k++) {
-        size_t alen;
-        const char *absent = absent_text(k, &alen);
         *out++ = '\t';
-        out = put_value(out, &v[k], absent, alen);
+        out = put_value(out, &v[k], absent[k], alen[k]);
     }
     *out++ = '\n';
     b->len = (size_t)(out - b->p);
@@ -149,8 +155,24 @@ static lua_Integer failed_line(const PGresult *r)
     const char *table;
     size_t tlen;
     lua_Integer line = kr_copy_failed_line(r, &table, &tlen);
-    int ours = table && tlen == sizeof "users" - 1 && memcmp(table, "users", tlen) == 0;
+    int ours = table && tlen == sizeof KR_USERS_TABLE - 1 && memcmp(table, KR_USERS_TABLE, tlen) == 0;
     return ours ? line : 0;
+}
+
+/* Pushes create_many's COPY statement, built from the model: the id, then the fields in
+ * kr_user_fields' order (the columns put_line writes). */
+static const char *push_copy_sql(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addstring(&b, "COPY " KR_USERS_TABLE " (" KR_USERS_ID);
+    for (int k = 0; k < KR_USER_NFIELDS; k++) {
+        luaL_addstring(&b, ", ");
+        luaL_addstring(&b, kr_user_fields[k].name);
+    }
+    luaL_addstring(&b, ") FROM STDIN");
+    luaL_pushresult(&b);
+    return lua_tostring(L, -1);
 }
 
 /* nil, err from a failed COPY result (mapped codes; err.index from the server's context). */
@@ -171,7 +193,8 @@ static int copy_failed(lua_State *L, kr_conn *c, PGresult *r, PGresult **box)
 static int copy_batch(lua_State *L, kr_conn *c, const batchbuf *b)
 {
     kr_endstream(c);
-    PGresult *r = PQexec(c->pg, "COPY users (id, email, first_name, last_name, profile_image_url, is_active) FROM STDIN");
+    PGresult *r = PQexec(c->pg, push_copy_sql(L));
+    lua_pop(L, 1);
     PGresult **box = kr_boxresult(L, r);
     if (r == NULL || PQresultStatus(r) != PGRES_COPY_IN) return copy_failed(L, c, r, box);
     kr_clearbox(box);

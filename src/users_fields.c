@@ -7,10 +7,10 @@
 
 /* ---- fields ---------------------------------------------------------------------------- */
 
-#define FIELD(name, kind) {name, sizeof name - 1, kind}
+#define FIELD(name, kind, server_default) {name, sizeof name - 1, kind, server_default}
 const struct kr_user_field kr_user_fields[KR_USER_NFIELDS] = {
-    FIELD("email", K_EMAIL), FIELD("first_name", K_NAME), FIELD("last_name", K_NAME),
-    FIELD("profile_image_url", K_URL), FIELD("is_active", K_BOOL),
+    FIELD("email", K_EMAIL, NULL), FIELD("first_name", K_NAME, NULL), FIELD("last_name", K_NAME, NULL),
+    FIELD("profile_image_url", K_URL, NULL), FIELD("is_active", K_BOOL, "true"),
 };
 
 /* The index in kr_user_fields of the field named key[0..len), or -1. */

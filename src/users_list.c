@@ -55,10 +55,10 @@ static int list_options(lua_State *L, listopts *o, int with_paging)
  * OR" folds away), not as named prepared statements, which the server switches to one generic
  * plan after five executions (plan_cache_mode = auto). */
 #define LIST_SAME_SQL \
-    "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)" \
+    "SELECT " COLS " FROM " KR_USERS_TABLE " WHERE ($1::boolean IS NULL OR is_active = $1)" \
     " AND created_at = $3::timestamptz AND ($4::uuid IS NULL OR id > $4::uuid) ORDER BY id LIMIT $2"
 #define LIST_LATER_SQL \
-    "SELECT " COLS " FROM users WHERE ($1::boolean IS NULL OR is_active = $1)" \
+    "SELECT " COLS " FROM " KR_USERS_TABLE " WHERE ($1::boolean IS NULL OR is_active = $1)" \
     " AND created_at > $3::timestamptz ORDER BY created_at, id LIMIT $2"
 #define LIST_PAGE_SQL \
     "SELECT " COLS " FROM ((" LIST_SAME_SQL ") UNION ALL (" LIST_LATER_SQL ")) page ORDER BY created_at, id LIMIT $2"
@@ -68,7 +68,7 @@ static int list_options(lua_State *L, listopts *o, int with_paging)
  * would have the server read and sort every row of the first created_at (all 100,000 of one
  * create_many batch: 30 ms and more). */
 #define LIST_FIRST_SQL \
-    "SELECT min(created_at) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)"
+    "SELECT min(created_at) FROM " KR_USERS_TABLE " WHERE ($1::boolean IS NULL OR is_active = $1)"
 
 /* Registry table (weak keys) of users object -> the last cursor it returned after a full page
  * whose rows all shared one created_at: the next page most likely continues that created_at
@@ -261,7 +261,7 @@ int kr_users_count(lua_State *L)
         return 2;
     }
     const char *values[1] = {o.active};
-    PGresult *res = kr_users_run(L, c, ST_COUNT, "SELECT count(*) FROM users WHERE ($1::boolean IS NULL OR is_active = $1)", 1, values);
+    PGresult *res = kr_users_run(L, c, ST_COUNT, "SELECT count(*) FROM " KR_USERS_TABLE " WHERE ($1::boolean IS NULL OR is_active = $1)", 1, values);
     if (res == NULL) return 2;
     kr_pushvalue(L, res, 0, 0);
     kr_dropbox(L, -2);
