@@ -431,7 +431,8 @@ return {
             assert.are.same({ "b1", "m", "r1", "r2", "r3", "r4" }, revisions())
         end)
 
-        it("one root of two cut short in raw SQL going down: completed by hand, the printed stamp keeps the other root", function()
+        it("one root of two cut short in raw SQL going down: completed by hand, the printed stamp keeps the other",
+            function()
             H.write_file(dir .. "/b1.lua", [[
 return {
     revision = "b1", message = "a second root, raw SQL", transactional = false,
@@ -483,7 +484,8 @@ return {
             assert.is_nil(marker())
         end)
 
-        it("a helper's DDL cut short: the message says what ran; completed by hand, the printed stamp lets the next run go on", function()
+        it("a helper's DDL cut short: the message says what ran; completed by hand, the printed stamp lets the next go on",
+            function()
             H.write_file(dir .. "/r2.lua", [[
 return {
     revision = "r2", down_revision = "r1", message = "a column, outside a transaction", transactional = false,

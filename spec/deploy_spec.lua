@@ -130,10 +130,11 @@ describe("deploys without downtime", function()
             files()
             local sql = migrate.finish { dir = dir, sql = true }
             assert.matches('ALTER TABLE "kronos_version" ADD COLUMN IF NOT EXISTS finished_at timestamptz;\n'
-                .. "-- finish n2: given_name replaces first_name\nSELECT set_config('kronos.step', clock_timestamp()::text, true);\n"
+                .. "-- finish n2: given_name replaces first_name\n"
+                .. "SELECT set_config('kronos.step', clock_timestamp()::text, true);\n"
                 .. 'ALTER TABLE "users" DROP COLUMN "first_name";\n'
-                .. "SELECT coalesce(nullif(current_setting('kronos.step', true), ''), 'kronos: the transaction was ended inside it')"
-                .. "::timestamptz;\n"
+                .. "SELECT coalesce(nullif(current_setting('kronos.step', true), ''), "
+                .. "'kronos: the transaction was ended inside it')::timestamptz;\n"
                 .. "UPDATE \"kronos_version\" SET finished_at = clock_timestamp() WHERE revision = 'n2';\nCOMMIT;", sql, 1, true)
             -- from n2 on, its finish counts as run: nothing to do
             assert.not_matches("DROP COLUMN", migrate.finish { dir = dir, sql = true, target = "n2:heads" })
