@@ -27,7 +27,7 @@ CFLAGS   ?= -O2 -g
 WERROR   ?= -Werror
 CFLAGS_ALL := -std=c11 -D_POSIX_C_SOURCE=200809L -fPIC -Wall -Wextra $(WERROR) -I$(LUA_INC) -I$(PQ_INC) $(CFLAGS) $(XCFLAGS)
 LDFLAGS_ALL := -shared -L$(PQ_LIB) $(LDFLAGS) $(XLDFLAGS)
-LIBS     := -lpq -luuid
+LIBS     := -lpq
 
 SRCS     := $(sort $(wildcard src/*.c))
 OBJS     := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))

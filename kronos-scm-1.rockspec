@@ -31,7 +31,6 @@ dependencies = {
 }
 external_dependencies = {
    PQ = { library = "pq" },
-   UUID = { header = "uuid/uuid.h", library = "uuid" },
 }
 build = {
    type = "make",

@@ -1,4 +1,4 @@
-// fuzz-link: src/*.c -llua5.4 -lpq -luuid
+// fuzz-link: src/*.c -llua5.4 -lpq
 /* libFuzzer target: kronos.connect's conninfo handling (src/session.c) with hostile strings.
  * Input: byte 0 picks how the password travels, then "password\0rest". Every attempt is
  * pinned to a Unix socket in a directory that does not exist, so nothing leaves the process;

@@ -1,4 +1,4 @@
-// fuzz-link: src/*.c -llua5.4 -lpq -luuid
+// fuzz-link: src/*.c -llua5.4 -lpq
 /* libFuzzer target: server text -> Lua values through kr_pushvalue/kr_pushrows_as (src/result.c),
  * for each type kronos converts. The first input byte picks the column type; the rest is the
  * server's text, put into a real PGresult with libpq's own constructors. */

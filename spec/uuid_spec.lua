@@ -27,6 +27,36 @@ describe("kronos uuid", function()
         end
     end)
 
+    -- ids come from a pool drawn from the kernel 256 at a time; a forked process (an OpenResty
+    -- worker, forked from a master that drew ids in init_by_lua) must not hand out the ids its
+    -- parent's pool still holds. LuaJIT's FFI forks this very process.
+    if H.luajit then
+        it("a forked process draws its own ids, never the ones its parent's pool holds", function()
+            local ffi = require "ffi"
+            ffi.cdef [[int fork(void); void _exit(int); int waitpid(int, int *, int);]]
+            local path = os.tmpname()
+            for _ = 1, 3 do
+                kronos.uuid() -- the pool is drawn, and holds ids for later calls
+                local pid = ffi.C.fork()
+                if pid == 0 then
+                    local f = io.open(path, "w")
+                    f:write(kronos.uuid(), " ", kronos.uuid())
+                    f:close()
+                    ffi.C._exit(0)
+                end
+                assert.is_true(pid > 0)
+                ffi.C.waitpid(pid, nil, 0)
+                local mine = { [kronos.uuid()] = true, [kronos.uuid()] = true }
+                local theirs = H.read_file(path)
+                local a, b = theirs:match("^(%S+) (%S+)$")
+                assert.is_true(kronos.is_uuid(a) and kronos.is_uuid(b), theirs)
+                assert.is_nil(mine[a])
+                assert.is_nil(mine[b])
+            end
+            os.remove(path)
+        end)
+    end
+
     it("makes what the server reads as the same uuid, of version 4", function()
         local u = kronos.uuid()
         local r = conn:exec("SELECT $1::uuid AS u, substr($1::uuid::text, 15, 1) AS version", u)[1]

@@ -105,7 +105,7 @@ typedef struct kr_conn {
 } kr_conn;
 
 /* uuid.c */
-void kr_uuid_format(char out[37]);           /* writes a new random (v4) UUID, lower case, NUL-terminated */
+void kr_uuid_format(lua_State *L, char out[37]); /* a new random (v4) UUID, lower case, NUL-terminated */
 
 /* class.c: the metatables by name */
 int kr_testclass(lua_State *L, int idx, const char *name);   /* idx has metatable `name` */

@@ -79,7 +79,7 @@ static int l_create(lua_State *L)
     kr_fieldval v[KR_USER_NFIELDS];
     if (!kr_users_check_fields(L, 2, v, 1)) return returned(L);
     char id[37];
-    kr_uuid_format(id);
+    kr_uuid_format(L, id);
     const char *values[KR_USER_MAXPARAMS];
     values[0] = id;
     kr_sql b;

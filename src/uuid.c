@@ -4,8 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/random.h>
-
-#include <uuid/uuid.h>
+#include <unistd.h>
 
 #include "convert.h"
 #include "kronos.h"
@@ -25,16 +24,6 @@ static void uuid_text(const unsigned char u[16], char *out)
         in += groups[g];
         out += 2 * groups[g];
     }
-}
-
-/* libuuid makes the single ids (its uuid_generate_random reads the kernel's randomness; its
- * per-call cost does not matter for one id). */
-void kr_uuid_format(char out[37])
-{
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_text(u, out);
-    out[36] = '\0';
 }
 
 void kr_uuid_pool_init(kr_uuid_pool *p)
@@ -72,10 +61,30 @@ int kr_uuid_pool_next(kr_uuid_pool *p, char *out)
     return 1;
 }
 
+/* The single ids (users:create, kronos.uuid) come from a pool too: libuuid's
+ * uuid_generate_random costs about 8 us a call (it re-seeds its generator), as much as the
+ * INSERT it is for when statements are pipelined. The pool is the thread's own (Lua states are
+ * used by one thread at a time, but a host may run several) and belongs to one process: after a
+ * fork (OpenResty's workers, forked from the master that may have drawn ids in init_by_lua) the
+ * child drops what it inherited, so no two processes ever hand out the same id. Raises
+ * random_failed when the kernel gives no randomness. */
+void kr_uuid_format(lua_State *L, char out[37])
+{
+    static _Thread_local kr_uuid_pool pool = {.next = KR_UUID_BATCH};
+    static _Thread_local pid_t owner;
+    pid_t pid = getpid();
+    if (owner != pid) {
+        pool.next = KR_UUID_BATCH;
+        owner = pid;
+    }
+    if (!kr_uuid_pool_next(&pool, out)) kr_error_raise(L, "random_failed", "getrandom: %s", strerror(errno));
+    out[36] = '\0';
+}
+
 static int l_uuid(lua_State *L)
 {
     char text[37];
-    kr_uuid_format(text);
+    kr_uuid_format(L, text);
     lua_pushlstring(L, text, 36);
     return 1;
 }

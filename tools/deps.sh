@@ -7,10 +7,10 @@ set -eu
 pkgs=""
 for group in "$@"; do
     case "$group" in
-    base) pkgs="$pkgs gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev uuid-dev
+    base) pkgs="$pkgs gcc make pkg-config lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev
                  lua-busted lua-check cppcheck lua-cjson lua-readline luarocks postgresql postgresql-contrib
                  nginx libnginx-mod-http-lua pgbouncer curl procps git liblua5.1-0-dev alembic python3-psycopg2" ;;
-    bench) pkgs="$pkgs alembic python3-psycopg2 lua-sql-postgres valgrind" ;;
+    bench) pkgs="$pkgs alembic python3-psycopg2 lua-sql-postgres valgrind uuid-dev" ;;
     fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     memory) pkgs="$pkgs valgrind clang libclang-rt-14-dev" ;;
     *) echo "deps.sh: unknown group $group" >&2; exit 2 ;;
