@@ -520,12 +520,13 @@ describe("the kronos program", function()
         os.execute("rm -rf " .. q(dir))
     end)
 
-    -- pg_stat_database.sessions counts the sessions that ended; a backend ends just after its
-    -- client: wait until the count stops moving.
-    local function sessions(db)
+    -- pg_stat_database counts what a backend did as it ends, just after its client: the figure
+    -- sql reads on db (with its parameters), once it stops moving.
+    local function settled(db, sql, ...)
         local last, n, still = -1, nil, 0
         for _ = 1, 100 do
-            n = db:exec("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")[1].sessions
+            db:exec("SELECT pg_stat_clear_snapshot()")
+            n = db:exec(sql, ...)[1].n
             still = n == last and still + 1 or 0
             if still == 5 then break end
             last = n
@@ -534,19 +535,14 @@ describe("the kronos program", function()
         return n
     end
 
-    -- pg_stat_database's transactions of a database, read from another one (the reader's own
-    -- statements do not count there); a backend flushes its counts as it exits.
+    -- the sessions that ended on db's database
+    local function sessions(db)
+        return settled(db, "SELECT sessions AS n FROM pg_stat_database WHERE datname = current_database()")
+    end
+
+    -- the transactions of database name, read from another one (whose own statements do not count there)
     local function xacts(admin, name)
-        local last, n, still = -1, nil, 0
-        for _ = 1, 100 do
-            admin:exec("SELECT pg_stat_clear_snapshot()")
-            n = admin:exec("SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1", name)[1].n
-            still = n == last and still + 1 or 0
-            if still == 5 then break end
-            last = n
-            admin:exec("SELECT pg_sleep(0.05)")
-        end
-        return n
+        return settled(admin, "SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = $1", name)
     end
 
     it("a no-op upgrade costs the server what the psql program's `-c 'select 1'` does: one statement", function()

@@ -119,13 +119,14 @@ static const luaL_Reg ddl_funcs[] = {
     {NULL, NULL}
 };
 
+static const luaL_Reg sql_meta[] = {
+    {"__tostring", sql_tostring},
+    {NULL, NULL}
+};
+
 void kr_open_ddl(lua_State *L)
 {
-    if (luaL_newmetatable(L, KR_DDL_SQL_CLASS)) {
-        lua_pushcfunction(L, sql_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    kr_newclass(L, KR_DDL_SQL_CLASS, NULL, sql_meta);
     lua_newtable(L);
     luaL_setfuncs(L, ddl_funcs, 0);
     lua_setfield(L, -2, "ddl");

@@ -220,7 +220,7 @@ static void sort_graph(lua_State *L, kr_graph *g)
 void kr_graph_build(lua_State *L, int list, kr_graph *g)
 {
     list = lua_absindex(L, list);
-    luaL_checktype(L, list, LUA_TTABLE);
+    kr_checktable(L, list);
     g->n = (int)lua_rawlen(L, list);
     size_t n1 = (size_t)g->n + 1;
     g->m = (kr_mig *)lua_newuserdata(L, sizeof(kr_mig) * n1);

@@ -11,6 +11,9 @@ static int box_gc(lua_State *L)
     return 0;
 }
 
+/* Boxes res before anything can raise. Its class is registered here on first use rather than by
+ * kr_newclass at open: boxes are made by code that runs without the module opened (fuzz/values.c)
+ * and must never lack their __gc; luaL_setmetatable would cost the same registry lookup. */
 PGresult **kr_boxresult(lua_State *L, PGresult *res)
 {
     PGresult **box = (PGresult **)lua_newuserdata(L, sizeof(PGresult *));
