@@ -751,7 +751,8 @@ for _, l in ipairs {
     "- create, bulk, read, select 1, stream, pipeline: bench/kronos_worker.lua (Lua 5.4 and LuaJIT),",
     "  bench/luasql_worker.lua (lua-sql-postgres: literals escaped with `con:escape`, v4 UUIDs made in",
     "  Lua), bench/floor_worker.lua (the Lua floor, bench/floor.c) and bench/pqbench.c (libpq from C,",
-    "  `cc -O2`, UUIDs from libuuid); the time is measured inside each process, after connecting. The",
+    "  `cc -O2`, UUIDs from getrandom(2) 256 at a time, as kronos makes them, formatted by libuuid); the",
+    "  time is measured inside each process, after connecting. The",
     "  same rows everywhere (bench/common.lua `user(i)`, `typed_sql`).",
 } do md[#md + 1] = l end
 md[#md + 1] = ""

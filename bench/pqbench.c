@@ -1,6 +1,7 @@
 /* pqbench: the limit of each benchmark case, libpq driven from C with nothing in between.
  *   pqbench URL select1 N     N round trips of "select 1"
  *   pqbench URL create N      N INSERTs of the bench users, one PQexecParams each, autocommit
+ *                             (ids as kronos makes them: getrandom(2), 256 at a time)
  *   pqbench URL copy N        the same N users with one COPY FROM STDIN: their fields are made
  *                             in memory before the clock starts (as create_many's list exists
  *                             before the call); timed are the ids (getrandom(2), 256 at a time,
@@ -60,24 +61,6 @@ static long run_select1(PGconn *pg, long n, long *sum)
     return n;
 }
 
-static long run_create(PGconn *pg, long n, long *sum)
-{
-    const char *sql = "INSERT INTO users (id, email, first_name, last_name) VALUES ($1, $2, $3, $4)";
-    for (long i = 1; i <= n; i++) {
-        char id[37], email[64], first[32], last[32];
-        uuid_t u;
-        uuid_generate_random(u);
-        uuid_unparse_lower(u, id);
-        user_fields(i, email, first, last);
-        const char *values[4] = {id, email, first, last};
-        PGresult *r = PQexecParams(pg, sql, 4, NULL, values, NULL, NULL, 0);
-        check(pg, r, PGRES_COMMAND_OK, "insert");
-        PQclear(r);
-        *sum += (long)strlen(email);
-    }
-    return n;
-}
-
 /* The input of the copy mode: the users' fields, made before the clock starts. */
 typedef struct {
     char *text;             /* every field, one after another */
@@ -107,7 +90,7 @@ static users_input make_users(long n)
     return in;
 }
 
-/* Version 4 ids as create_many makes them: 256 from each getrandom(2) call. */
+/* Version 4 ids as kronos makes them (users:create, create_many): 256 from each getrandom(2) call. */
 static void next_id(unsigned char (*pool)[16], int *next, char *out)
 {
     if (*next == 256) {
@@ -127,6 +110,24 @@ static void next_id(unsigned char (*pool)[16], int *next, char *out)
         *next = 0;
     }
     uuid_unparse_lower(pool[(*next)++], out);
+}
+
+static long run_create(PGconn *pg, long n, long *sum)
+{
+    const char *sql = "INSERT INTO users (id, email, first_name, last_name) VALUES ($1, $2, $3, $4)";
+    static unsigned char pool[256][16];
+    int next = 256;
+    for (long i = 1; i <= n; i++) {
+        char id[37], email[64], first[32], last[32];
+        next_id(pool, &next, id);
+        user_fields(i, email, first, last);
+        const char *values[4] = {id, email, first, last};
+        PGresult *r = PQexecParams(pg, sql, 4, NULL, values, NULL, NULL, 0);
+        check(pg, r, PGRES_COMMAND_OK, "insert");
+        PQclear(r);
+        *sum += (long)strlen(email);
+    }
+    return n;
 }
 
 /* The timed part of the copy mode. noinline: bench.lua counts its instructions by name
