@@ -653,18 +653,22 @@ end
 -- the run
 
 -- N users written as single INSERTs: one conn:pipeline (a Sync per statement) against the
--- users:create loop (a round trip each, RETURNING the row), the same rows checked.
+-- users:create loop (a round trip each, RETURNING the row), and the limit: the same INSERTs
+-- pipelined from C (bench/pqbench.c create_pipeline), the same rows checked.
 function cases.pipeline_users()
     local url, n = users_db(), N_PIPELINE
-    local k, p, digest = {}, {}, nil
+    local k, p, c, digest = {}, {}, {}, nil
     for i = 1, RUNS do
         rotated(i, {
             function() k[i], digest = create_run(url, "pipeline users", kw(url, "create_pipeline", n), n, digest) end,
             function() p[i], digest = create_run(url, "users:create loop", kw(url, "create", n), n, digest) end,
+            function() c[i], digest = create_run(url, "C pipeline users", { PQBENCH, url, "create_pipeline", n }, n,
+                digest) end,
         })
     end
     add { case = ("conn:pipeline of %dk user inserts"):format(n // 1000), unit = "rate", n = n, k = k, p = p,
-        peer_name = "users:create loop", target = ">= 1.4x the loop", met = function(vp) return vp >= 1.4 end }
+        l = c, peer_name = "users:create loop", limit_name = "C pipeline, same INSERTs", target = ">= 1.4x the loop",
+        met = function(vp) return vp >= 1.4 end }
 end
 
 local order = { "startup", "migrate500", "create", "bulk", "read", "paging", "select1", "stream", "callgrind", "pipeline",

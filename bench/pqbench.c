@@ -2,6 +2,7 @@
  *   pqbench URL select1 N     N round trips of "select 1"
  *   pqbench URL create N      N INSERTs of the bench users, one PQexecParams each, autocommit
  *                             (ids as kronos makes them: getrandom(2), 256 at a time)
+ *   pqbench URL create_pipeline N   the same INSERTs in libpq's pipeline mode, a Sync after each
  *   pqbench URL copy N        the same N users with one COPY FROM STDIN: their fields are made
  *                             in memory before the clock starts (as create_many's list exists
  *                             before the call); timed are the ids (getrandom(2), 256 at a time,
@@ -130,6 +131,49 @@ static long run_create(PGconn *pg, long n, long *sum)
     return n;
 }
 
+/* One result of the pipeline: 1 for a Sync, 0 for an INSERT's; anything else fails the run. */
+static int pipeline_result(PGconn *pg, PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    PQclear(r);
+    if (st != PGRES_PIPELINE_SYNC && st != PGRES_COMMAND_OK) die(pg, "a pipelined insert");
+    return st == PGRES_PIPELINE_SYNC;
+}
+
+/* The create mode's statements through libpq's pipeline mode, a Sync after each (each its own
+ * transaction, as conn:pipeline's default), results read as they come: the floor of a pipeline
+ * of user INSERTs, which the server's work per INSERT bounds when round trips are cheap. */
+static long run_create_pipeline(PGconn *pg, long n, long *sum)
+{
+    const char *sql = "INSERT INTO users (id, email, first_name, last_name) VALUES ($1, $2, $3, $4)";
+    static unsigned char pool[256][16];
+    int next = 256;
+    long syncs = 0;
+    if (!PQenterPipelineMode(pg) || PQsetnonblocking(pg, 1) != 0) die(pg, "pipeline mode");
+    for (long i = 1; i <= n; i++) {
+        char id[37], email[64], first[32], last[32];
+        next_id(pool, &next, id);
+        user_fields(i, email, first, last);
+        const char *values[4] = {id, email, first, last};
+        if (!PQsendQueryParams(pg, sql, 4, NULL, values, NULL, NULL, 0) || !PQpipelineSync(pg)) die(pg, "send");
+        *sum += (long)strlen(email);
+        if (PQflush(pg) < 0 || !PQconsumeInput(pg)) die(pg, "pipeline io");
+        while (!PQisBusy(pg)) {
+            PGresult *r = PQgetResult(pg);
+            if (r == NULL) break;
+            syncs += pipeline_result(pg, r);
+        }
+    }
+    PQsetnonblocking(pg, 0);
+    if (PQflush(pg) != 0) die(pg, "flush");
+    while (syncs < n) {
+        PGresult *r = PQgetResult(pg);
+        if (r != NULL) syncs += pipeline_result(pg, r);
+    }
+    if (!PQexitPipelineMode(pg)) die(pg, "exit pipeline mode");
+    return n;
+}
+
 /* The timed part of the copy mode. noinline: bench.lua counts its instructions by name
  * (callgrind --toggle-collect=run_copy*: the compiler may suffix the name). */
 __attribute__((noinline)) static long run_copy(PGconn *pg, const users_input *in, long n, long *sum)
@@ -239,7 +283,7 @@ static long run_pages(PGconn *pg, long n, long *sum)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: pqbench URL select1|create|copy|page N | read 0 SQL\n");
+        fprintf(stderr, "usage: pqbench URL select1|create|create_pipeline|copy|page N | read 0 SQL\n");
         return 2;
     }
     const char *mode = argv[2];
@@ -254,6 +298,8 @@ int main(int argc, char **argv)
         rows = run_select1(pg, n, &sum);
     else if (strcmp(mode, "create") == 0)
         rows = run_create(pg, n, &sum);
+    else if (strcmp(mode, "create_pipeline") == 0)
+        rows = run_create_pipeline(pg, n, &sum);
     else if (strcmp(mode, "copy") == 0)
         rows = run_copy(pg, &in, n, &sum);
     else if (strcmp(mode, "page") == 0 && n > 0)
