@@ -4,8 +4,8 @@
 #   memory-specs.sh asan|valgrind
 set -eu
 cd "$(dirname "$0")/.."
-# Built and run outside the checked interpreter: installed rocks, nginx's LuaJIT, make dev.
-outside="rockspec openresty rolling dev"
+# Built and run outside the checked interpreter: installed rocks, nginx's LuaJIT, make dev, make bench.
+outside="rockspec openresty rolling dev bench"
 case "${1:-}" in
 asan) skip=$outside ;;
 # valgrind wraps the busted process only: the CLI's own processes are checked by the ASan run.
