@@ -213,6 +213,10 @@ describe("kronos errors", function()
         assert(conn:pipeline(function(p) p_exec = p.exec; p:exec("SELECT 1") end))
         assert.matches("(kronos pipeline expected)", raised(p_exec, 42), 1, true)
         assert.matches("(kronos pipeline expected)", raised(p_exec, {}), 1, true)
+        assert.matches("(string expected, got nil)", raised(core.one_line, nil), 1, true)
+        -- the one escaping, as tostring(err) applies it, for the CLI's lines
+        assert.are.equal("a\\nb\\027[31mc\\td\\r", core.one_line("a\nb\27[31mc\td\r"))
+        assert.are.equal(tostring(kronos.error("x", "a\nb\27[31mc\td\r")), core.one_line("a\nb\27[31mc\td\r") .. " [x]")
         -- still working for good arguments
         assert.are.equal(64, #core.migrate.sha256("a\0b"))
     end)

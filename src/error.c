@@ -236,6 +236,21 @@ static int error_new(lua_State *L)
     return 1;
 }
 
+/* kronos.core.one_line(s) -> s with control bytes escaped (kr_error_addescaped): the CLI prints
+ * text from outside (migration messages, errors, revision ids) through the same escaping as
+ * tostring(err), so that a line of its output stays one line. */
+static int error_one_line(lua_State *L)
+{
+    size_t len;
+    if (lua_type(L, 1) != LUA_TSTRING) kr_error_arg(L, 1, "string expected, got %s", luaL_typename(L, 1));
+    const char *s = lua_tolstring(L, 1, &len);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    kr_error_addescaped(&b, s, len, 0);
+    luaL_pushresult(&b);
+    return 1;
+}
+
 static int error_is(lua_State *L)
 {
     lua_pushboolean(L, lua_istable(L, 1) && kr_testclass(L, 1, KR_ERROR_CLASS));
@@ -245,7 +260,8 @@ static int error_is(lua_State *L)
 void kr_open_error(lua_State *L)
 {
     static const luaL_Reg meta[] = {{"__tostring", error_tostring}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"error", error_new}, {"is_error", error_is}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"error", error_new}, {"is_error", error_is}, {"one_line", error_one_line},
+                                     {NULL, NULL}};
     kr_newclass(L, KR_ERROR_CLASS, NULL, meta);
     luaL_setfuncs(L, funcs, 0);
 }

@@ -17,12 +17,12 @@ M.exit_codes = { ok = EXIT_OK, failure = EXIT_FAIL, usage = EXIT_USAGE, pending 
 -- ---- output ---------------------------------------------------------------------------------
 
 -- Text from outside (messages, errors, revision ids) as one line: a control byte would break a
--- log line, so line breaks read \n and other control bytes \xNN.
+-- log line, so it is escaped as tostring(err) escapes it (\n, \t, \r, \ddd: kronos.core's one
+-- escaping); text without one is printed as it is, with no need to load the core.
 local function one_line(s)
-    return (tostring(s):gsub("%c", function(c)
-        if c == "\n" then return "\\n" elseif c == "\r" then return "\\r" elseif c == "\t" then return " " end
-        return ("\\x%02x"):format(c:byte())
-    end))
+    s = tostring(s)
+    if not s:find("%c") then return s end
+    return require("kronos.core").one_line(s)
 end
 M.one_line = one_line
 
