@@ -7,13 +7,15 @@ local C = require "bench.common"
 
 local ROOT = assert(os.getenv("KRONOS_ROOT"), "run through bench/run.sh")
 local WORK = ROOT .. "/bench/work"
+-- kronos as bench/run.sh built it (BENCH_BUILD: bench/work/build unless given another)
+local BUILD = ROOT .. "/" .. (os.getenv("BENCH_BUILD_DIR") or "bench/work/build")
 local BASE_URL = assert(os.getenv("DATABASE_URL"), "run through bench/run.sh")
 local RUNS = math.max(5, tonumber(os.getenv("BENCH_RUNS") or "7"))
 local ONLY = os.getenv("BENCH_CASES")
 local LUA = "lua5.4"
 -- LuaJIT workers: kronos, benchlib and the floor built for LuaJIT (bench/run.sh), through env(1)
 -- because LUA_CPATH is set for Lua 5.4 here.
-local JIT_CPATH = ROOT .. "/bench/work/build/luajit/?.so;" .. ROOT .. "/bench/work/luajit/?.so;;"
+local JIT_CPATH = BUILD .. "/luajit/?.so;" .. ROOT .. "/bench/work/luajit/?.so;;"
 local JIT = { "env", "LUA_CPATH=" .. JIT_CPATH, "luajit" }
 local function popen_read(cmd)
     local p = io.popen(cmd .. " 2>/dev/null")
@@ -241,9 +243,9 @@ function cases.startup()
         for _, a in ipairs(args) do argv[#argv + 1] = a end
         return argv
     end
-    -- bench/run.sh builds both programs (make BUILD=bench/work/build/<lua>)
-    local kronos_upgrade = command { WORK .. "/build/lua5.4/bin/kronos" }
-    local jit_upgrade = command { WORK .. "/build/luajit/bin/kronos" }
+    -- bench/run.sh builds both programs (make BUILD=<BUILD>/<lua>)
+    local kronos_upgrade = command { BUILD .. "/lua5.4/bin/kronos" }
+    local jit_upgrade = command { BUILD .. "/luajit/bin/kronos" }
     local script_upgrade = command { LUA, ROOT .. "/bin/kronos" } -- the same CLI as a Lua script
     run(kronos_upgrade)
     run { ALEMBIC, "-c", ROOT .. "/bench/alembic/alembic.ini", "-x", "url=" .. aurl, "upgrade", "head" }
