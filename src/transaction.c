@@ -42,6 +42,7 @@ static void rollback(kr_conn *c, int nested, int depth)
     PQclear(PQexec(c->pg, sql)); /* a lost connection has rolled back already */
 }
 
+/* nil, err for a function that ended the transaction itself: its work was not one unit. */
 static int ended(lua_State *L)
 {
     return kr_error_return(L, "transaction_ended", "the function ended the transaction itself (COMMIT or ROLLBACK "
