@@ -39,6 +39,7 @@ struct kr_user_field {
      * nullable). create_many's COPY names every field's column, so the server applies no default
      * there: an absent field is written as this text, or as NULL. */
     const char *server_default;
+    size_t server_default_len;
 };
 #define KR_USER_NFIELDS 5
 #define KR_USER_MAXPARAMS (1 + KR_USER_NFIELDS)   /* the id and every field */

@@ -84,10 +84,9 @@ static char *put_value(char *out, const kr_fieldval *v, const char *absent, size
  * every column, so the server applies none), \N for a column without one. */
 static const char *absent_text(int k, size_t *len)
 {
-    const char *def = kr_user_fields[k].server_default;
-    if (def == NULL) def = "\\N";
-    *len = strlen(def);
-    return def;
+    const struct kr_user_field *f = &kr_user_fields[k];
+    *len = f->server_default ? f->server_default_len : 2;
+    return f->server_default ? f->server_default : "\\N";
 }
 
 /* Appends entry's line: a new id, then the fields in kr_user_fields' order (COPY's columns, see

@@ -7,10 +7,12 @@
 
 /* ---- fields ---------------------------------------------------------------------------- */
 
-#define FIELD(name, kind, server_default) {name, sizeof name - 1, kind, server_default}
+/* A field without a server default, and one with (its SQL text, length counted here). */
+#define FIELD(name, kind) {name, sizeof name - 1, kind, NULL, 0}
+#define FIELD_DEFAULT(name, kind, def) {name, sizeof name - 1, kind, def, sizeof def - 1}
 const struct kr_user_field kr_user_fields[KR_USER_NFIELDS] = {
-    FIELD("email", K_EMAIL, NULL), FIELD("first_name", K_NAME, NULL), FIELD("last_name", K_NAME, NULL),
-    FIELD("profile_image_url", K_URL, NULL), FIELD("is_active", K_BOOL, "true"),
+    FIELD("email", K_EMAIL), FIELD("first_name", K_NAME), FIELD("last_name", K_NAME),
+    FIELD("profile_image_url", K_URL), FIELD_DEFAULT("is_active", K_BOOL, "true"),
 };
 
 /* The index in kr_user_fields of the field named key[0..len), or -1. */
