@@ -95,8 +95,9 @@ typedef struct kr_batch {
 typedef struct kr_watch {
     int on;                  /* a non-transactional step's up/down is running: its statements are watched */
     int generated;           /* the statements come from an op.<helper> (kronos generated them) */
-    int raw;                 /* what the step's marker says it ran that kronos cannot redo (0 nothing, 1 a helper's
-                              * DDL other than an index build or drop, 2 raw SQL or op.db): no automatic resume */
+    int ran;                 /* what the step's marker says it ran that kronos cannot redo (migrate_resume.c's
+                              * RAN_*: nothing, a helper's DDL other than an index build or drop, raw SQL or
+                              * op.db); anything but nothing: no automatic resume */
     int resume;              /* re-running a generated step that a previous run left unfinished */
 } kr_watch;
 

@@ -36,7 +36,7 @@ static void set_marker(lua_State *L, kr_run *r, int env, const char *text)
     lua_pop(L, text ? 2 : 1);
 }
 
-/* What a watched step has run, in the order a marker can only go up (watch.raw): only index
+/* What a watched step has run, in the order a marker can only go up (watch.ran): only index
  * builds and drops kronos can resume, DDL of another helper (each statement atomic, but which of
  * them ran is not known), raw SQL (op.execute, op.db: anything at all). MARK is the suffix the
  * marker carries, which kr_resume_check reads back, and RAN what its message says. */
@@ -58,8 +58,8 @@ static void running_marker(lua_State *L, kr_run *r, int env, int ran)
  * here on is seen by the next run, and the step's statements are watched (kr_resume_statement). */
 void kr_resume_watch(lua_State *L, kr_run *r, int env)
 {
-    r->watch.raw = 0;
-    running_marker(L, r, env, 0);
+    r->watch.ran = RAN_INDEX;
+    running_marker(L, r, env, RAN_INDEX);
     r->watch.on = 1;
 }
 
@@ -78,8 +78,8 @@ void kr_resume_done(lua_State *L, kr_run *r, int env)
  * resumed automatically and its message names what the step did. Nothing outside a watched step. */
 static void unresumable(lua_State *L, kr_run *r, int env, int ran)
 {
-    if (!r->watch.on || r->watch.raw >= ran) return;
-    r->watch.raw = ran;
+    if (!r->watch.on || r->watch.ran >= ran) return;
+    r->watch.ran = ran;
     running_marker(L, r, env, ran);
 }
 
