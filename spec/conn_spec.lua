@@ -94,10 +94,7 @@ describe("kronos connection", function()
 
         it("checks its own table keys through the option reader, before connecting", function()
             local function bad(opts, why)
-                local ok, err = pcall(function() kronos.connect(opts) end)
-                assert.is_false(ok)
-                assert.is_true(kronos.is_error(err))
-                assert.are.equal("bad_argument", err.code)
+                local err = H.bad_argument(function() kronos.connect(opts) end)
                 assert.are.equal("connect", err.func)
                 assert.are.equal("bad argument #1 to 'connect' (" .. why .. ")", err.message)
             end

@@ -193,11 +193,7 @@ describe("kronos errors", function()
         local core = require "kronos.core"
         local function raised(f, ...)
             local n, args, unpack = select("#", ...), { ... }, table.unpack or unpack
-            local ok, err = pcall(function() local r = f(unpack(args, 1, n)) return r end)
-            assert.is_false(ok)
-            assert.is_true(kronos.is_error(err), tostring(err))
-            assert.are.equal("bad_argument", err.code)
-            return tostring(err)
+            return tostring(H.bad_argument(function() local r = f(unpack(args, 1, n)) return r end))
         end
         assert.matches("(string expected, got table)", raised(core.migrate.sha256, {}), 1, true)
         assert.matches("(string expected, got no value)", raised(core.migrate.scan), 1, true)

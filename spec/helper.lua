@@ -8,6 +8,17 @@ H.lua = os.getenv("KRONOS_LUA") or "lua5.4"
 H.root = os.getenv("KRONOS_ROOT") or "."
 H.luajit = rawget(_G, "jit") ~= nil
 
+-- Calls f, which makes the call under test (not as a tail call: LuaJIT names no function called
+-- that way), and checks that it raised a bad_argument error object; returns the object.
+function H.bad_argument(f)
+    local ok, err = pcall(f)
+    local luassert = require "luassert"
+    luassert.is_false(ok)
+    luassert.is_true(kronos.is_error(err), tostring(err))
+    luassert.are.equal("bad_argument", err.code, tostring(err))
+    return err
+end
+
 -- The URL of another database on the same server.
 function H.url_for(dbname)
     if H.base_url:match("^postgres%a*://") then

@@ -113,10 +113,7 @@ describe("conn:pipeline", function()
         local ran = false
         local function fn(p) ran = true p:exec("INSERT INTO t VALUES (1, 'a')") end
         local function bad(opts, why)
-            local ok, err = pcall(function() conn:pipeline(fn, opts) end)
-            assert.is_false(ok)
-            assert.is_true(kronos.is_error(err))
-            assert.are.equal("bad_argument", err.code)
+            local err = H.bad_argument(function() conn:pipeline(fn, opts) end)
             assert.are.equal("pipeline", err.func)
             assert.are.equal("bad argument #2 to 'pipeline' (" .. why .. ")", err.message)
         end
